@@ -1,0 +1,311 @@
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
+import type { BackendSpec, BackendState, SidecarConfig } from './config/types.js';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { dialBackend, type DialContext, type DialResult } from './dial.js';
+import { joinBackendUrl } from './headers.js';
+import { CircuitBreaker } from './health/breaker.js';
+import { healthStatuses, type HealthStatus } from './health/ejection.js';
+import { PhiAccrualDetector } from './health/phi.js';
+import type { Logger } from './logger.js';
+
+/** A backend as the sidecar runs it: its spec plus live health and session count. */
+export class Backend {
+  sessions = 0;
+  health: HealthStatus = 'healthy';
+  phiValue = 0;
+  /** Set by a pong or probe since the last tick; the tick turns it into one φ heartbeat. */
+  alive = false;
+  /** Removed from the config/admin set: drained, then forgotten once its last session left. */
+  removing = false;
+  warmSince: number;
+  nextProbeAt = 0;
+  probing = false;
+  readonly breaker: CircuitBreaker;
+  readonly phi: PhiAccrualDetector;
+
+  constructor(
+    public spec: BackendSpec,
+    health: SidecarConfig['health'],
+    now: number,
+  ) {
+    this.breaker = new CircuitBreaker(health.breaker);
+    this.phi = new PhiAccrualDetector(health.phi);
+    this.warmSince = now;
+  }
+
+  get id(): string {
+    return this.spec.id;
+  }
+  get state(): BackendState {
+    return this.spec.state;
+  }
+}
+
+export type DialOutcome = 'success' | 'failure' | 'refused' | 'aborted';
+
+/**
+ * The set of backends and the one place that decides where a session goes. Sockets stay out of
+ * here except for active health probes.
+ */
+export class BackendPool {
+  readonly backends = new Map<string, Backend>();
+  private chooser: Chooser;
+  private views: BackendView[] = [];
+  /** Sessions holding through an outage wait here to be woken when a backend becomes usable. */
+  private readonly waiters = new Set<() => void>();
+
+  constructor(
+    private config: SidecarConfig,
+    private dialContext: DialContext,
+    private readonly log: Logger,
+    now: number,
+  ) {
+    this.chooser = createChooser({ algorithm: config.balancer.algorithm, slowStart: config.balancer.slowStart });
+    for (const spec of config.backends) this.backends.set(spec.id, new Backend(spec, config.health, now));
+  }
+
+  /** Picks a backend and claims a dial on it (the breaker's half-open trial, when that applies). */
+  choose(key: string | undefined, excluded: Set<string>, now: number): Backend | undefined {
+    const views = this.views;
+    views.length = 0;
+    for (const b of this.backends.values()) {
+      views.push({
+        id: b.id,
+        weight: b.spec.weight,
+        standby: b.spec.standby,
+        state: b.spec.state,
+        sessions: b.sessions,
+        health: b.health,
+        trialAvailable: b.breaker.trialAvailable(now, true),
+        trialDue: b.breaker.state === 'open' && b.breaker.trialAvailable(now, false),
+        warmSince: b.warmSince,
+      });
+    }
+    // A claim can fail (another session holds the trial): exclude that backend and ask again.
+    const tried: string[] = [];
+    let chosen: Backend | undefined;
+    for (let i = 0; i <= this.backends.size; i++) {
+      const pick = this.chooser.choose(views, { key, excluded, now });
+      if (!pick) break;
+      const backend = this.backends.get(pick.id)!;
+      if (backend.breaker.tryAcquire(now, pick.panic)) {
+        chosen = backend;
+        break;
+      }
+      excluded.add(pick.id);
+      tried.push(pick.id);
+    }
+    for (const id of tried) excluded.delete(id);
+    return chosen;
+  }
+
+  /** Dials a backend for a session's path and feeds the outcome to its breaker. */
+  async dial(
+    backend: Backend,
+    path: string,
+    protocols: readonly string[],
+    headers: OutgoingHttpHeaders,
+    signal?: AbortSignal,
+  ): Promise<DialResult> {
+    const result = await dialBackend(joinBackendUrl(backend.spec.url, path), protocols, headers, this.dialContext, signal);
+    const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
+    this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
+    return result;
+  }
+
+  /** Whether any backend could take a new session now (readiness, and the held-client wait). */
+  hasUsable(): boolean {
+    for (const b of this.backends.values()) {
+      if (b.spec.state === 'enabled' && (b.health === 'healthy' || b.health === 'suspect')) return true;
+    }
+    return false;
+  }
+
+  report(backend: Backend, outcome: DialOutcome, now: number, reason?: string): void {
+    const wasOpen = backend.breaker.state !== 'closed';
+    switch (outcome) {
+      case 'success':
+      case 'refused': // it answered: alive, even if it did not want this session
+        backend.breaker.onSuccess();
+        backend.alive = true;
+        if (wasOpen) {
+          backend.warmSince = now;
+          this.log.info({ backend: backend.id, reason: 'dial succeeded' }, 'backend breaker closed');
+          this.refreshHealth(now);
+          this.wake();
+        }
+        break;
+      case 'failure': {
+        backend.breaker.onFailure(now);
+        if (!wasOpen && backend.breaker.state !== 'closed') {
+          this.log.warn(
+            { backend: backend.id, reason, consecutiveFailures: backend.breaker.consecutiveFailures },
+            'backend breaker tripped',
+          );
+        }
+        this.refreshHealth(now);
+        break;
+      }
+      case 'aborted':
+        backend.breaker.release();
+        break;
+    }
+  }
+
+  /** Resolves after `ms`, or earlier when a backend may have become usable, or on abort. */
+  waitForBackend(ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  wake(): void {
+    for (const w of [...this.waiters]) w();
+  }
+
+  get waiting(): number {
+    return this.waiters.size;
+  }
+
+  /** Runs on the sidecar's tick: φ heartbeats, health statuses, probes. */
+  tick(now: number): void {
+    for (const b of this.backends.values()) {
+      if (b.alive) {
+        b.phi.heartbeat(now);
+        b.alive = false;
+      } else if (b.sessions === 0 && this.config.health.probe.type === 'none') {
+        // Nothing is expected to report on an idle, unprobed backend: don't let φ accrue.
+        b.phi.reset();
+      }
+      b.phiValue = b.phi.phi(now);
+      if (this.config.health.probe.type !== 'none' && b.sessions === 0 && !b.probing && now >= b.nextProbeAt) {
+        this.probe(b, now);
+      }
+    }
+    this.refreshHealth(now);
+  }
+
+  private refreshHealth(now: number): void {
+    const list = [...this.backends.values()];
+    const statuses = healthStatuses(
+      list.map((b) => ({
+        id: b.id,
+        phi: b.phiValue,
+        breakerOpen: b.breaker.state !== 'closed',
+        consecutiveFailures: b.breaker.consecutiveFailures,
+      })),
+      this.config.health.phi.threshold,
+      this.config.health.maxEjectedPercent,
+    );
+    let recovered = false;
+    for (const b of list) {
+      const next = statuses.get(b.id) ?? 'healthy';
+      if (next === b.health) continue;
+      const wasUsable = b.health === 'healthy' || b.health === 'suspect';
+      const usable = next === 'healthy' || next === 'suspect';
+      if (usable && !wasUsable) {
+        recovered = true;
+        b.warmSince = now;
+      }
+      if (wasUsable !== usable) {
+        this.log.info({ backend: b.id, health: next, phi: Number(b.phiValue.toFixed(2)) }, 'backend health changed');
+      }
+      b.health = next;
+    }
+    if (recovered) this.wake();
+  }
+
+  private probe(b: Backend, now: number): void {
+    const probe = this.config.health.probe;
+    b.probing = true;
+    b.nextProbeAt = now + probe.interval;
+    const done = (ok: boolean, reason: string) => {
+      b.probing = false;
+      if (!this.backends.has(b.id)) return;
+      this.report(b, ok ? 'success' : 'failure', Date.now(), reason);
+    };
+    const url = new URL(probe.path, b.spec.url);
+    if (probe.type === 'websocket') {
+      const ctx = { ...this.dialContext, handshakeTimeout: probe.timeout };
+      void dialBackend(url.href, [], {}, ctx).then((r) => {
+        if (r.ok) r.socket.close(1000, 'health probe');
+        done(r.ok || r.kind === 'refused', r.ok ? 'probe ok' : `probe: ${r.kind === 'error' ? r.reason : r.kind}`);
+      });
+      return;
+    }
+    url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', timeout: probe.timeout }, (res) => {
+      res.resume();
+      const status = res.statusCode ?? 0;
+      done(status >= 200 && status < 400, `probe answered ${status}`);
+    });
+    req.on('timeout', () => req.destroy(new Error('probe timeout')));
+    req.on('error', (err) => done(false, `probe: ${err.message}`));
+    req.end();
+  }
+
+  /**
+   * Applies a new backend set (config reload, later the admin API's PUT). Returns ids whose
+   * sessions must be migrated away (removed or newly draining).
+   */
+  apply(specs: readonly BackendSpec[], now: number): { added: string[]; updated: string[]; removed: string[]; toDrain: string[] } {
+    const added: string[] = [];
+    const updated: string[] = [];
+    const removed: string[] = [];
+    const toDrain: string[] = [];
+    const next = new Set(specs.map((s) => s.id));
+    for (const spec of specs) {
+      const existing = this.backends.get(spec.id);
+      if (!existing) {
+        this.backends.set(spec.id, new Backend(spec, this.config.health, now));
+        added.push(spec.id);
+        continue;
+      }
+      const changed = JSON.stringify(existing.spec) !== JSON.stringify(spec) || existing.removing;
+      if (!changed) continue;
+      if (spec.state === 'draining' && existing.spec.state !== 'draining') toDrain.push(spec.id);
+      if (spec.state === 'enabled' && existing.spec.state !== 'enabled') existing.warmSince = now;
+      existing.spec = spec;
+      existing.removing = false;
+      updated.push(spec.id);
+    }
+    for (const b of this.backends.values()) {
+      if (next.has(b.id) || b.removing) continue;
+      b.removing = true;
+      b.spec = { ...b.spec, state: 'draining' };
+      removed.push(b.id);
+      toDrain.push(b.id);
+    }
+    this.forgetDrained();
+    if (added.length > 0 || updated.length > 0) this.wake();
+    return { added, updated, removed, toDrain };
+  }
+
+  /** Backends being removed leave the pool once their last session has moved. */
+  forgetDrained(): void {
+    for (const b of this.backends.values()) {
+      if (b.removing && b.sessions === 0) {
+        this.backends.delete(b.id);
+        this.log.info({ backend: b.id, reason: 'removed' }, 'backend removed');
+      }
+    }
+  }
+
+  reconfigure(config: SidecarConfig, dial: DialContext): void {
+    if (config.balancer.algorithm !== this.config.balancer.algorithm || config.balancer.slowStart !== this.config.balancer.slowStart) {
+      this.chooser = createChooser({ algorithm: config.balancer.algorithm, slowStart: config.balancer.slowStart });
+    }
+    this.config = config;
+    this.dialContext = dial;
+  }
+}

@@ -1,0 +1,121 @@
+// The sidecar's validated configuration. The YAML file has exactly this shape (camelCase keys);
+// durations are written as "250ms", "10s", "5m" or a number of milliseconds, sizes as "64KiB",
+// "16MiB" or a number of bytes. Every field here is filled (defaults applied) after loading.
+
+/** Milliseconds. */
+export type Millis = number;
+
+export type BackendState = 'enabled' | 'disabled' | 'draining';
+
+export interface BackendSpec {
+  /** Unique, [A-Za-z0-9._:-]{1,128}. Defaults to the URL's host:port. */
+  id: string;
+  /** ws:// or wss:// URL; the client's path and query are appended to its path. */
+  url: string;
+  /** Relative share of new sessions, 1..1000, default 1. */
+  weight: number;
+  /** Only used when no non-standby backend is usable. */
+  standby: boolean;
+  labels: Record<string, string>;
+  state: BackendState;
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface TlsServerConfig {
+  certFile: string;
+  keyFile: string;
+  /** Optional CA bundle to verify client certificates against (mTLS); empty = no client certs. */
+  caFile: string;
+}
+
+export interface UpstreamTlsConfig {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+  /** SNI and certificate name check; empty = the URL's host. */
+  servername: string;
+  rejectUnauthorized: boolean;
+}
+
+export type BalancingAlgorithm = 'least-sessions' | 'round-robin' | 'consistent-hash';
+
+export interface HashKey {
+  source: 'path' | 'header' | 'query';
+  /** Header or query parameter name (unused for `path`). */
+  name: string;
+}
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+
+export interface SidecarConfig {
+  listen: {
+    address: HostPort;
+    /** null = plain ws:// */
+    tls: TlsServerConfig | null;
+    maxHeaderBytes: number;
+    /** Time a client has to send its complete upgrade request. */
+    requestTimeout: Millis;
+    perMessageDeflate: { enabled: boolean; threshold: number };
+  };
+  admin: {
+    address: HostPort;
+    tokenFile: string;
+    token: string;
+  };
+  logLevel: LogLevel;
+  session: {
+    /** Largest message accepted on either leg; larger closes the session with 1009. */
+    maxMessageBytes: number;
+    /** Bytes queued towards one leg before the other leg's socket is paused. */
+    highWaterMarkBytes: number;
+    pingInterval: Millis;
+    pongTimeout: Millis;
+    /** 0 = never. */
+    idleTimeout: Millis;
+    /** 0 = never; otherwise the session is migrated (planned) after this long. */
+    maxLifetime: Millis;
+    trustForwardedFor: boolean;
+    /** Empty = pass every request header that is not blocked. */
+    passRequestHeaders: string[];
+    blockRequestHeaders: string[];
+    /** Backend 101 response headers copied into the client's 101. */
+    passResponseHeaders: string[];
+  };
+  failover: {
+    closeCodes: number[];
+    deadline: Millis;
+    bufferMaxBytes: number;
+    bufferMaxMessages: number;
+    backoff: { initial: Millis; max: Millis; multiplier: number; jitter: number };
+    reconnectHeader: { name: string; value: string };
+    /** Planned migration: how long to wait for the old backend's close before switching anyway. */
+    drainTimeout: Millis;
+  };
+  balancer: {
+    algorithm: BalancingAlgorithm;
+    hashKey: HashKey;
+    /** 0 = off; otherwise a new or recovered backend's weight ramps up over this long. */
+    slowStart: Millis;
+  };
+  health: {
+    breaker: { threshold: number; openBase: Millis; openMax: Millis };
+    phi: { threshold: number; windowSize: number; minStdDev: Millis; acceptablePause: Millis };
+    maxEjectedPercent: number;
+    probe: { type: 'none' | 'websocket' | 'http'; interval: Millis; timeout: Millis; path: string };
+  };
+  upstream: {
+    connectTimeout: Millis;
+    handshakeTimeout: Millis;
+    perMessageDeflate: boolean;
+    tls: UpstreamTlsConfig;
+    keepAlive: { enabled: boolean; initialDelay: Millis };
+    /** Source address for backend connections; empty = the OS's choice. */
+    localAddress: string;
+  };
+  shutdown: { grace: Millis };
+  backends: BackendSpec[];
+}

@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import net from 'node:net';
+import tls from 'node:tls';
+import { WebSocket } from 'ws';
+import type { SidecarConfig } from './config/types.js';
+
+/** How a dial ended. `refused` is the backend answering the handshake with a non-101 status. */
+export type DialResult =
+  | { ok: true; socket: WebSocket; headers: IncomingHttpHeaders }
+  | { ok: false; kind: 'refused'; status: number; headers: IncomingHttpHeaders; body: Buffer }
+  | { ok: false; kind: 'error'; reason: string }
+  | { ok: false; kind: 'aborted' };
+
+/** Everything a dial needs that does not change per session: built once per config generation. */
+export interface DialContext {
+  connectTimeout: number;
+  handshakeTimeout: number;
+  maxPayload: number;
+  perMessageDeflate: boolean;
+  keepAlive: { enabled: boolean; initialDelay: number };
+  localAddress: string | undefined;
+  tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string; rejectUnauthorized: boolean };
+}
+
+export function dialContext(config: SidecarConfig): DialContext {
+  const up = config.upstream;
+  const file = (path: string) => (path ? readFileSync(path) : undefined);
+  return {
+    connectTimeout: up.connectTimeout,
+    handshakeTimeout: up.handshakeTimeout,
+    maxPayload: config.session.maxMessageBytes,
+    perMessageDeflate: up.perMessageDeflate,
+    keepAlive: up.keepAlive,
+    localAddress: up.localAddress || undefined,
+    tls: {
+      ca: file(up.tls.caFile),
+      cert: file(up.tls.certFile),
+      key: file(up.tls.keyFile),
+      servername: up.tls.servername || undefined,
+      rejectUnauthorized: up.tls.rejectUnauthorized,
+    },
+  };
+}
+
+/** Error bodies of refused handshakes are relayed to the client; more than this is cut. */
+const MAX_REFUSAL_BODY = 16 * 1024;
+
+/**
+ * Opens one WebSocket to a backend. Resolves, never rejects. The connect timeout covers TCP and
+ * TLS; the handshake timeout covers everything up to the 101.
+ */
+export function dialBackend(
+  url: string,
+  protocols: readonly string[],
+  headers: OutgoingHttpHeaders,
+  ctx: DialContext,
+  signal?: AbortSignal,
+): Promise<DialResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    let upgradeHeaders: IncomingHttpHeaders = {};
+    const secure = url.startsWith('wss:');
+    let socket: WebSocket;
+
+    const finish = (result: DialResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(handshakeTimer);
+      signal?.removeEventListener('abort', onAbort);
+      if (!result.ok) socket.terminate();
+      resolve(result);
+    };
+    const onAbort = () => finish({ ok: false, kind: 'aborted' });
+
+    try {
+      socket = new WebSocket(url, protocols as string[], {
+        headers: headers as Record<string, string>,
+        perMessageDeflate: ctx.perMessageDeflate,
+        maxPayload: ctx.maxPayload,
+        followRedirects: false,
+        localAddress: ctx.localAddress,
+        ...(secure ? ctx.tls : {}),
+        createConnection: (options: net.NetConnectOpts & tls.ConnectionOptions) => {
+          let s: net.Socket;
+          if (secure) {
+            const host = (options as { host?: string }).host ?? '';
+            if (options.servername === undefined) options.servername = net.isIP(host) ? '' : host;
+            s = tls.connect(options);
+          } else {
+            s = net.connect(options);
+          }
+          const connectTimer = setTimeout(() => s.destroy(new Error(`connect timeout after ${ctx.connectTimeout}ms`)), ctx.connectTimeout);
+          s.once(secure ? 'secureConnect' : 'connect', () => {
+            clearTimeout(connectTimer);
+            s.setNoDelay(true);
+            if (ctx.keepAlive.enabled) s.setKeepAlive(true, ctx.keepAlive.initialDelay);
+          });
+          s.once('close', () => clearTimeout(connectTimer));
+          return s;
+        },
+      } as ConstructorParameters<typeof WebSocket>[2]);
+    } catch (err) {
+      resolve({ ok: false, kind: 'error', reason: (err as Error).message });
+      return;
+    }
+
+    const handshakeTimer = setTimeout(
+      () => finish({ ok: false, kind: 'error', reason: `handshake timeout after ${ctx.handshakeTimeout}ms` }),
+      ctx.handshakeTimeout,
+    );
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+
+    socket.on('upgrade', (res) => {
+      upgradeHeaders = res.headers;
+    });
+    socket.on('unexpected-response', (_req, res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 500 || status < 300) {
+        res.resume();
+        finish({ ok: false, kind: 'error', reason: `backend answered ${status}` });
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      const done = () => finish({ ok: false, kind: 'refused', status, headers: res.headers, body: Buffer.concat(chunks) });
+      res.on('data', (chunk: Buffer) => {
+        if (size < MAX_REFUSAL_BODY) chunks.push(chunk.subarray(0, MAX_REFUSAL_BODY - size));
+        size += chunk.length;
+        if (size >= MAX_REFUSAL_BODY) done();
+      });
+      res.on('end', done);
+      res.on('error', done);
+    });
+    socket.on('error', (err) => finish({ ok: false, kind: 'error', reason: err.message }));
+    socket.on('open', () => {
+      if (settled) return;
+      // Remove the dial's own listeners; the session attaches its own.
+      socket.removeAllListeners('upgrade');
+      socket.removeAllListeners('unexpected-response');
+      socket.removeAllListeners('error');
+      socket.on('error', ignoreError);
+      finish({ ok: true, socket, headers: upgradeHeaders });
+    });
+  });
+}
+
+function ignoreError(): void {
+  // 'close' follows every 'error'; the session acts on that.
+}

@@ -1,0 +1,76 @@
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { ConfigError, loadConfig } from './config/load.js';
+import { createLogger } from './logger.js';
+import { Sidecar } from './sidecar.js';
+
+/**
+ * `baton sidecar --config FILE`: load and validate the config (exit 2 on any problem, nothing
+ * started), serve, reload on SIGHUP or when the file changes, drain on SIGTERM and exit 0.
+ */
+export async function runSidecar(configFile: string | undefined): Promise<void> {
+  let loaded;
+  try {
+    loaded = loadConfig({ file: configFile, env: process.env });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`baton: invalid configuration${configFile ? ` in ${configFile}` : ''}:\n${err.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(loaded.config.logLevel, 'sidecar');
+  for (const w of loaded.warnings) log.warn({ reason: w }, 'config warning');
+  const sidecar = new Sidecar(loaded.config, log);
+  try {
+    await sidecar.start();
+  } catch (err) {
+    log.fatal({ reason: (err as Error).message }, 'cannot start listener');
+    process.exit(1);
+  }
+
+  let lastText = configFile ? readFileSync(configFile, 'utf8') : '';
+  const reload = (trigger: string) => {
+    try {
+      if (configFile) lastText = readFileSync(configFile, 'utf8');
+      const next = loadConfig({ file: configFile, env: process.env });
+      for (const w of next.warnings) log.warn({ reason: w }, 'config warning');
+      sidecar.reload(next.config);
+    } catch (err) {
+      const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+      log.error({ reason: trigger, problems }, 'config reload rejected; keeping the running config');
+    }
+  };
+  process.on('SIGHUP', () => reload('SIGHUP'));
+
+  let watcher: FSWatcher | undefined;
+  if (configFile) {
+    // Watch the directory: a ConfigMap update swaps a symlink rather than writing the file.
+    const path = resolve(configFile);
+    let pending: NodeJS.Timeout | undefined;
+    watcher = watch(dirname(path), (_event, name) => {
+      if (name && name !== basename(path) && !name.startsWith('..')) return;
+      clearTimeout(pending);
+      pending = setTimeout(() => {
+        let text: string;
+        try {
+          text = readFileSync(path, 'utf8');
+        } catch {
+          return; // mid-swap; the next event will bring it
+        }
+        if (text !== lastText) reload('file changed');
+      }, 100);
+    });
+  }
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    watcher?.close();
+    log.info({ reason: signal }, 'stopping');
+    void sidecar.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}

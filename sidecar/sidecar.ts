@@ -1,0 +1,334 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { Backend, BackendPool } from './backends.js';
+import type { SidecarConfig } from './config/types.js';
+import { dialContext, type DialContext } from './dial.js';
+import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
+import type { Logger } from './logger.js';
+import { Session, type MigrationReason, type MigrationResult, type SessionHost } from './session.js';
+
+// Per-request facts handed from the upgrade handler to ws's handshake callbacks.
+const kProtocol = Symbol('backendProtocol');
+const kResponseHeaders = Symbol('passedResponseHeaders');
+type PendingUpgrade = IncomingMessage & { [kProtocol]?: string; [kResponseHeaders]?: string[] };
+
+const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'upgrade', 'proxy-connection']);
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/** Migrations started at once when a backend is drained or removed (avoids a reconnect storm). */
+const MIGRATION_CONCURRENCY = 32;
+
+export class Sidecar implements SessionHost {
+  config: SidecarConfig;
+  dial: DialContext;
+  readonly pool: BackendPool;
+  readonly sessions = new Map<string, Session>();
+  private readonly server: Server;
+  private readonly wss: WebSocketServer;
+  private headers: HeaderPolicy;
+  private clock = Date.now();
+  private ticker: NodeJS.Timeout | null = null;
+  private stopping = false;
+  private readonly idPrefix = randomBytes(3).toString('hex');
+  private nextId = 0;
+  /** Config generation: bumped by every reload that changed something. */
+  generation = 1;
+
+  constructor(
+    config: SidecarConfig,
+    readonly log: Logger,
+  ) {
+    this.config = config;
+    this.dial = dialContext(config);
+    this.headers = this.headerPolicyOf(config);
+    this.pool = new BackendPool(config, this.dial, log, this.clock);
+    const listen = config.listen;
+    const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
+    this.server = listen.tls
+      ? createHttpsServer({
+          ...serverOptions,
+          cert: readFileSync(listen.tls.certFile),
+          key: readFileSync(listen.tls.keyFile),
+          ...(listen.tls.caFile ? { ca: readFileSync(listen.tls.caFile), requestCert: true, rejectUnauthorized: true } : {}),
+        })
+      : createHttpServer(serverOptions);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      maxPayload: config.session.maxMessageBytes,
+      perMessageDeflate: listen.perMessageDeflate.enabled ? { threshold: listen.perMessageDeflate.threshold } : false,
+      handleProtocols: (_offered, req) => (req as PendingUpgrade)[kProtocol] || false,
+    });
+    this.wss.on('headers', (lines, req) => {
+      const extra = (req as PendingUpgrade)[kResponseHeaders];
+      if (extra) lines.push(...extra);
+    });
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.handleUpgrade(req, socket, head);
+    });
+    this.server.on('request', (_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain', upgrade: 'websocket', connection: 'close' });
+      res.end('This is a WebSocket endpoint.\n');
+    });
+    this.server.on('clientError', (_err, socket) => socket.destroy());
+  }
+
+  now(): number {
+    return this.clock;
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free port). */
+  async start(): Promise<AddressInfo> {
+    const { host, port } = this.config.listen.address;
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    this.ticker = setInterval(() => this.tick(), tickInterval(this.config));
+    const address = this.server.address() as AddressInfo;
+    this.log.info(
+      { address: `${address.address}:${address.port}`, backends: [...this.pool.backends.keys()], algorithm: this.config.balancer.algorithm },
+      'sidecar listening',
+    );
+    return address;
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    this.clock = now;
+    this.pool.tick(now);
+    for (const s of this.sessions.values()) s.tick(now);
+  }
+
+  // ---- new sessions ------------------------------------------------------------------------
+
+  private async handleUpgrade(rawReq: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const req = rawReq as PendingUpgrade;
+    let clientGone = false;
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      clientGone = true;
+    });
+    if (this.stopping) return respond(socket, 503, 'sidecar is shutting down');
+    const problem = invalidUpgrade(req);
+    if (problem) return respond(socket, problem.status, problem.message, problem.headers);
+
+    const id = `${this.idPrefix}-${(++this.nextId).toString(36)}`;
+    const path = req.url ?? '/';
+    const headers = backendRequestHeaders(req, this.headers);
+    const protocols = offeredProtocols(req.headers);
+    const hashKey = this.hashKeyOf(req);
+    const remoteAddress = req.socket.remoteAddress ?? '';
+
+    // One pass over the backends: 3xx/4xx is the backend's answer to this client; 5xx and
+    // network errors try the next one.
+    const excluded = new Set<string>();
+    let backend: Backend | undefined;
+    let leg: WebSocket | undefined;
+    let responseHeaders: IncomingHttpHeaders = {};
+    while ((backend = this.pool.choose(hashKey, excluded, Date.now()))) {
+      const result = await this.pool.dial(backend, path, protocols, headers);
+      if (result.ok) {
+        leg = result.socket;
+        responseHeaders = result.headers;
+        break;
+      }
+      if (result.kind === 'refused') {
+        this.log.info({ session: id, backend: backend.id, reason: `backend refused with ${result.status}`, path }, 'handshake refused');
+        return respond(socket, result.status, result.body, relayedHeaders(result.headers));
+      }
+      this.log.warn({ session: id, backend: backend.id, reason: result.kind === 'error' ? result.reason : result.kind }, 'backend dial failed');
+      excluded.add(backend.id);
+    }
+    if (!backend || !leg) {
+      this.log.warn({ session: id, reason: 'no backend available', path }, 'handshake failed: 502');
+      return respond(socket, 502, 'no backend available');
+    }
+    if (clientGone || this.stopping) {
+      leg.close(1001, 'client gone');
+      return;
+    }
+    req[kProtocol] = leg.protocol;
+    req[kResponseHeaders] = passedResponseHeaderLines(this.config.session.passResponseHeaders, responseHeaders);
+    const chosen = backend;
+    const backendLeg = leg;
+    this.wss.handleUpgrade(req, socket, head, (client) => {
+      if (this.stopping) {
+        client.close(1001, 'sidecar is shutting down');
+        backendLeg.close(1001, 'sidecar is shutting down');
+        return;
+      }
+      const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, { id, path, remoteAddress, headers, protocols, hashKey });
+      this.sessions.set(id, session);
+      this.log.info({ session: id, backend: chosen.id, path, remoteAddress, protocol: backendLeg.protocol || undefined }, 'session opened');
+    });
+    // ws answers an invalid handshake itself (400) and never calls back: don't leak the leg.
+    if (socket.destroyed || !socket.writable) {
+      if (!this.sessions.has(id)) backendLeg.terminate();
+    }
+  }
+
+  private hashKeyOf(req: IncomingMessage): string | undefined {
+    const { algorithm, hashKey } = this.config.balancer;
+    if (algorithm !== 'consistent-hash') return undefined;
+    const url = req.url ?? '/';
+    switch (hashKey.source) {
+      case 'path': {
+        const q = url.indexOf('?');
+        return q === -1 ? url : url.slice(0, q);
+      }
+      case 'header': {
+        const v = req.headers[hashKey.name.toLowerCase()];
+        return Array.isArray(v) ? v[0] : v;
+      }
+      case 'query':
+        return new URL(url, 'http://x').searchParams.get(hashKey.name) ?? undefined;
+    }
+  }
+
+  sessionClosed(session: Session): void {
+    this.sessions.delete(session.id);
+  }
+
+  // ---- planned moves -----------------------------------------------------------------------
+
+  /** Planned, lossless migration of one session (the admin API's migrate route). */
+  migrateSession(id: string, reason: MigrationReason, targetId?: string): Promise<MigrationResult> | undefined {
+    const session = this.sessions.get(id);
+    if (!session) return undefined;
+    const target = targetId ? this.pool.backends.get(targetId) : undefined;
+    return session.migrate(reason, target);
+  }
+
+  /** Moves every session off a backend by planned migration, a bounded number at a time. */
+  async migrateAway(backendId: string, reason: MigrationReason): Promise<Record<MigrationResult, number>> {
+    const counts: Record<MigrationResult, number> = { migrated: 0, failed: 0, busy: 0, closed: 0 };
+    const queue = [...this.sessions.values()].filter((s) => s.backend?.id === backendId);
+    const worker = async () => {
+      for (let s = queue.shift(); s; s = queue.shift()) counts[await s.migrate(reason)]++;
+    };
+    await Promise.all(Array.from({ length: Math.min(MIGRATION_CONCURRENCY, queue.length) }, worker));
+    this.log.info({ backend: backendId, reason, ...counts }, 'backend drained');
+    this.pool.forgetDrained();
+    return counts;
+  }
+
+  // ---- reload and shutdown -----------------------------------------------------------------
+
+  /** Applies a reloaded config. Listener, admin and TLS settings need a restart and are kept. */
+  reload(next: SidecarConfig): { backends: ReturnType<BackendPool['apply']>; restartNeeded: string[] } {
+    const restartNeeded: string[] = [];
+    if (JSON.stringify(next.listen) !== JSON.stringify(this.config.listen)) restartNeeded.push('listen');
+    if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) restartNeeded.push('admin');
+    if (next.session.maxMessageBytes !== this.config.session.maxMessageBytes) restartNeeded.push('session.maxMessageBytes');
+    const config: SidecarConfig = { ...next, listen: this.config.listen, admin: this.config.admin };
+    this.config = config;
+    this.dial = dialContext(config);
+    this.headers = this.headerPolicyOf(config);
+    this.pool.reconfigure(config, this.dial);
+    this.log.level = config.logLevel;
+    const backends = this.pool.apply(config.backends, Date.now());
+    this.generation++;
+    for (const id of backends.toDrain) void this.migrateAway(id, 'reload');
+    if (restartNeeded.length > 0) this.log.warn({ keys: restartNeeded }, 'config reloaded; these settings take effect only after a restart');
+    this.log.info({ generation: this.generation, added: backends.added, updated: backends.updated, removed: backends.removed }, 'config reloaded');
+    if (this.ticker) {
+      clearInterval(this.ticker);
+      this.ticker = setInterval(() => this.tick(), tickInterval(config));
+    }
+    return { backends, restartNeeded };
+  }
+
+  /**
+   * Stops accepting, lets sessions end on their own for up to `graceMs`, then closes the rest
+   * with 1001 so clients reconnect elsewhere.
+   */
+  async stop(graceMs = this.config.shutdown.grace): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.server.close();
+    this.log.info({ sessions: this.sessions.size, graceMs }, 'shutting down: no new sessions');
+    const deadline = Date.now() + graceMs;
+    while (this.sessions.size > 0 && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
+    const sockets: WebSocket[] = [];
+    for (const s of [...this.sessions.values()]) {
+      sockets.push(s.client);
+      if (s.legSocket) sockets.push(s.legSocket);
+      s.close(1001, 'sidecar shutting down', 1001);
+    }
+    // Give close handshakes a moment, then cut what is left.
+    const closeBy = Date.now() + 1000;
+    while (sockets.some((w) => w.readyState !== WebSocket.CLOSED) && Date.now() < closeBy) await sleep(20);
+    for (const w of sockets) if (w.readyState !== WebSocket.CLOSED) w.terminate();
+    if (this.ticker) clearInterval(this.ticker);
+    this.ticker = null;
+    this.pool.wake();
+    this.server.closeAllConnections();
+    this.log.info('sidecar stopped');
+  }
+
+  private headerPolicyOf(config: SidecarConfig): HeaderPolicy {
+    return headerPolicy({
+      passRequestHeaders: config.session.passRequestHeaders,
+      blockRequestHeaders: config.session.blockRequestHeaders,
+      reconnectHeaderName: config.failover.reconnectHeader.name,
+      trustForwardedFor: config.session.trustForwardedFor,
+    });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Fine enough to catch a pong timeout within a quarter of its length; never busier than 20 ms. */
+function tickInterval(config: SidecarConfig): number {
+  const s = config.session;
+  const spans = [s.pingInterval, s.pongTimeout, s.idleTimeout].filter((v) => v > 0);
+  return Math.max(20, Math.min(1000, Math.floor(Math.min(...spans) / 4)));
+}
+
+function invalidUpgrade(req: IncomingMessage): { status: number; message: string; headers?: Record<string, string> } | null {
+  if (req.method !== 'GET') return { status: 405, message: 'WebSocket upgrades must use GET' };
+  if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return { status: 400, message: 'Upgrade header must be "websocket"' };
+  const key = req.headers['sec-websocket-key'];
+  if (!key || !WS_KEY.test(key)) return { status: 400, message: 'missing or invalid Sec-WebSocket-Key' };
+  const version = req.headers['sec-websocket-version'];
+  if (version !== '13' && version !== '8') {
+    return { status: 426, message: 'unsupported WebSocket version', headers: { 'sec-websocket-version': '13, 8' } };
+  }
+  return null;
+}
+
+function relayedHeaders(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !HOP_BY_HOP_RESPONSE.has(name)) out[name] = value;
+  }
+  return out;
+}
+
+/** Writes a plain HTTP response on a not-yet-upgraded socket and closes it. */
+function respond(socket: Duplex, status: number, body: string | Buffer, headers: Record<string, string | string[]> = {}): void {
+  if (socket.destroyed) return;
+  const payload = typeof body === 'string' ? Buffer.from(`${body}\n`) : body;
+  const lines = [`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}`, 'connection: close', `content-length: ${payload.length}`];
+  if (typeof body === 'string') lines.push('content-type: text/plain; charset=utf-8');
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+  }
+  socket.end(Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), payload]));
+}
+

@@ -1,0 +1,175 @@
+// Shared test plumbing: real ws peers on 127.0.0.1, backend processes, polling with deadlines.
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { WebSocket, type ClientOptions } from 'ws';
+import { parseConfig } from '../sidecar/config/load.js';
+import { createLogger } from '../sidecar/logger.js';
+import { Sidecar } from '../sidecar/sidecar.js';
+import type { ConnectionInfo } from '../tools/echo-backend.js';
+
+const echoScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));
+
+/** Polls `condition` until it holds or the deadline passes (then throws naming what was awaited). */
+export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5000, everyMs = 10): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** An echo backend in its own process, so it can be SIGKILLed, SIGSTOPped and restarted. */
+export class BackendProcess {
+  child: ChildProcessWithoutNullStreams | null = null;
+  readonly connections: ConnectionInfo[] = [];
+
+  constructor(
+    readonly id: string,
+    readonly port: number,
+    private readonly extraArgs: string[] = [],
+  ) {}
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+  get pid(): number {
+    return this.child?.pid ?? 0;
+  }
+
+  static async start(id: string, extraArgs: string[] = []): Promise<BackendProcess> {
+    const b = new BackendProcess(id, await freePort(), extraArgs);
+    await b.start();
+    return b;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [echoScript, '--port', String(this.port), '--id', this.id, '--tag', '--report', ...this.extraArgs]);
+    this.child = child;
+    live.add(this);
+    let pending = '';
+    await new Promise<void>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code) => reject(new Error(`backend ${this.id} exited early (${code})`)));
+      child.stdout.on('data', (chunk: Buffer) => {
+        pending += chunk.toString();
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) !== -1) {
+          const line = JSON.parse(pending.slice(0, nl)) as { event: string } & ConnectionInfo;
+          pending = pending.slice(nl + 1);
+          if (line.event === 'listening') resolve();
+          if (line.event === 'connection') this.connections.push(line);
+        }
+      });
+    });
+    child.removeAllListeners('exit');
+  }
+
+  /** Sends a signal and, for killing signals, waits until the process is gone. */
+  async signal(sig: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (sig === 'SIGSTOP' || sig === 'SIGCONT') {
+      child.kill(sig);
+      return;
+    }
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill(sig);
+    await exited;
+    this.child = null;
+    live.delete(this);
+  }
+}
+
+const live = new Set<BackendProcess>();
+
+/** Kills every backend process a test file started (call from after()). */
+export async function killAllBackends(): Promise<void> {
+  for (const b of [...live]) {
+    b.child?.kill('SIGCONT');
+    await b.signal('SIGKILL');
+  }
+}
+
+/** A sidecar in this process, from YAML text (listen address and log level filled in). */
+export async function startSidecar(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<{ sidecar: Sidecar; url: string }> {
+  const full = `listen:\n  address: "127.0.0.1:0"\nlogLevel: ${process.env.BATON_TEST_LOG ?? 'silent'}\n${yaml}`;
+  const { config } = parseConfig(full, env, 'test');
+  const sidecar = new Sidecar(config, createLogger(config.logLevel, 'sidecar'));
+  const address = await sidecar.start();
+  return { sidecar, url: `ws://127.0.0.1:${address.port}` };
+}
+
+export function backendsYaml(backends: { id: string; url: string }[]): string {
+  return `backends:\n${backends.map((b) => `  - { id: ${b.id}, url: "${b.url}" }`).join('\n')}\n`;
+}
+
+/** A real ws client that records what it receives. */
+export class TestClient {
+  readonly received: { data: Buffer; isBinary: boolean }[] = [];
+  closed: { code: number; reason: string } | null = null;
+  readonly ws: WebSocket;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.on('message', (data: Buffer, isBinary: boolean) => this.received.push({ data, isBinary }));
+    ws.on('close', (code, reason) => {
+      this.closed = { code, reason: reason.toString() };
+    });
+    ws.on('error', () => {});
+  }
+
+  static connect(url: string, protocols: string[] = [], opts: ClientOptions = {}): Promise<TestClient> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, protocols, { perMessageDeflate: false, ...opts });
+      const client = new TestClient(ws);
+      ws.once('open', () => resolve(client));
+      ws.once('unexpected-response', (_req, res) => reject(Object.assign(new Error(`status ${res.statusCode}`), { status: res.statusCode })));
+      ws.once('error', reject);
+    });
+  }
+
+  texts(): string[] {
+    return this.received.map((m) => m.data.toString());
+  }
+
+  async waitForCount(n: number, timeoutMs = 5000): Promise<void> {
+    await waitFor(() => this.received.length >= n || this.closed !== null, `${n} messages`, timeoutMs);
+    if (this.received.length < n) throw new Error(`client closed (${this.closed?.code} ${this.closed?.reason}) after ${this.received.length}/${n} messages`);
+  }
+
+  async waitForClose(timeoutMs = 5000): Promise<{ code: number; reason: string }> {
+    await waitFor(() => this.closed !== null, 'client close', timeoutMs);
+    return this.closed!;
+  }
+
+  close(): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.close(1000);
+  }
+}
+
+/** Sends `count` numbered text messages "<prefix><i>" every `everyMs` while `running()`; returns the count sent. */
+export function pump(client: TestClient, prefix: string, everyMs: number): { stop: () => number; sent: () => number } {
+  let i = 0;
+  const timer = setInterval(() => {
+    if (client.ws.readyState === WebSocket.OPEN) client.ws.send(`${prefix}${i++}`);
+  }, everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return i;
+    },
+    sent: () => i,
+  };
+}

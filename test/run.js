@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// Runs every compiled test file (dist/test/**/*.test.js) with Node's built-in runner.
+// Node 20's --test takes files, not globs, so they are listed here. Extra arguments are passed to
+// node (e.g. `npm test -- --test-name-pattern=failover`); TEST_FILTER=substr limits which files run.
+import { readdirSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { join, relative } from 'node:path';
+
+const root = new URL('../dist/test/', import.meta.url).pathname;
+const filter = process.env.TEST_FILTER ?? '';
+const files = readdirSync(root, { recursive: true })
+  .map(String)
+  .filter((f) => f.endsWith('.test.js') && f.includes(filter))
+  .sort()
+  .map((f) => join(root, f));
+if (files.length === 0) {
+  console.error(`no test files under ${relative(process.cwd(), root)} matching "${filter}"`);
+  process.exit(1);
+}
+const child = spawn(process.execPath, ['--test', '--test-concurrency=1', ...process.argv.slice(2), ...files], {
+  stdio: 'inherit',
+});
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));

@@ -1,0 +1,130 @@
+// A WebSocket echo backend for the demo, the tests and the benchmark.
+// As a process: node dist/tools/echo-backend.js --port 9001 [--host 127.0.0.1] [--id a] [--tag]
+//   [--handshake-delay MS] [--protocol NAME] [--report]
+// It prints one JSON line {"event":"listening",...} when ready; with --report it also prints one
+// line per connection (path, headers, protocol) so a test can see what the sidecar sent.
+// A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
+// play a backend that restarts or ends a session; CODE 0 closes without a code).
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { WebSocketServer, type WebSocket } from 'ws';
+
+const CLOSE_COMMAND = Buffer.from('__close ');
+
+export interface EchoBackendOptions {
+  host?: string;
+  port?: number;
+  id?: string;
+  /** Prefix every text reply with "<id>|" so a client can tell which backend answered. */
+  tag?: boolean;
+  /** Hold each handshake this long before answering (a slow backend). */
+  handshakeDelayMs?: number;
+  /** Subprotocol to pick when offered; default: the first one offered. */
+  protocol?: string;
+  perMessageDeflate?: boolean;
+  onConnection?: (info: ConnectionInfo, socket: WebSocket) => void;
+}
+
+export interface ConnectionInfo {
+  backend: string;
+  path: string;
+  headers: IncomingMessage['headers'];
+  protocol: string;
+  extensions: string;
+}
+
+export interface EchoBackend {
+  readonly port: number;
+  readonly url: string;
+  readonly clients: Set<WebSocket>;
+  close(): Promise<void>;
+}
+
+export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<EchoBackend> {
+  const id = opts.id ?? 'echo';
+  const tagPrefix = Buffer.from(`${id}|`);
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.end(`echo backend ${id}\n`);
+  });
+  const wss = new WebSocketServer({
+    noServer: true,
+    perMessageDeflate: opts.perMessageDeflate ?? false,
+    maxPayload: 256 * 1024 * 1024,
+    handleProtocols: (offered) => {
+      if (opts.protocol) return offered.has(opts.protocol) ? opts.protocol : false;
+      const first = offered.values().next();
+      return first.done ? false : first.value;
+    },
+  });
+  server.on('upgrade', (req, socket, head) => {
+    const accept = () => wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+    if (opts.handshakeDelayMs) setTimeout(accept, opts.handshakeDelayMs);
+    else accept();
+  });
+  wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
+    ws.on('error', () => {});
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary && data[0] === 0x5f && data.length < 200 && CLOSE_COMMAND.compare(data, 0, 8) === 0) {
+        const [code, ...reason] = data.subarray(8).toString().split(' ');
+        if (Number(code) === 0) ws.close();
+        else ws.close(Number(code), reason.join(' '));
+        return;
+      }
+      if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
+      else ws.send(data, { binary: isBinary });
+    });
+    opts.onConnection?.(
+      { backend: id, path: req.url ?? '', headers: req.headers, protocol: ws.protocol, extensions: ws.extensions },
+      ws,
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    url: `ws://${opts.host ?? '127.0.0.1'}:${port}`,
+    clients: wss.clients,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      host: { type: 'string', default: '127.0.0.1' },
+      port: { type: 'string', default: '0' },
+      id: { type: 'string', default: 'echo' },
+      tag: { type: 'boolean', default: false },
+      'handshake-delay': { type: 'string', default: '0' },
+      protocol: { type: 'string' },
+      report: { type: 'boolean', default: false },
+    },
+  });
+  const backend = await startEchoBackend({
+    host: values.host,
+    port: Number(values.port),
+    id: values.id,
+    tag: values.tag,
+    handshakeDelayMs: Number(values['handshake-delay']),
+    protocol: values.protocol,
+    onConnection: values.report ? (info) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...info })}\n`) : undefined,
+  });
+  process.stdout.write(`${JSON.stringify({ event: 'listening', id: values.id, port: backend.port, pid: process.pid })}\n`);
+  const stop = () => void backend.close().then(() => process.exit(0));
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();
