@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { Backend, BackendPool } from './backends.js';
+import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
 import { dialContext, type DialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
@@ -227,13 +228,20 @@ export class Sidecar implements SessionHost {
 
   // ---- reload and shutdown -----------------------------------------------------------------
 
-  /** Applies a reloaded config. Listener, admin and TLS settings need a restart and are kept. */
+  /** Applies a reloaded config. Keys fixed at listener creation keep their running values. */
   reload(next: SidecarConfig): { backends: ReturnType<BackendPool['apply']>; restartNeeded: string[] } {
     const restartNeeded: string[] = [];
-    if (JSON.stringify(next.listen) !== JSON.stringify(this.config.listen)) restartNeeded.push('listen');
-    if (JSON.stringify(next.admin) !== JSON.stringify(this.config.admin)) restartNeeded.push('admin');
-    if (next.session.maxMessageBytes !== this.config.session.maxMessageBytes) restartNeeded.push('session.maxMessageBytes');
-    const config: SidecarConfig = { ...next, listen: this.config.listen, admin: this.config.admin };
+    const config = structuredClone(next);
+    for (const path of RESTART_KEYS) {
+      const running = valueAt(this.config, path);
+      if (JSON.stringify(valueAt(next, path)) === JSON.stringify(running)) continue;
+      restartNeeded.push(path);
+      // Keep the running value; where the key sits under a section that is off (listen.tls: null),
+      // keep that whole section.
+      let keep = path;
+      while (valueAt(this.config, keep) === undefined && keep.includes('.')) keep = keep.slice(0, keep.lastIndexOf('.'));
+      setValueAt(config, keep, valueAt(this.config, keep));
+    }
     this.config = config;
     this.dial = dialContext(config);
     this.headers = this.headerPolicyOf(config);
@@ -287,6 +295,21 @@ export class Sidecar implements SessionHost {
       trustForwardedFor: config.session.trustForwardedFor,
     });
   }
+}
+
+function valueAt(obj: object, path: string): unknown {
+  return path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], obj);
+}
+
+function setValueAt(obj: object, path: string, value: unknown): void {
+  const keys = path.split('.');
+  const last = keys.pop()!;
+  let o = obj as Record<string, unknown>;
+  for (const k of keys) {
+    o[k] ??= {};
+    o = o[k] as Record<string, unknown>;
+  }
+  o[last] = value;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -682,10 +682,10 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('listen.tls.certFile', file(), '', 'PEM certificate chain; with keyFile, turns on TLS (wss://). Empty = plain ws://.', { file: true, restart: true }),
   key('listen.tls.keyFile', file(), '', 'PEM private key for certFile.', { file: true, restart: true }),
   key('listen.tls.caFile', file(), '', 'Optional CA bundle to verify client certificates against (mTLS); needs certFile and keyFile.', { file: true, restart: true }),
-  key('listen.maxHeaderBytes', size({ min: 1 * KiB, max: 16 * MiB }), 16 * KiB, 'Largest upgrade request header block accepted.'),
-  key('listen.requestTimeout', duration({ min: 1 }), 10 * S, 'Time a client has to send its complete upgrade request.'),
-  key('listen.perMessageDeflate.enabled', bool(), true, 'Offer permessage-deflate compression to clients.'),
-  key('listen.perMessageDeflate.threshold', size({ max: 1 * GiB }), 1 * KiB, 'Messages smaller than this are sent uncompressed.'),
+  key('listen.maxHeaderBytes', size({ min: 1 * KiB, max: 16 * MiB }), 16 * KiB, 'Largest upgrade request header block accepted.', { restart: true }),
+  key('listen.requestTimeout', duration({ min: 1 }), 10 * S, 'Time a client has to send its complete upgrade request.', { restart: true }),
+  key('listen.perMessageDeflate.enabled', bool(), true, 'Offer permessage-deflate compression to clients.', { restart: true }),
+  key('listen.perMessageDeflate.threshold', size({ max: 1 * GiB }), 1 * KiB, 'Messages smaller than this are sent uncompressed.', { restart: true }),
 
   key('admin.address', address(), { host: '127.0.0.1', port: 9901 }, 'Address the admin HTTP listener binds; a non-loopback address needs admin.token or admin.tokenFile.', { restart: true }),
   key('admin.tokenFile', file(), '', 'File holding the bearer token required by the admin API.', { file: true }),
@@ -693,7 +693,7 @@ export const SCHEMA: readonly KeyDef[] = table([
 
   key('logLevel', oneOf(LOG_LEVELS), 'info', 'Log level.'),
 
-  key('session.maxMessageBytes', size({ min: 1, max: 1 * GiB }), 16 * MiB, 'Largest message accepted on either leg; larger closes the session with 1009.'),
+  key('session.maxMessageBytes', size({ min: 1, max: 1 * GiB }), 16 * MiB, 'Largest message accepted on either leg; larger closes the session with 1009.', { restart: true }),
   key('session.highWaterMarkBytes', size({ min: 1 * KiB, max: 1 * GiB }), 1 * MiB, "Bytes queued towards one leg before the other leg's socket is paused."),
   key('session.pingInterval', duration({ min: 1 }), 10 * S, 'Interval between keep-alive pings on each leg.'),
   key('session.pongTimeout', duration({ min: 1 }), 5 * S, 'A leg whose pong is this late is considered dead.'),
@@ -766,7 +766,7 @@ export function keyDef<P extends ConfigPath>(path: P): KeyDef<P> {
   return SCHEMA_BY_PATH.get(path) as unknown as KeyDef<P>;
 }
 
-/** Keys whose change needs a restart (listen/admin addresses, listener TLS). */
+/** Keys whose change needs a restart (fixed when the listeners are created). */
 export const RESTART_KEYS: readonly string[] = SCHEMA.filter((k) => k.restart).map((k) => k.path);
 
 // ---------------------------------------------------------------------------------------------
