@@ -1,0 +1,386 @@
+// The load generator: ws clients in this process driving a WebSocket echo server, directly or
+// through a proxy. The hot loops reuse one payload buffer and one options object and read no
+// clock per message where the figure doesn't need it (throughput counts, it doesn't time).
+import { createHistogram, performance } from 'node:perf_hooks';
+import { WebSocket, type ClientOptions } from 'ws';
+import { readCpuMs } from './procs.js';
+
+const SEND_BINARY = { binary: true } as const;
+const SEND_TEXT = { binary: false } as const;
+
+/**
+ * An all-zero masking key: ws then skips masking (and the copy it needs), so the load generator
+ * spends less of the shared 2 cores per message. Servers unmask as usual and can't tell.
+ */
+function zeroMask(mask: Buffer): void {
+  mask[0] = 0;
+  mask[1] = 0;
+  mask[2] = 0;
+  mask[3] = 0;
+}
+
+const CLIENT_OPTIONS: ClientOptions = { perMessageDeflate: false, generateMask: zeroMask };
+
+/** How long a single connect (or close) may take before it counts as failed. */
+const CONNECT_TIMEOUT_MS = 10_000;
+const CLOSE_TIMEOUT_MS = 3_000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// ---- connections ----------------------------------------------------------------------------
+
+/** Opens one client; rejects on error, a non-101 answer or the connect timeout. */
+export function connectClient(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, CLIENT_OPTIONS);
+    const timer = setTimeout(() => {
+      ws.terminate();
+      reject(new Error(`connect to ${url} timed out after ${CONNECT_TIMEOUT_MS} ms`));
+    }, CONNECT_TIMEOUT_MS);
+    ws.once('open', () => {
+      clearTimeout(timer);
+      ws.off('error', onError);
+      ws.on('error', ignore);
+      resolve(ws);
+    });
+    const onError = (err: Error) => {
+      clearTimeout(timer);
+      reject(err);
+    };
+    ws.once('error', onError);
+  });
+}
+
+function ignore(): void {
+  // 'close' follows every 'error'; the caller acts on that (or doesn't care).
+}
+
+/** Opens `count` clients, at most `concurrency` handshakes at a time (a harness error if any fails). */
+export async function connectMany(url: string, count: number, concurrency: number): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      sockets.push(await connectClient(url));
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
+  } catch (err) {
+    for (const ws of sockets) ws.terminate();
+    throw err;
+  }
+  return sockets;
+}
+
+/** Closes every client with a close handshake; whatever hasn't closed after the timeout is cut. */
+export async function closeAll(sockets: readonly WebSocket[]): Promise<void> {
+  const closed = sockets.map(
+    (ws) =>
+      new Promise<void>((resolve) => {
+        if (ws.readyState === WebSocket.CLOSED) return resolve();
+        ws.once('close', () => resolve());
+        ws.close(1000);
+      }),
+  );
+  const timeout = sleep(CLOSE_TIMEOUT_MS).then(() => {
+    for (const ws of sockets) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+  });
+  await Promise.race([Promise.all(closed), timeout]);
+}
+
+// ---- CPU accounting -------------------------------------------------------------------------
+
+/** A process whose CPU use is reported next to a figure. */
+export interface WatchedProcess {
+  role: string;
+  pid: number;
+}
+
+/** CPU used per process between two points, as % of one core. */
+export type CpuShare = Record<string, number>;
+
+interface CpuSnapshot {
+  at: number;
+  own: number;
+  children: number[];
+}
+
+function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
+  const own = process.cpuUsage();
+  return { at: performance.now(), own: (own.user + own.system) / 1000, children: watched.map((w) => readCpuMs(w.pid)) };
+}
+
+function cpuShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
+  const wall = to.at - from.at;
+  const share: CpuShare = { loadgen: (100 * (to.own - from.own)) / wall };
+  watched.forEach((w, i) => {
+    share[w.role] = (100 * (to.children[i] - from.children[i])) / wall;
+  });
+  return share;
+}
+
+// ---- 1. echo throughput -----------------------------------------------------------------------
+
+export interface ThroughputPlan {
+  connections: number;
+  /** Messages each connection keeps in flight. */
+  window: number;
+  payloadBytes: number;
+  warmupMs: number;
+  measureMs: number;
+}
+
+export interface ThroughputResult {
+  messagesPerSec: number;
+  /** Payload bytes echoed per second (one direction), in MiB/s. */
+  mibPerSec: number;
+  cpu: CpuShare;
+}
+
+/**
+ * Each connection keeps `window` binary messages in flight: every echo received is answered by
+ * the next message. Counts echoes in the measurement window that follows the warm-up.
+ */
+export async function runThroughput(url: string, plan: ThroughputPlan, watched: readonly WatchedProcess[]): Promise<ThroughputResult> {
+  const sockets = await connectMany(url, plan.connections, plan.connections);
+  const payload = Buffer.alloc(plan.payloadBytes, 0x61);
+  let received = 0;
+  let sending = true;
+  for (const ws of sockets) {
+    const onEcho = () => {
+      received++;
+      if (sending) ws.send(payload, SEND_BINARY);
+    };
+    ws.on('message', onEcho);
+    for (let i = 0; i < plan.window; i++) ws.send(payload, SEND_BINARY);
+  }
+  await sleep(plan.warmupMs);
+  const startCount = received;
+  const startCpu = cpuSnapshot(watched);
+  await sleep(plan.measureMs);
+  const endCount = received;
+  const endCpu = cpuSnapshot(watched);
+  sending = false;
+  await closeAll(sockets);
+  const seconds = (endCpu.at - startCpu.at) / 1000;
+  const messagesPerSec = (endCount - startCount) / seconds;
+  return { messagesPerSec, mibPerSec: (messagesPerSec * plan.payloadBytes) / (1024 * 1024), cpu: cpuShare(watched, startCpu, endCpu) };
+}
+
+// ---- 2. latency at a fixed rate ---------------------------------------------------------------
+
+export interface LatencyPlan {
+  connections: number;
+  /** Messages per second over all connections. */
+  ratePerSec: number;
+  payloadBytes: number;
+  warmupMs: number;
+  measureMs: number;
+}
+
+export interface LatencyResult {
+  /** Round trips recorded (sent inside the measurement window). */
+  samples: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Echoes that never came back before the drain timeout. */
+  lost: number;
+}
+
+/** Send times of one connection's messages in flight; echoes come back in order. */
+const RING_SIZE = 1024;
+
+/**
+ * Sends at a fixed total rate, round-robin over the connections (a 1 ms pacer sends whatever is
+ * due, so the average rate is exact). Each round trip is timed from the actual send to the echo.
+ */
+export async function runLatency(url: string, plan: LatencyPlan): Promise<LatencyResult> {
+  const sockets = await connectMany(url, plan.connections, plan.connections);
+  const payload = Buffer.alloc(plan.payloadBytes, 0x61);
+  // Nanosecond integers, 1 ns .. 60 s.
+  const histogram = createHistogram({ lowest: 1, highest: 60e9, figures: 3 });
+  const rings = sockets.map(() => new Float64Array(RING_SIZE));
+  const heads = new Uint32Array(sockets.length);
+  const tails = new Uint32Array(sockets.length);
+  const start = performance.now();
+  const measureFrom = start + plan.warmupMs;
+  const measureUntil = measureFrom + plan.measureMs;
+  let overflow = false;
+
+  sockets.forEach((ws, c) => {
+    const ring = rings[c];
+    ws.on('message', () => {
+      const now = performance.now();
+      const sentAt = ring[tails[c]++ % RING_SIZE];
+      if (sentAt >= measureFrom && sentAt < measureUntil) histogram.record(Math.max(1, Math.round((now - sentAt) * 1e6)));
+    });
+  });
+
+  let sent = 0;
+  let next = 0;
+  await new Promise<void>((resolve) => {
+    const pace = () => {
+      const now = performance.now();
+      if (now >= measureUntil) return resolve();
+      const due = Math.floor(((now - start) * plan.ratePerSec) / 1000);
+      while (sent < due) {
+        const c = next;
+        next = (next + 1) % sockets.length;
+        sent++;
+        if (heads[c] - tails[c] >= RING_SIZE) {
+          overflow = true; // more in flight than the ring holds: the server has stalled for seconds
+          continue;
+        }
+        rings[c][heads[c]++ % RING_SIZE] = performance.now();
+        sockets[c].send(payload, SEND_BINARY);
+      }
+      setTimeout(pace, 1);
+    };
+    pace();
+  });
+  // Let the last echoes come back.
+  const drainUntil = performance.now() + 2000;
+  const outstanding = () => heads.reduce((sum, h, c) => sum + (h - tails[c]), 0);
+  while (outstanding() > 0 && performance.now() < drainUntil) await sleep(5);
+  const lost = outstanding();
+  await closeAll(sockets);
+  if (overflow) throw new Error('latency run: a connection had more than RING_SIZE messages in flight (server stalled)');
+  return {
+    samples: histogram.count,
+    p50Ms: histogram.percentile(50) / 1e6,
+    p99Ms: histogram.percentile(99) / 1e6,
+    maxMs: histogram.max / 1e6,
+    lost,
+  };
+}
+
+// ---- 3. handshakes per second -----------------------------------------------------------------
+
+export interface HandshakePlan {
+  concurrency: number;
+  warmupMs: number;
+  measureMs: number;
+}
+
+export interface HandshakeResult {
+  perSec: number;
+  completed: number;
+  failed: number;
+  cpu: CpuShare;
+}
+
+/** Opens a client and closes it as soon as it is open; resolves with whether it opened. */
+function openAndClose(url: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    let opened = false;
+    const ws = new WebSocket(url, CLIENT_OPTIONS);
+    const timer = setTimeout(() => ws.terminate(), CONNECT_TIMEOUT_MS);
+    ws.on('error', ignore);
+    ws.once('open', () => {
+      opened = true;
+      ws.close(1000);
+    });
+    ws.once('close', () => {
+      clearTimeout(timer);
+      resolve(opened);
+    });
+  });
+}
+
+/** `concurrency` workers each open+close clients back to back; counts those finished inside the window. */
+export async function runHandshakes(url: string, plan: HandshakePlan, watched: readonly WatchedProcess[]): Promise<HandshakeResult> {
+  const start = performance.now();
+  const measureFrom = start + plan.warmupMs;
+  const measureUntil = measureFrom + plan.measureMs;
+  let completed = 0;
+  let failed = 0;
+  const cpuMarks: { from?: CpuSnapshot; to?: CpuSnapshot } = {};
+  const cpuTimers = [
+    setTimeout(() => (cpuMarks.from = cpuSnapshot(watched)), plan.warmupMs),
+    setTimeout(() => (cpuMarks.to = cpuSnapshot(watched)), plan.warmupMs + plan.measureMs),
+  ];
+  const worker = async () => {
+    while (performance.now() < measureUntil) {
+      const ok = await openAndClose(url);
+      const now = performance.now();
+      if (now < measureFrom || now >= measureUntil) continue;
+      if (ok) completed++;
+      else failed++;
+    }
+  };
+  await Promise.all(Array.from({ length: plan.concurrency }, worker));
+  for (const t of cpuTimers) clearTimeout(t);
+  const from = cpuMarks.from ?? cpuSnapshot(watched);
+  const to = cpuMarks.to ?? cpuSnapshot(watched);
+  return { perSec: completed / (plan.measureMs / 1000), completed, failed, cpu: cpuShare(watched, from, to) };
+}
+
+// ---- 4. memory per idle session ---------------------------------------------------------------
+
+/** Open idle clients, to be closed by the caller with closeAll(). */
+export function openIdleSessions(url: string, count: number): Promise<WebSocket[]> {
+  return connectMany(url, count, 50);
+}
+
+// ---- 5. failover gap ---------------------------------------------------------------------------
+
+export interface FailoverTrialResult {
+  /** Id of the backend that served the session and was killed. */
+  killed: string;
+  /** Kill → first echo from another backend, in ms; null if none came before the timeout. */
+  gapMs: number | null;
+}
+
+const SEND_EVERY_MS = 1;
+/** Replies seen before the kill, so the session is in steady state when its backend dies. */
+const REPLIES_BEFORE_KILL = 20;
+const FAILOVER_TIMEOUT_MS = 5_000;
+
+/**
+ * Opens a session to a sidecar in front of tagged echo backends (text replies are "<id>|<payload>",
+ * ids one character long), sends a text message every 1 ms, calls `kill(id)` for the backend that
+ * answers, and times the kill to the first reply from a different backend.
+ */
+export async function runFailoverTrial(url: string, kill: (backendId: string) => void): Promise<FailoverTrialResult> {
+  const ws = await connectClient(url);
+  const message = Buffer.from('ping');
+  let repliesBeforeKill = 0;
+  let servedBy = -1; // char code of the serving backend's id
+  let killedAt = 0;
+  let gapMs: number | null = null;
+  let onFailover: () => void = () => {};
+  let onReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  const failedOver = new Promise<void>((resolve) => (onFailover = resolve));
+
+  ws.on('message', (data: Buffer) => {
+    if (data.length < 2 || data[1] !== 0x7c) return; // not "<id>|..."
+    if (killedAt === 0) {
+      servedBy = data[0];
+      if (++repliesBeforeKill === REPLIES_BEFORE_KILL) onReady();
+    } else if (data[0] !== servedBy && gapMs === null) {
+      gapMs = performance.now() - killedAt;
+      onFailover();
+    }
+  });
+  const sender = setInterval(() => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(message, SEND_TEXT);
+  }, SEND_EVERY_MS);
+  try {
+    const readyInTime = await Promise.race([ready.then(() => true), sleep(FAILOVER_TIMEOUT_MS).then(() => false)]);
+    if (!readyInTime) throw new Error('failover trial: no replies from the sidecar before the kill');
+    const killed = String.fromCharCode(servedBy);
+    killedAt = performance.now();
+    kill(killed);
+    await Promise.race([failedOver, sleep(FAILOVER_TIMEOUT_MS)]);
+    return { killed, gapMs };
+  } finally {
+    clearInterval(sender);
+    await closeAll([ws]);
+  }
+}

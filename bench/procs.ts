@@ -1,0 +1,302 @@
+// Child processes of the benchmark: echo backends, the sidecar and nginx, each in its own process
+// so the load generator (this process) measures them from outside. Every process started here is
+// registered and killed on exit, on error and on SIGINT/SIGTERM.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const echoBackendScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));
+const batonLauncher = fileURLToPath(new URL('../../bin/baton.js', import.meta.url));
+
+/** How long a child may take to become ready before the bench gives up on it. */
+const READY_TIMEOUT_MS = 10_000;
+/** Lines of a child's output kept to explain a failure. */
+const OUTPUT_TAIL_LINES = 20;
+
+/** A child process with the tail of its output (its pipes are always drained: pino writes synchronously). */
+export class ManagedProcess {
+  private readonly tail: string[] = [];
+  private exited = false;
+  readonly exitPromise: Promise<void>;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    live.add(this);
+    this.exitPromise = new Promise((resolve) => {
+      child.once('exit', () => {
+        this.exited = true;
+        live.delete(this);
+        resolve();
+      });
+      child.once('error', () => {
+        this.exited = true;
+        live.delete(this);
+        resolve();
+      });
+    });
+    const keep = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n')) {
+        if (line.trim() === '') continue;
+        this.tail.push(line);
+        if (this.tail.length > OUTPUT_TAIL_LINES) this.tail.shift();
+      }
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  get running(): boolean {
+    return !this.exited;
+  }
+
+  outputTail(): string {
+    return this.tail.join('\n');
+  }
+
+  /** Sends a signal and waits for the exit (SIGKILL after `graceMs` if it is still there). */
+  async stop(signal: NodeJS.Signals = 'SIGKILL', graceMs = 3000): Promise<void> {
+    if (this.exited) return;
+    this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
+    await this.exitPromise;
+    clearTimeout(timer);
+  }
+}
+
+const live = new Set<ManagedProcess>();
+const tempDirs = new Set<string>();
+
+/** Synchronous last-resort cleanup: safe to call from 'exit' and signal handlers. */
+export function killEverything(): void {
+  for (const p of live) {
+    try {
+      p.child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  live.clear();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  tempDirs.clear();
+}
+
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls a TCP connect until the port accepts (used for children that print nothing when ready). */
+async function waitForPort(port: number, proc: ManagedProcess): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (!proc.running) throw new Error(`${proc.name} exited before listening:\n${proc.outputTail()}`);
+    const accepted = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (accepted) return;
+    await sleep(20);
+  }
+  throw new Error(`${proc.name} did not listen on 127.0.0.1:${port} within ${READY_TIMEOUT_MS} ms:\n${proc.outputTail()}`);
+}
+
+/** The environment for children: this one without BATON_* variables, which would override the bench's config. */
+function childEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('BATON_')) env[k] = v;
+  return env;
+}
+
+// ---- echo backend -------------------------------------------------------------------------
+
+export interface EchoBackendProcess {
+  readonly id: string;
+  readonly port: number;
+  readonly url: string;
+  proc: ManagedProcess;
+}
+
+/** Starts tools/echo-backend.js and waits for its {"event":"listening"} line. */
+export async function startEchoBackend(id: string, port: number, tag: boolean): Promise<EchoBackendProcess> {
+  const args = [echoBackendScript, '--port', String(port), '--id', id, ...(tag ? ['--tag'] : [])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const proc = new ManagedProcess(`echo backend ${id}`, child);
+  await new Promise<void>((resolve, reject) => {
+    let pending = '';
+    const timer = setTimeout(() => reject(new Error(`${proc.name} not ready within ${READY_TIMEOUT_MS} ms:\n${proc.outputTail()}`)), READY_TIMEOUT_MS);
+    const onData = (chunk: Buffer) => {
+      pending += chunk.toString();
+      if (pending.includes('"event":"listening"')) {
+        clearTimeout(timer);
+        child.stdout!.off('data', onData);
+        resolve();
+      }
+    };
+    child.stdout!.on('data', onData);
+    void proc.exitPromise.then(() => {
+      clearTimeout(timer);
+      reject(new Error(`${proc.name} exited before listening:\n${proc.outputTail()}`));
+    });
+  });
+  return { id, port, url: `ws://127.0.0.1:${port}`, proc };
+}
+
+// ---- sidecar --------------------------------------------------------------------------------
+
+export interface SidecarOptions {
+  backends: { id: string; url: string }[];
+  /** Extra node flags for the sidecar process (e.g. --cpu-prof). */
+  nodeFlags?: string[];
+}
+
+export interface SidecarProcess {
+  readonly port: number;
+  readonly url: string;
+  proc: ManagedProcess;
+}
+
+/** Starts `node bin/baton.js sidecar --config <tmp yaml>` on a free loopback port. */
+export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess> {
+  const port = await freePort();
+  const dir = makeTempDir('baton-bench-sidecar-');
+  const configFile = join(dir, 'sidecar.yaml');
+  // permessage-deflate off: the backends and nginx don't compress either, so like is compared with like.
+  // shutdown.grace 0: SIGTERM ends it at once (and still lets --cpu-prof write its profile).
+  const yaml = [
+    'listen:',
+    `  address: "127.0.0.1:${port}"`,
+    '  perMessageDeflate:',
+    '    enabled: false',
+    'admin:',
+    '  address: "127.0.0.1:0"',
+    'logLevel: warn',
+    'shutdown:',
+    '  grace: 0',
+    'backends:',
+    ...opts.backends.map((b) => `  - { id: ${b.id}, url: "${b.url}" }`),
+    '',
+  ].join('\n');
+  writeFileSync(configFile, yaml);
+  const args = [...(opts.nodeFlags ?? []), batonLauncher, 'sidecar', '--config', configFile];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const proc = new ManagedProcess('sidecar', child);
+  await waitForPort(port, proc);
+  return { port, url: `ws://127.0.0.1:${port}`, proc };
+}
+
+// ---- nginx ----------------------------------------------------------------------------------
+
+export interface NginxProcess {
+  readonly port: number;
+  readonly url: string;
+  readonly version: string;
+  proc: ManagedProcess;
+}
+
+/** The nginx binary on PATH (as `command -v nginx` finds it), or null. */
+export function findNginx(): string | null {
+  const found = spawnSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' });
+  const path = found.status === 0 ? found.stdout.trim() : '';
+  return path === '' ? null : path;
+}
+
+async function nginxVersion(binary: string): Promise<string> {
+  const child = spawn(binary, ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let text = '';
+  child.stdout.on('data', (c: Buffer) => (text += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (text += c.toString()));
+  await new Promise((resolve) => child.once('close', resolve));
+  const m = /nginx\/(\S+)/.exec(text);
+  return m ? m[1] : 'unknown';
+}
+
+/**
+ * One nginx process (master_process off, one worker) proxying WebSockets to `backendUrl`, with
+ * its own prefix, config, pid file and temp paths under a temp dir so nothing under /var is touched.
+ */
+export async function startNginx(binary: string, backendPort: number): Promise<NginxProcess> {
+  const port = await freePort();
+  const dir = makeTempDir('baton-bench-nginx-');
+  for (const sub of ['logs', 'client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
+  const conf = `
+# Benchmark-only config written by bench/procs.ts.
+worker_processes 1;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/client_body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://127.0.0.1:${backendPort};
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_read_timeout 3600s;
+      proxy_send_timeout 3600s;
+      proxy_buffering off;
+      tcp_nodelay on;
+    }
+  }
+}
+`;
+  writeFileSync(join(dir, 'nginx.conf'), conf);
+  const args = ['-e', 'stderr', '-p', dir, '-c', join(dir, 'nginx.conf'), '-g', `daemon off; master_process off; pid ${dir}/nginx.pid; error_log stderr warn;`];
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = new ManagedProcess('nginx', child);
+  await waitForPort(port, proc);
+  return { port, url: `ws://127.0.0.1:${port}`, version: await nginxVersion(binary), proc };
+}
+
+// ---- /proc readings ---------------------------------------------------------------------------
+
+/** Resident set size of a process in KiB (VmRSS from /proc/<pid>/status). */
+export function readRssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);
+  if (!m) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(m[1]);
+}
+
+/** CPU time (user + system) a process has used, in ms (clock ticks are 100 Hz on Linux). */
+export function readCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may contain spaces) start after the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const utime = Number(fields[11]);
+  const stime = Number(fields[12]);
+  return (utime + stime) * 10;
+}
