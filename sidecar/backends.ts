@@ -238,7 +238,10 @@ export class BackendPool {
     if (probe.type === 'websocket') {
       const ctx = { ...this.dialContext, handshakeTimeout: probe.timeout };
       void dialBackend(url.href, [], {}, ctx).then((r) => {
-        if (r.ok) r.socket.close(1000, 'health probe');
+        if (r.ok) {
+          r.socket.resume(); // dialled sockets come paused; the close handshake needs reading
+          r.socket.close(1000, 'health probe');
+        }
         done(r.ok || r.kind === 'refused', r.ok ? 'probe ok' : `probe: ${r.kind === 'error' ? r.reason : r.kind}`);
       });
       return;

@@ -48,7 +48,8 @@ const MAX_REFUSAL_BODY = 16 * 1024;
 
 /**
  * Opens one WebSocket to a backend. Resolves, never rejects. The connect timeout covers TCP and
- * TLS; the handshake timeout covers everything up to the 101.
+ * TLS; the handshake timeout covers everything up to the 101. An open socket is handed over
+ * paused: the caller resumes it once it listens.
  */
 export function dialBackend(
   url: string,
@@ -136,6 +137,9 @@ export function dialBackend(
     socket.on('error', (err) => finish({ ok: false, kind: 'error', reason: err.message }));
     socket.on('open', () => {
       if (settled) return;
+      // Frames that came with the 101 are parsed on the next tick, before whoever awaits this
+      // dial can listen: hold them until the session attaches its listeners and resumes.
+      socket.pause();
       // Remove the dial's own listeners; the session attaches its own.
       socket.removeAllListeners('upgrade');
       socket.removeAllListeners('unexpected-response');

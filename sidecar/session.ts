@@ -189,10 +189,14 @@ export class Session {
     this.messagesIn++;
     this.bytesIn += data.length;
     this.active = true;
+    this.toBackend(data, isBinary);
+  }
+
+  /** Sends to the backend leg, or holds the message while there is no open leg. */
+  private toBackend(data: Buffer, isBinary: boolean): void {
     const leg = this.leg;
     if (this.state === 'open' && leg !== null && leg.readyState === OPEN) {
-      const hwm = this.host.config.session.highWaterMarkBytes;
-      if (leg.bufferedAmount + data.length > hwm) {
+      if (leg.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
         // The backend is slower than the client: stop reading the client until this is written.
         this.toLegDrains++;
         leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onLegDrained);
@@ -246,14 +250,7 @@ export class Session {
     const buffered = this.buffer;
     this.buffer = [];
     this.bufferedBytes = 0;
-    for (const m of buffered) this.fromClientCounted(m);
-  }
-
-  /** Sends a buffered message (already counted on arrival). */
-  private fromClientCounted(m: Buffered): void {
-    this.messagesIn--;
-    this.bytesIn -= m.data.length;
-    this.fromClient(m.data, m.isBinary);
+    for (const m of buffered) this.toBackend(m.data, m.isBinary);
   }
 
   // ---- leg lifecycle -----------------------------------------------------------------------
@@ -265,6 +262,7 @@ export class Session {
     leg.on('pong', onLegPong);
     leg.removeAllListeners('error');
     leg.on('error', onSocketError);
+    leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
     backend.sessions++;
     this.legPingAt = 0;
     this.legPingDue = this.host.now() + this.host.config.session.pingInterval;
@@ -463,8 +461,9 @@ export class Session {
       result.socket.terminate();
       return this.closed ? 'closed' : 'failed';
     }
+    // It stays paused (as dialBackend() hands it over): its messages must come after everything
+    // the old backend still sends.
     const next = result.socket;
-    next.pause(); // its messages must come after everything the old backend still sends
     (next as TaggedSocket)[kSession] = this;
     next.on('close', onLegClose);
     this.nextLeg = next;
@@ -506,7 +505,6 @@ export class Session {
     }
     next.removeListener('close', onLegClose);
     this.adopt(nextBackend, next);
-    next.resume();
     this.host.log.info({ session: this.id, backend: nextBackend.id, reason: 'migrated', replayed: this.buffer.length }, 'migration complete');
     this.flush();
     resolve?.('migrated');

@@ -158,7 +158,7 @@ export class Sidecar implements SessionHost {
       return respond(socket, 502, 'no backend available');
     }
     if (clientGone || this.stopping) {
-      leg.close(1001, 'client gone');
+      leg.terminate();
       return;
     }
     req[kProtocol] = leg.protocol;
@@ -168,7 +168,7 @@ export class Sidecar implements SessionHost {
     this.wss.handleUpgrade(req, socket, head, (client) => {
       if (this.stopping) {
         client.close(1001, 'sidecar is shutting down');
-        backendLeg.close(1001, 'sidecar is shutting down');
+        backendLeg.terminate();
         return;
       }
       const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, { id, path, remoteAddress, headers, protocols, hashKey });

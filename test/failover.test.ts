@@ -117,6 +117,30 @@ describe('unplanned failover', () => {
     });
   }
 
+  test('backends that greet on connect: the greeting reaches the client, also from the backend taken over', async () => {
+    const greeters = await Promise.all(
+      ['a', 'b'].map(async (id) => {
+        const srv = await startEchoBackend({ id, tag: true, onConnection: (_info, ws) => ws.send(`hello from ${id}`) });
+        return srv;
+      }),
+    );
+    try {
+      let url: string;
+      ({ sidecar, url } = await startSidecar(backendsYaml(greeters.map((g, i) => ({ id: 'ab'[i]!, url: g.url }))) + FAST));
+      const c = await TestClient.connect(`${url}/greet`);
+      await c.waitForCount(1);
+      const first = c.texts()[0]!;
+      assert.match(first, /^hello from [ab]$/);
+      const other = first.endsWith('a') ? 'b' : 'a';
+      c.ws.send('__close 1012 restart');
+      await c.waitForCount(2);
+      assert.equal(c.texts()[1], `hello from ${other}`);
+      c.close();
+    } finally {
+      await Promise.all(greeters.map((g) => g.close()));
+    }
+  });
+
   test('single backend restarted (down 2 s): the client is held and resumes; buffered messages delivered in order', async () => {
     const a = await BackendProcess.start('a');
     let url: string;
