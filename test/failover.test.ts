@@ -141,6 +141,27 @@ describe('unplanned failover', () => {
     }
   });
 
+  test('a second backend dies while the first failover is under way: the session ends up on the third', async () => {
+    const [a, b, c] = [await BackendProcess.start('a'), await BackendProcess.start('b'), await BackendProcess.start('c')];
+    let url: string;
+    ({ sidecar, url } = await startSidecar(
+      `balancer: { algorithm: round-robin }\nbackends:\n  - { id: a, url: "${a.url}" }\n  - { id: b, url: "${b.url}", standby: true }\n  - { id: c, url: "${c.url}", standby: true }\n` +
+        FAST,
+    ));
+    const client = await TestClient.connect(`${url}/race`);
+    const session = [...sidecar.sessions.values()][0]!;
+    assert.equal(session.backend!.id, 'a');
+    await Promise.all([a.signal('SIGKILL'), b.signal('SIGKILL')]);
+    await waitFor(() => session.failovers === 1, 'failover noticed'); // frames sent before that may be lost
+    client.ws.send('x1');
+    await waitFor(() => session.state === 'open' && session.backend?.id === 'c', 'session on c');
+    client.ws.send('x2');
+    await waitFor(() => client.texts().includes('c|x2'), 'echo from c');
+    assert.deepEqual(client.texts(), ['c|x1', 'c|x2']);
+    assert.equal(client.closed, null);
+    client.close();
+  });
+
   test('single backend restarted (down 2 s): the client is held and resumes; buffered messages delivered in order', async () => {
     const a = await BackendProcess.start('a');
     let url: string;
