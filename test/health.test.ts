@@ -3,17 +3,7 @@ import assert from 'node:assert/strict';
 import { CircuitBreaker } from '../sidecar/health/breaker.js';
 import { PhiAccrualDetector, PHI_MAX } from '../sidecar/health/phi.js';
 import { healthStatuses } from '../sidecar/health/ejection.js';
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from './prng.js';
 
 // ---- circuit breaker ---------------------------------------------------------------------------
 
