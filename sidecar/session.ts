@@ -19,8 +19,6 @@ export interface SessionHost {
   readonly dial: DialContext;
   readonly pool: BackendPool;
   readonly log: Logger;
-  /** The sidecar's coarse clock (updated by its tick). */
-  now(): number;
   sessionClosed(session: Session): void;
 }
 
@@ -160,10 +158,11 @@ export class Session {
     this.id = init.id;
     this.path = init.path;
     this.remoteAddress = init.remoteAddress;
+    // Timers start from the real time of opening, not the last tick (which can be a tick behind).
     this.startedAt = Date.now();
-    this.lastActivity = host.now();
-    this.lifetimeEndsAt = this.nextLifetimeEnd();
-    this.clientPingDue = this.lastActivity + host.config.session.pingInterval;
+    this.lastActivity = this.startedAt;
+    this.lifetimeEndsAt = this.nextLifetimeEnd(this.startedAt);
+    this.clientPingDue = this.startedAt + host.config.session.pingInterval;
     (client as TaggedSocket)[kSession] = this;
     client.on('message', onClientMessage);
     client.on('close', onClientClose);
@@ -265,7 +264,7 @@ export class Session {
     leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
     backend.sessions++;
     this.legPingAt = 0;
-    this.legPingDue = this.host.now() + this.host.config.session.pingInterval;
+    this.legPingDue = Date.now() + this.host.config.session.pingInterval;
     this.legProtocolError = 0;
   }
 
@@ -563,15 +562,15 @@ export class Session {
       leg.ping();
     }
     if (s.maxLifetime > 0 && now >= this.lifetimeEndsAt) {
-      this.lifetimeEndsAt = this.nextLifetimeEnd();
+      this.lifetimeEndsAt = this.nextLifetimeEnd(now);
       void this.migrate('lifetime');
     }
   }
 
-  private nextLifetimeEnd(): number {
+  private nextLifetimeEnd(now: number): number {
     const life = this.host.config.session.maxLifetime;
     // ±10% so sessions opened together don't all migrate together.
-    return life > 0 ? this.host.now() + life * (0.9 + Math.random() * 0.2) : Infinity;
+    return life > 0 ? now + life * (0.9 + Math.random() * 0.2) : Infinity;
   }
 
   // ---- closing ---------------------------------------------------------------------------

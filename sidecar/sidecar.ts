@@ -32,7 +32,6 @@ export class Sidecar implements SessionHost {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private headers: HeaderPolicy;
-  private clock = Date.now();
   private ticker: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly idPrefix = randomBytes(3).toString('hex');
@@ -47,7 +46,7 @@ export class Sidecar implements SessionHost {
     this.config = config;
     this.dial = dialContext(config);
     this.headers = this.headerPolicyOf(config);
-    this.pool = new BackendPool(config, this.dial, log, this.clock);
+    this.pool = new BackendPool(config, this.dial, log, Date.now());
     const listen = config.listen;
     const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
     this.server = listen.tls
@@ -79,10 +78,6 @@ export class Sidecar implements SessionHost {
     this.server.on('clientError', (_err, socket) => socket.destroy());
   }
 
-  now(): number {
-    return this.clock;
-  }
-
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   async start(): Promise<AddressInfo> {
     const { host, port } = this.config.listen.address;
@@ -108,7 +103,6 @@ export class Sidecar implements SessionHost {
 
   private tick(): void {
     const now = Date.now();
-    this.clock = now;
     this.pool.tick(now);
     for (const s of this.sessions.values()) s.tick(now);
   }
@@ -319,7 +313,7 @@ function sleep(ms: number): Promise<void> {
 /** Fine enough to catch a pong timeout within a quarter of its length; never busier than 20 ms. */
 function tickInterval(config: SidecarConfig): number {
   const s = config.session;
-  const spans = [s.pingInterval, s.pongTimeout, s.idleTimeout].filter((v) => v > 0);
+  const spans = [s.pingInterval, s.pongTimeout, s.idleTimeout, s.maxLifetime].filter((v) => v > 0);
   return Math.max(20, Math.min(1000, Math.floor(Math.min(...spans) / 4)));
 }
 
