@@ -162,6 +162,30 @@ describe('unplanned failover', () => {
     client.close();
   });
 
+  test('a failover backend that picks a different subprotocol is a failed dial, never a switch', async () => {
+    const v2 = await startEchoBackend({ id: 'v2', tag: true, protocol: 'chat.v2' });
+    let v1Dials = 0;
+    const v1 = await startEchoBackend({ id: 'v1', tag: true, protocol: 'chat.v1', onConnection: () => v1Dials++ });
+    try {
+      let url: string;
+      ({ sidecar, url } = await startSidecar(
+        `backends:\n  - { id: v2, url: "${v2.url}" }\n  - { id: v1, url: "${v1.url}", standby: true }\n` +
+          `failover:\n  deadline: 600ms\n  backoff: { initial: 20ms, max: 100ms, multiplier: 2, jitter: 0 }\n`,
+      ));
+      const c = await TestClient.connect(`${url}/proto`, ['chat.v2', 'chat.v1']);
+      assert.equal(c.ws.protocol, 'chat.v2');
+      const session = [...sidecar.sessions.values()][0]!;
+      await v2.close(); // the only backend that speaks chat.v2 is gone
+      const closed = await c.waitForClose(3000);
+      assert.equal(closed.code, 1013, 'held until the deadline, then told to retry');
+      assert.equal(session.backend, null, 'never switched to the chat.v1 backend');
+      assert.ok(v1Dials > 0, 'the chat.v1 backend was tried');
+      await waitFor(() => v1.clients.size === 0, 'mismatched dials closed');
+    } finally {
+      await v1.close();
+    }
+  });
+
   test('single backend restarted (down 2 s): the client is held and resumes; buffered messages delivered in order', async () => {
     const a = await BackendProcess.start('a');
     let url: string;
