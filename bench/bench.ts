@@ -3,11 +3,13 @@
 // bars. Every server runs in its own process; the load generator runs in this one. All on
 // 127.0.0.1. See docs/performance.md for what each figure means.
 //
-//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover]
-//                            [--sidecar-cpu-prof DIR]
+//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover] [--rounds N]
+//                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 //
 // It reports; a missed bar is not an error. It exits non-zero only when the harness itself fails.
+import { spawnSync } from 'node:child_process';
 import { availableParallelism, cpus, release } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
@@ -27,8 +29,10 @@ import {
 } from './loadgen.js';
 import {
   findNginx,
+  forceGc,
   freePort,
   killEverything,
+  readMachineBusyMs,
   readRssKiB,
   startEchoBackend,
   startNginx,
@@ -77,6 +81,9 @@ const WATCHDOG_MS = 15 * 60 * 1000;
 /** Pause between runs so one run's closing sockets and GC don't overlap the next. */
 const SETTLE_BETWEEN_RUNS_MS = 300;
 
+/** CPU (% of one core) used by processes outside the bench above which a run counts as disturbed. */
+const NOISY_OTHER_CPU_PCT = 10;
+
 /** The bars the product must reach. */
 const BARS = {
   throughputVsNginx: 0.8,
@@ -103,7 +110,10 @@ interface RssResult {
   sessions: number;
   beforeKiB: number;
   afterKiB: number;
+  /** (after − before) / sessions, both read after a settle: the figure the bar is about. */
   perSessionKiB: number;
+  /** Sidecar only: the same after a forced full GC, and the live JS heap per session. */
+  afterGc?: { perSessionKiB: number; heapPerSessionKiB: number };
 }
 
 interface Results {
@@ -121,49 +131,87 @@ interface Environment {
   kernel: string;
   nginxBinary: string | null;
   nginxVersion?: string;
+  /** The commit measured, "+dirty" when the sidecar's sources differ from it; "?" outside git. */
+  commit: string;
 }
 
 // ---- main --------------------------------------------------------------------------------------
 
-function parseOptions(): { plan: Plan; quick: boolean; sections: Set<Section>; cpuProfDir?: string } {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean', default: false },
-      only: { type: 'string' },
-      'sidecar-cpu-prof': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+interface Options {
+  plan: Plan;
+  quick: boolean;
+  sections: Set<Section>;
+  /** Extra node flags for every sidecar process (profiling, GC tuning experiments). */
+  sidecarNodeFlags: string[];
+  /** Runs per target of throughput, latency and handshakes; the least disturbed one is kept. */
+  rounds: number;
+}
+
+const USAGE = `usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--rounds N] [--sidecar-node-flags="FLAGS"]
+  --quick               shorter runs and fewer trials (a smoke test; the figures are rougher)
+  --only LIST           run only these sections (comma-separated)
+  --rounds N            run throughput, latency and handshakes N times per target, interleaved, and keep
+                        the least disturbed run of each (for a machine shared with other work; default 1)
+  --sidecar-node-flags  extra node flags for every sidecar process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+`;
+
+/** A command-line mistake: reported with the usage, without a stack. */
+class UsageError extends Error {}
+
+function parseOptions(): Options {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: {
+        quick: { type: 'boolean', default: false },
+        only: { type: 'string' },
+        'sidecar-node-flags': { type: 'string', default: '' },
+        rounds: { type: 'string', default: '1' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   if (values.help) {
-    process.stdout.write(`usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--sidecar-cpu-prof DIR]\n`);
+    process.stdout.write(USAGE);
     process.exit(0);
   }
   const sections = new Set<Section>();
   for (const name of (values.only ?? SECTIONS.join(',')).split(',').map((s) => s.trim()).filter(Boolean)) {
-    if (!(SECTIONS as readonly string[]).includes(name)) throw new Error(`--only: unknown section "${name}" (use ${SECTIONS.join(', ')})`);
+    if (!(SECTIONS as readonly string[]).includes(name)) throw new UsageError(`--only: unknown section "${name}" (use ${SECTIONS.join(', ')})`);
     sections.add(name as Section);
   }
-  return { plan: values.quick ? QUICK_PLAN : FULL_PLAN, quick: values.quick ?? false, sections, cpuProfDir: values['sidecar-cpu-prof'] };
+  const sidecarNodeFlags = (values['sidecar-node-flags'] ?? '').split(/\s+/).filter(Boolean);
+  const rounds = Number(values.rounds);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 10) throw new UsageError(`--rounds: "${values.rounds}" is not a whole number from 1 to 10`);
+  return { plan: values.quick ? QUICK_PLAN : FULL_PLAN, quick: values.quick ?? false, sections, sidecarNodeFlags, rounds };
 }
 
 async function main(): Promise<void> {
   const startedAt = performance.now();
-  const { plan, quick, sections, cpuProfDir } = parseOptions();
+  const options = parseOptions();
+  const { quick, sections } = options;
   const env = describeEnvironment();
   const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {} };
 
-  log(`Baton bench${quick ? ' (--quick)' : ''}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
+  log(`Baton bench${quick ? ' (--quick)' : ''} at ${env.commit}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
   log('The load generator, the proxy and the backend share these cores; every server is its own process on 127.0.0.1.');
   if (!env.nginxBinary) log('nginx not found: skipped (apt-get install nginx to compare)');
+  if (options.sidecarNodeFlags.length > 0) log(`sidecar node flags: ${options.sidecarNodeFlags.join(' ')}`);
+  const background = await backgroundCpuPct();
+  if (background >= NOISY_OTHER_CPU_PCT) {
+    log(`WARNING: the machine is already busy (${background.toFixed(0)}% of a core used by other processes): figures will be noisy.`);
+  }
 
   if (sections.has('throughput') || sections.has('latency') || sections.has('handshakes')) {
-    await runProxySections(plan, sections, env, results, cpuProfDir);
+    await runProxySections(options, env, results);
   }
-  if (sections.has('rss')) await runRssSection(plan, env, results);
-  if (sections.has('failover')) await runFailoverSection(plan, results);
+  if (sections.has('rss')) await runRssSection(options, env, results);
+  if (sections.has('failover')) await runFailoverSection(options, results);
 
   log('');
-  log(report(plan, env, results));
+  log(report(options, env, results));
   log('');
   log(`bench finished in ${((performance.now() - startedAt) / 1000).toFixed(0)} s`);
 }
@@ -175,7 +223,24 @@ function describeEnvironment(): Environment {
     node: process.version,
     kernel: release(),
     nginxBinary: findNginx(),
+    commit: sidecarCommit(),
   };
+}
+
+function sidecarCommit(): string {
+  const repo = fileURLToPath(new URL('../../', import.meta.url));
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' });
+  if (head.status !== 0) return '?';
+  const changes = spawnSync('git', ['status', '--porcelain', '--', 'sidecar', 'cli', 'bin'], { cwd: repo, encoding: 'utf8' });
+  return `${head.stdout.trim()}${changes.stdout.trim() ? '+dirty' : ''}`;
+}
+
+/** CPU used by everything else on the machine over half a second, as % of one core. */
+async function backgroundCpuPct(): Promise<number> {
+  const from = readMachineBusyMs();
+  const at = performance.now();
+  await sleep(500);
+  return (100 * (readMachineBusyMs() - from)) / (performance.now() - at);
 }
 
 function log(line: string): void {
@@ -188,48 +253,72 @@ function sleep(ms: number): Promise<void> {
 
 // ---- sections 1-3: one backend, reached directly, through the sidecar, through nginx -----------
 
-async function runProxySections(plan: Plan, sections: Set<Section>, env: Environment, results: Results, cpuProfDir?: string): Promise<void> {
+async function runProxySections(options: Options, env: Environment, results: Results): Promise<void> {
+  const { plan, sections } = options;
   const backend = await startEchoBackend('echo', await freePort(), false);
-  const nodeFlags = cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : [];
-  const sidecar = await startSidecar({ backends: [{ id: 'echo', url: backend.url }], nodeFlags });
+  const sidecar = await startSidecar({ backends: [{ id: 'echo', url: backend.url }], nodeFlags: options.sidecarNodeFlags });
   const nginx = env.nginxBinary ? await startNginx(env.nginxBinary, backend.port) : undefined;
   if (nginx) env.nginxVersion = nginx.version;
   const targets = proxyTargets(backend, sidecar, nginx);
 
+  const rounds = options.rounds;
   if (sections.has('throughput')) {
     for (const size of plan.throughput.sizes) {
-      const perTarget: PerTarget<ThroughputResult> = {};
-      results.throughput.set(size, perTarget);
-      for (const target of targets) {
+      const perTarget = await runInterleaved(targets, rounds, async (target) => {
         const r = await runThroughput(target.url, { ...plan.throughput, payloadBytes: size }, target.watched);
-        perTarget[target.name] = r;
-        log(`throughput ${sizeLabel(size)} ${target.name}: ${formatNumber(r.messagesPerSec)} msg/s, ${formatNumber(r.mibPerSec)} MiB/s (CPU ${cpuLabel(r.cpu)})`);
-        await sleep(SETTLE_BETWEEN_RUNS_MS);
-      }
+        return [r, `throughput ${sizeLabel(size)} ${target.name}: ${formatNumber(r.messagesPerSec)} msg/s, ${formatNumber(r.mibPerSec)} MiB/s (CPU ${cpuLabel(r.cpu)})`];
+      });
+      results.throughput.set(size, perTarget);
     }
   }
   if (sections.has('latency')) {
-    for (const target of targets) {
-      const r = await runLatency(target.url, plan.latency);
-      results.latency[target.name] = r;
-      log(`latency ${target.name}: p50 ${formatNumber(r.p50Ms)} ms, p99 ${formatNumber(r.p99Ms)} ms, max ${formatNumber(r.maxMs)} ms (${r.samples} samples, ${r.lost} lost)`);
-      await sleep(SETTLE_BETWEEN_RUNS_MS);
-    }
+    results.latency = await runInterleaved(targets, rounds, async (target) => {
+      const r = await runLatency(target.url, plan.latency, target.watched);
+      const line =
+        `latency ${target.name}: p50 ${formatNumber(r.p50Ms)} ms, p99 ${formatNumber(r.p99Ms)} ms, max ${formatNumber(r.maxMs)} ms ` +
+        `(${r.samples} samples, ${r.lost} lost; CPU ${cpuLabel(r.cpu)})`;
+      return [r, line];
+    });
   }
   if (sections.has('handshakes')) {
-    for (const target of targets) {
+    results.handshakes = await runInterleaved(targets, rounds, async (target) => {
       const r = await runHandshakes(target.url, plan.handshakes, target.watched);
-      results.handshakes[target.name] = r;
-      log(`handshakes ${target.name}: ${formatNumber(r.perSec)}/s (${r.completed} completed, ${r.failed} failed; CPU ${cpuLabel(r.cpu)})`);
+      return [r, `handshakes ${target.name}: ${formatNumber(r.perSec)}/s (${r.completed} completed, ${r.failed} failed; CPU ${cpuLabel(r.cpu)})`];
+    });
+  }
+
+  await stopSidecar(sidecar);
+  await nginx?.proc.stop('SIGKILL');
+  await backend.proc.stop('SIGKILL');
+}
+
+/**
+ * Runs every target `rounds` times, interleaved (direct, sidecar, nginx, direct, ...), and keeps
+ * per target the least disturbed run: the one during which other processes used the least CPU
+ * (on a tie, the later, warmer one). Other work on the machine only ever slows a run down, and
+ * picking by disturbance rather than by result doesn't favour lucky runs.
+ */
+async function runInterleaved<T extends { cpu: CpuShare }>(
+  targets: readonly Target[],
+  rounds: number,
+  run: (target: Target) => Promise<[T, string]>,
+): Promise<PerTarget<T>> {
+  const kept: PerTarget<T> = {};
+  for (let round = 1; round <= rounds; round++) {
+    for (const target of targets) {
+      const [result, line] = await run(target);
+      log(rounds > 1 ? `${line} [round ${round}/${rounds}]` : line);
+      const previous = kept[target.name];
+      if (previous === undefined || Math.round(result.cpu.other ?? 0) <= Math.round(previous.cpu.other ?? 0)) kept[target.name] = result;
       await sleep(SETTLE_BETWEEN_RUNS_MS);
     }
   }
+  return kept;
+}
 
-  // SIGTERM (shutdown.grace 0) rather than SIGKILL so a --cpu-prof sidecar writes its profile.
-  await sidecar.proc.stop('SIGTERM');
-  if (cpuProfDir) log(`sidecar CPU profile written to ${cpuProfDir}`);
-  await nginx?.proc.stop('SIGKILL');
-  await backend.proc.stop('SIGKILL');
+/** SIGTERM (shutdown.grace is 0) rather than SIGKILL, so a sidecar run with --cpu-prof writes its profile. */
+function stopSidecar(sidecar: SidecarProcess): Promise<void> {
+  return sidecar.proc.stop('SIGTERM');
 }
 
 function proxyTargets(backend: EchoBackendProcess, sidecar: SidecarProcess, nginx: NginxProcess | undefined): Target[] {
@@ -249,18 +338,19 @@ function proxyTargets(backend: EchoBackendProcess, sidecar: SidecarProcess, ngin
  * The backend's own growth per direct connection is measured too, as a reference for what one
  * plain `ws` server socket costs in Node (a sidecar session holds two sockets).
  */
-async function runRssSection(plan: Plan, env: Environment, results: Results): Promise<void> {
+async function runRssSection(options: Options, env: Environment, results: Results): Promise<void> {
+  const { plan } = options;
   const backend = await startEchoBackend('rss', await freePort(), false);
   try {
     results.rss.direct = await measureIdleRss(backend.url, backend.proc.pid, plan);
     log(`idle sessions, reference (echo backend, direct): ${rssLabel(results.rss.direct)}`);
 
-    const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }] });
+    const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }], nodeFlags: options.sidecarNodeFlags, gcHook: true });
     try {
-      results.rss.sidecar = await measureIdleRss(sidecar.url, sidecar.proc.pid, plan);
+      results.rss.sidecar = await measureIdleRss(sidecar.url, sidecar.proc.pid, plan, sidecar);
       log(`idle sessions, sidecar: ${rssLabel(results.rss.sidecar)}`);
     } finally {
-      await sidecar.proc.stop('SIGKILL');
+      await stopSidecar(sidecar);
     }
 
     if (env.nginxBinary) {
@@ -278,17 +368,29 @@ async function runRssSection(plan: Plan, env: Environment, results: Results): Pr
   }
 }
 
-/** Warm the server up, read VmRSS, open N idle sessions, settle, read VmRSS again. */
-async function measureIdleRss(url: string, pid: number, plan: Plan): Promise<RssResult> {
+/**
+ * Warm the server up, read VmRSS, open N idle sessions, settle, read VmRSS again. A sidecar started
+ * with the GC hook is also measured after a forced full GC on both sides of the sessions (each GC
+ * comes after the settled reading, so the bar's figure is taken as without the hook).
+ */
+async function measureIdleRss(url: string, pid: number, plan: Plan, gcHooked?: SidecarProcess): Promise<RssResult> {
+  const n = plan.idleSessions;
   // A few sessions first so lazily loaded code and one-time buffers aren't counted per session.
   await closeAll(await openIdleSessions(url, 50));
   await sleep(plan.rssSettleMs);
   const beforeKiB = readRssKiB(pid);
-  const sockets = await openIdleSessions(url, plan.idleSessions);
+  const heapBefore = gcHooked ? (await forceGc(gcHooked)).heapUsed : 0;
+  const rssBeforeGc = gcHooked ? readRssKiB(pid) : 0;
+  const sockets = await openIdleSessions(url, n);
   await sleep(plan.rssSettleMs);
   const afterKiB = readRssKiB(pid);
+  const result: RssResult = { sessions: n, beforeKiB, afterKiB, perSessionKiB: (afterKiB - beforeKiB) / n };
+  if (gcHooked) {
+    const heapAfter = (await forceGc(gcHooked)).heapUsed;
+    result.afterGc = { perSessionKiB: (readRssKiB(pid) - rssBeforeGc) / n, heapPerSessionKiB: (heapAfter - heapBefore) / 1024 / n };
+  }
   await closeAll(sockets);
-  return { sessions: plan.idleSessions, beforeKiB, afterKiB, perSessionKiB: (afterKiB - beforeKiB) / plan.idleSessions };
+  return result;
 }
 
 // ---- section 5: failover gap -------------------------------------------------------------------
@@ -298,10 +400,11 @@ async function measureIdleRss(url: string, pid: number, plan: Plan): Promise<Rss
  * backend serving it and times the kill to the first reply from the other one; the killed backend
  * is restarted on its port before the next trial.
  */
-async function runFailoverSection(plan: Plan, results: Results): Promise<void> {
+async function runFailoverSection(options: Options, results: Results): Promise<void> {
+  const { plan } = options;
   const backends = new Map<string, EchoBackendProcess>();
   for (const id of ['a', 'b']) backends.set(id, await startEchoBackend(id, await freePort(), true));
-  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })) });
+  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags });
   const gaps = new Float64Array(plan.failoverTrials);
   let measured = 0;
   let timeouts = 0;
@@ -316,7 +419,7 @@ async function runFailoverSection(plan: Plan, results: Results): Promise<void> {
       backends.set(killed.id, await startEchoBackend(killed.id, killed.port, true));
     }
   } finally {
-    await sidecar.proc.stop('SIGKILL');
+    await stopSidecar(sidecar);
     for (const b of backends.values()) await b.proc.stop('SIGKILL');
   }
   results.failover = { gaps: distributionOf(gaps, measured), trials: plan.failoverTrials, timeouts };
@@ -337,7 +440,10 @@ function cpuLabel(cpu: CpuShare): string {
 }
 
 function rssLabel(r: RssResult): string {
-  return `${r.sessions} sessions, VmRSS ${formatNumber(r.beforeKiB / 1024)} → ${formatNumber(r.afterKiB / 1024)} MiB, ${formatNumber(r.perSessionKiB)} KiB per session`;
+  const gc = r.afterGc
+    ? `; after a forced full GC ${formatNumber(r.afterGc.perSessionKiB)} KiB RSS, of which ${formatNumber(r.afterGc.heapPerSessionKiB)} KiB live JS heap`
+    : '';
+  return `${r.sessions} sessions, VmRSS ${formatNumber(r.beforeKiB / 1024)} → ${formatNumber(r.afterKiB / 1024)} MiB, ${formatNumber(r.perSessionKiB)} KiB per session${gc}`;
 }
 
 /** A table row: a label and one value per target, with the sidecar's ratios. */
@@ -359,9 +465,12 @@ function pick<T>(perTarget: PerTarget<T>, value: (r: T) => number): PerTarget<nu
   return out;
 }
 
-function report(plan: Plan, env: Environment, results: Results): string {
+function report(options: Options, env: Environment, results: Results): string {
+  const plan = options.plan;
   const rows: string[][] = [];
   const cpuRows: string[][] = [];
+  let maxOtherCpu = 0;
+  const noteOther = (cpu: CpuShare) => (maxOtherCpu = Math.max(maxOtherCpu, cpu.other ?? 0));
   const tp = plan.throughput;
   for (const [size, perTarget] of results.throughput) {
     rows.push(figureRow(`echo ${sizeLabel(size)}: msg/s`, pick(perTarget, (r) => r.messagesPerSec)));
@@ -369,6 +478,7 @@ function report(plan: Plan, env: Environment, results: Results): string {
     for (const t of TARGET_NAMES) {
       const r = perTarget[t];
       if (r) cpuRows.push(cpuRow(`echo ${sizeLabel(size)} ${t}`, r.cpu));
+      if (r) noteOther(r.cpu);
     }
   }
   const lat = results.latency;
@@ -378,6 +488,11 @@ function report(plan: Plan, env: Environment, results: Results): string {
     rows.push(figureRow(`${label}: p99 ms`, pick(lat, (r) => r.p99Ms)));
     rows.push(figureRow(`${label}: max ms`, pick(lat, (r) => r.maxMs)));
     rows.push(figureRow('added p99 vs direct, ms', addedP99(lat), false));
+    for (const t of TARGET_NAMES) {
+      const r = lat[t];
+      if (r) cpuRows.push(cpuRow(`latency ${t}`, r.cpu));
+      if (r) noteOther(r.cpu);
+    }
   }
   const hs = results.handshakes;
   if (Object.keys(hs).length > 0) {
@@ -385,10 +500,16 @@ function report(plan: Plan, env: Environment, results: Results): string {
     for (const t of TARGET_NAMES) {
       const r = hs[t];
       if (r) cpuRows.push(cpuRow(`handshakes ${t}`, r.cpu));
+      if (r) noteOther(r.cpu);
     }
   }
   if (Object.keys(results.rss).length > 0) {
     rows.push(figureRow('RSS per idle session, KiB', pick(results.rss, (r) => r.perSessionKiB), false));
+    const gc = results.rss.sidecar?.afterGc;
+    if (gc) {
+      rows.push(figureRow('  same after a full GC, KiB', { sidecar: gc.perSessionKiB }, false));
+      rows.push(figureRow('  live JS heap per session, KiB', { sidecar: gc.heapPerSessionKiB }, false));
+    }
   }
   const fo = results.failover;
   if (fo) {
@@ -400,12 +521,13 @@ function report(plan: Plan, env: Environment, results: Results): string {
   const out: string[] = [];
   out.push('== Summary ==');
   out.push(
-    `machine: ${env.cores} cores (${env.cpuModel}), node ${env.node}, ${env.nginxBinary ? `nginx ${env.nginxVersion ?? '?'} (1 worker, master_process off)` : 'nginx not found: skipped (apt-get install nginx to compare)'}`,
+    `commit ${env.commit}; machine: ${env.cores} cores (${env.cpuModel}), node ${env.node}, ${env.nginxBinary ? `nginx ${env.nginxVersion ?? '?'} (1 worker, master_process off)` : 'nginx not found: skipped (apt-get install nginx to compare)'}`,
   );
   out.push(
     `throughput: ${tp.connections} connections × ${tp.window} in flight, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
       `latency: ${plan.latency.connections} connections, ${plan.latency.payloadBytes} B; handshakes: concurrency ${plan.handshakes.concurrency}, ${plan.handshakes.measureMs} ms; ` +
-      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials`,
+      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials` +
+      (options.rounds > 1 ? `; ${options.rounds} interleaved rounds per target, the least disturbed kept` : ''),
   );
   out.push('');
   out.push(renderTable(['figure', 'direct', 'sidecar', 'nginx', 'sidecar/direct', 'sidecar/nginx'], rows));
@@ -414,7 +536,11 @@ function report(plan: Plan, env: Environment, results: Results): string {
   if (cpuRows.length > 0) {
     out.push('');
     out.push('CPU during the measurement window, % of one core (2 cores = 200%):');
-    out.push(renderTable(['run', 'loadgen', 'proxy', 'backend', 'total'], cpuRows));
+    out.push(renderTable(['run', 'loadgen', 'proxy', 'backend', 'other', 'machine'], cpuRows));
+    out.push('("other" = CPU used by processes the bench did not start; more than a few % means the figures are disturbed.)');
+    if (maxOtherCpu >= NOISY_OTHER_CPU_PCT) {
+      out.push(`WARNING: other processes used up to ${maxOtherCpu.toFixed(0)}% of a core during a measurement: rerun on a quiet machine.`);
+    }
   }
   out.push('');
   out.push('== Bars ==');
@@ -425,7 +551,7 @@ function report(plan: Plan, env: Environment, results: Results): string {
 function cpuRow(label: string, cpu: CpuShare): string[] {
   const total = Object.values(cpu).reduce((a, b) => a + b, 0);
   const pct = (v: number | undefined) => (v === undefined ? '—' : `${v.toFixed(0)}%`);
-  return [label, pct(cpu.loadgen), pct(cpu.proxy), pct(cpu.backend), pct(total)];
+  return [label, pct(cpu.loadgen), pct(cpu.proxy), pct(cpu.backend), pct(cpu.other), pct(total)];
 }
 
 function addedP99(lat: PerTarget<LatencyResult>): PerTarget<number> {
@@ -503,8 +629,12 @@ main().then(
     process.exit(0);
   },
   (err: unknown) => {
-    process.stderr.write(`bench: harness error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     killEverything();
+    if (err instanceof UsageError) {
+      process.stderr.write(`bench: ${err.message}\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`bench: harness error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },
 );

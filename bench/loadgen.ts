@@ -3,7 +3,7 @@
 // clock per message where the figure doesn't need it (throughput counts, it doesn't time).
 import { createHistogram, performance } from 'node:perf_hooks';
 import { WebSocket, type ClientOptions } from 'ws';
-import { readCpuMs } from './procs.js';
+import { readCpuMs, readMachineBusyMs } from './procs.js';
 
 const SEND_BINARY = { binary: true } as const;
 const SEND_TEXT = { binary: false } as const;
@@ -61,15 +61,19 @@ function ignore(): void {
 export async function connectMany(url: string, count: number, concurrency: number): Promise<WebSocket[]> {
   const sockets: WebSocket[] = [];
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < count) {
+    while (next < count && !failed) {
       next++;
-      sockets.push(await connectClient(url));
+      const ws = await connectClient(url);
+      if (failed) ws.terminate(); // another worker failed meanwhile: don't leak this one
+      else sockets.push(ws);
     }
   };
   try {
     await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker));
   } catch (err) {
+    failed = true;
     for (const ws of sockets) ws.terminate();
     throw err;
   }
@@ -100,26 +104,41 @@ export interface WatchedProcess {
   pid: number;
 }
 
-/** CPU used per process between two points, as % of one core. */
+/**
+ * CPU used between two points, as % of one core: `loadgen` (this process), one entry per watched
+ * role, and `other` — whatever else kept the machine busy (it shares the cores with the run).
+ */
 export type CpuShare = Record<string, number>;
 
 interface CpuSnapshot {
   at: number;
   own: number;
+  machine: number;
   children: number[];
 }
 
 function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
   const own = process.cpuUsage();
-  return { at: performance.now(), own: (own.user + own.system) / 1000, children: watched.map((w) => readCpuMs(w.pid)) };
+  return {
+    at: performance.now(),
+    own: (own.user + own.system) / 1000,
+    machine: readMachineBusyMs(),
+    children: watched.map((w) => readCpuMs(w.pid)),
+  };
 }
 
 function cpuShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
   const wall = to.at - from.at;
-  const share: CpuShare = { loadgen: (100 * (to.own - from.own)) / wall };
+  const pct = (ms: number) => (100 * ms) / wall;
+  const share: CpuShare = { loadgen: pct(to.own - from.own) };
+  let ours = to.own - from.own;
   watched.forEach((w, i) => {
-    share[w.role] = (100 * (to.children[i] - from.children[i])) / wall;
+    const used = to.children[i] - from.children[i];
+    share[w.role] = pct(used);
+    ours += used;
   });
+  // /proc tick granularity can make this slightly negative on an idle machine.
+  share.other = Math.max(0, pct(to.machine - from.machine - ours));
   return share;
 }
 
@@ -190,6 +209,7 @@ export interface LatencyResult {
   maxMs: number;
   /** Echoes that never came back before the drain timeout. */
   lost: number;
+  cpu: CpuShare;
 }
 
 /** Send times of one connection's messages in flight; echoes come back in order. */
@@ -199,7 +219,7 @@ const RING_SIZE = 1024;
  * Sends at a fixed total rate, round-robin over the connections (a 1 ms pacer sends whatever is
  * due, so the average rate is exact). Each round trip is timed from the actual send to the echo.
  */
-export async function runLatency(url: string, plan: LatencyPlan): Promise<LatencyResult> {
+export async function runLatency(url: string, plan: LatencyPlan, watched: readonly WatchedProcess[]): Promise<LatencyResult> {
   const sockets = await connectMany(url, plan.connections, plan.connections);
   const payload = Buffer.alloc(plan.payloadBytes, 0x61);
   // Nanosecond integers, 1 ns .. 60 s.
@@ -223,10 +243,15 @@ export async function runLatency(url: string, plan: LatencyPlan): Promise<Latenc
 
   let sent = 0;
   let next = 0;
+  const cpuMarks: { from?: CpuSnapshot; to?: CpuSnapshot } = {};
   await new Promise<void>((resolve) => {
     const pace = () => {
       const now = performance.now();
-      if (now >= measureUntil) return resolve();
+      if (cpuMarks.from === undefined && now >= measureFrom) cpuMarks.from = cpuSnapshot(watched);
+      if (now >= measureUntil) {
+        cpuMarks.to = cpuSnapshot(watched);
+        return resolve();
+      }
       const due = Math.floor(((now - start) * plan.ratePerSec) / 1000);
       while (sent < due) {
         const c = next;
@@ -256,6 +281,7 @@ export async function runLatency(url: string, plan: LatencyPlan): Promise<Latenc
     p99Ms: histogram.percentile(99) / 1e6,
     maxMs: histogram.max / 1e6,
     lost,
+    cpu: cpuShare(watched, cpuMarks.from ?? cpuMarks.to!, cpuMarks.to!),
   };
 }
 

@@ -19,6 +19,8 @@ const OUTPUT_TAIL_LINES = 20;
 /** A child process with the tail of its output (its pipes are always drained: pino writes synchronously). */
 export class ManagedProcess {
   private readonly tail: string[] = [];
+  private readonly lineWaiters = new Set<(line: string) => void>();
+  private partial = '';
   private exited = false;
   readonly exitPromise: Promise<void>;
 
@@ -28,26 +30,27 @@ export class ManagedProcess {
   ) {
     live.add(this);
     this.exitPromise = new Promise((resolve) => {
-      child.once('exit', () => {
+      const gone = () => {
         this.exited = true;
         live.delete(this);
         resolve();
-      });
-      child.once('error', () => {
-        this.exited = true;
-        live.delete(this);
-        resolve();
-      });
+      };
+      child.once('exit', gone);
+      child.once('error', gone);
     });
-    const keep = (chunk: Buffer) => {
-      for (const line of chunk.toString().split('\n')) {
-        if (line.trim() === '') continue;
-        this.tail.push(line);
-        if (this.tail.length > OUTPUT_TAIL_LINES) this.tail.shift();
-      }
-    };
-    child.stdout?.on('data', keep);
-    child.stderr?.on('data', keep);
+    child.stdout?.on('data', (chunk: Buffer) => this.take(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => this.take(chunk));
+  }
+
+  private take(chunk: Buffer): void {
+    const lines = (this.partial + chunk.toString()).split('\n');
+    this.partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      this.tail.push(line);
+      if (this.tail.length > OUTPUT_TAIL_LINES) this.tail.shift();
+      for (const waiter of this.lineWaiters) waiter(line);
+    }
   }
 
   get pid(): number {
@@ -60,6 +63,23 @@ export class ManagedProcess {
 
   outputTail(): string {
     return this.tail.join('\n');
+  }
+
+  /** Resolves with the next output line (stdout or stderr) that matches, or rejects after the timeout. */
+  nextLine(matches: (line: string) => boolean, timeoutMs: number): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const waiter = (line: string) => {
+        if (!matches(line)) return;
+        clearTimeout(timer);
+        this.lineWaiters.delete(waiter);
+        resolve(line);
+      };
+      const timer = setTimeout(() => {
+        this.lineWaiters.delete(waiter);
+        reject(new Error(`${this.name}: no matching output line within ${timeoutMs} ms:\n${this.outputTail()}`));
+      }, timeoutMs);
+      this.lineWaiters.add(waiter);
+    });
   }
 
   /** Sends a signal and waits for the exit (SIGKILL after `graceMs` if it is still there). */
@@ -173,9 +193,32 @@ export async function startEchoBackend(id: string, port: number, tag: boolean): 
 
 export interface SidecarOptions {
   backends: { id: string; url: string }[];
-  /** Extra node flags for the sidecar process (e.g. --cpu-prof). */
+  /** Extra node flags for the sidecar process (e.g. --cpu-prof, --max-semi-space-size=2). */
   nodeFlags?: string[];
+  /**
+   * Preload a hook (with --expose-gc) that runs a full GC on SIGUSR2 and prints the heap figures
+   * as one JSON line on stderr. The sidecar itself is unchanged; see forceGc().
+   */
+  gcHook?: boolean;
+  /** Default warn: a quiet sidecar; info lets an experiment read its session events. */
+  logLevel?: 'warn' | 'info';
 }
+
+/** What the GC hook prints after a forced full GC (bytes, from process.memoryUsage()). */
+export interface GcReport {
+  rss: number;
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+}
+
+const GC_HOOK_SOURCE = `// Written by the Baton bench: a full GC on SIGUSR2, then the heap figures on stderr.
+process.on('SIGUSR2', () => {
+  globalThis.gc();
+  const m = process.memoryUsage();
+  process.stderr.write(JSON.stringify({ event: 'bench-gc', rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external }) + '\\n');
+});
+`;
 
 export interface SidecarProcess {
   readonly port: number;
@@ -197,7 +240,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     '    enabled: false',
     'admin:',
     '  address: "127.0.0.1:0"',
-    'logLevel: warn',
+    `logLevel: ${opts.logLevel ?? 'warn'}`,
     'shutdown:',
     '  grace: 0',
     'backends:',
@@ -205,11 +248,24 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     '',
   ].join('\n');
   writeFileSync(configFile, yaml);
-  const args = [...(opts.nodeFlags ?? []), batonLauncher, 'sidecar', '--config', configFile];
+  const flags = [...(opts.nodeFlags ?? [])];
+  if (opts.gcHook) {
+    const hook = join(dir, 'gc-hook.cjs');
+    writeFileSync(hook, GC_HOOK_SOURCE);
+    flags.push('--expose-gc', '--require', hook);
+  }
+  const args = [...flags, batonLauncher, 'sidecar', '--config', configFile];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
   const proc = new ManagedProcess('sidecar', child);
   await waitForPort(port, proc);
   return { port, url: `ws://127.0.0.1:${port}`, proc };
+}
+
+/** Makes a sidecar started with `gcHook` run a full GC, and returns its heap figures after it. */
+export async function forceGc(sidecar: SidecarProcess): Promise<GcReport> {
+  const line = sidecar.proc.nextLine((l) => l.includes('"event":"bench-gc"'), READY_TIMEOUT_MS);
+  sidecar.proc.child.kill('SIGUSR2');
+  return JSON.parse(await line) as GcReport;
 }
 
 // ---- nginx ----------------------------------------------------------------------------------
@@ -299,4 +355,13 @@ export function readCpuMs(pid: number): number {
   const utime = Number(fields[11]);
   const stime = Number(fields[12]);
   return (utime + stime) * 10;
+}
+
+/** CPU time the whole machine has spent busy (all cores, everything but idle and iowait), in ms. */
+export function readMachineBusyMs(): number {
+  const stat = readFileSync('/proc/stat', 'utf8');
+  const fields = stat.slice(0, stat.indexOf('\n')).trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = fields[3] + (fields[4] ?? 0);
+  return (total - idle) * 10;
 }

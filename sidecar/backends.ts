@@ -9,6 +9,7 @@ import { CircuitBreaker } from './health/breaker.js';
 import { healthStatuses, type HealthStatus } from './health/ejection.js';
 import { PhiAccrualDetector } from './health/phi.js';
 import type { Logger } from './logger.js';
+import type { SidecarMetrics } from './metrics.js';
 
 /** A backend as the sidecar runs it: its spec plus live health and session count. */
 export class Backend {
@@ -60,6 +61,7 @@ export class BackendPool {
     private config: SidecarConfig,
     private dialContext: DialContext,
     private readonly log: Logger,
+    private readonly metrics: SidecarMetrics,
     now: number,
   ) {
     this.chooser = createChooser({ algorithm: config.balancer.algorithm, slowStart: config.balancer.slowStart });
@@ -112,6 +114,7 @@ export class BackendPool {
     const result = await dialBackend(joinBackendUrl(backend.spec.url, path), protocols, headers, this.dialContext, signal);
     const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
     this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
+    if (outcome !== 'aborted') this.metrics.dialed(backend.id, result.ok ? 'success' : result.kind === 'error' ? result.cause : 'refused');
     return result;
   }
 
@@ -294,11 +297,47 @@ export class BackendPool {
     return { added, updated, removed, toDrain };
   }
 
+  /** Adds one backend (admin API); false when the id is taken. */
+  add(spec: BackendSpec, now: number): boolean {
+    if (this.backends.has(spec.id)) return false;
+    this.backends.set(spec.id, new Backend(spec, this.config.health, now));
+    this.wake();
+    return true;
+  }
+
+  /** Changes a backend's administrative state; an enabled backend starts its slow start again. */
+  setState(backend: Backend, state: BackendState, now: number): void {
+    if (backend.spec.state === state) return;
+    backend.spec = { ...backend.spec, state };
+    if (state === 'enabled') {
+      backend.removing = false;
+      backend.warmSince = now;
+      this.wake();
+    }
+  }
+
+  /** Marks a backend for removal: it drains, and leaves once its last session has moved. */
+  remove(backend: Backend): void {
+    backend.removing = true;
+    backend.spec = { ...backend.spec, state: 'draining' };
+    this.forgetDrained();
+  }
+
+  /** Forgets a backend's failures: breaker closed, φ history cleared (admin reset). */
+  resetHealth(backend: Backend, now: number): void {
+    backend.breaker.reset();
+    backend.phi.reset();
+    backend.phiValue = 0;
+    this.refreshHealth(now);
+    this.wake();
+  }
+
   /** Backends being removed leave the pool once their last session has moved. */
   forgetDrained(): void {
     for (const b of this.backends.values()) {
       if (b.removing && b.sessions === 0) {
         this.backends.delete(b.id);
+        this.metrics.forgetBackend(b.id);
         this.log.info({ backend: b.id, reason: 'removed' }, 'backend removed');
       }
     }

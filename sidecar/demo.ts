@@ -50,6 +50,7 @@ export async function runDemo(port: number): Promise<void> {
   await Promise.all(backends.map(startBackend));
   const yaml = [
     `listen: { address: "127.0.0.1:${port}" }`,
+    'admin: { address: "127.0.0.1:0" }',
     'logLevel: warn',
     'session: { pingInterval: 2s, pongTimeout: 1s }',
     'backends:',
@@ -59,7 +60,7 @@ export async function runDemo(port: number): Promise<void> {
   const sidecar = new Sidecar(config, createLogger(config.logLevel, 'sidecar'));
   const address = await sidecar.start();
   const url = `ws://127.0.0.1:${address.port}/demo`;
-  say(`sidecar listening on ${url}`);
+  say(`sidecar listening on ${url}; admin API on http://127.0.0.1:${sidecar.adminAddress?.port} (try /v1/backends, /metrics)`);
   for (const b of backends) say(`${b.id}: ws://127.0.0.1:${b.port} (pid ${b.process?.pid})`);
   say('a client now sends a message every second; the answer says which backend echoed it.');
   say(`kill the backend it is on (kill -9 <pid>) and watch the session carry on. Connect your own: npx wscat -c ${url}`);

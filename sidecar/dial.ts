@@ -4,12 +4,13 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { WebSocket } from 'ws';
 import type { SidecarConfig } from './config/types.js';
+import type { DialFailureReason } from './metrics.js';
 
 /** How a dial ended. `refused` is the backend answering the handshake with a non-101 status. */
 export type DialResult =
   | { ok: true; socket: WebSocket; headers: IncomingHttpHeaders }
   | { ok: false; kind: 'refused'; status: number; headers: IncomingHttpHeaders; body: Buffer }
-  | { ok: false; kind: 'error'; reason: string }
+  | { ok: false; kind: 'error'; reason: string; cause: DialFailureReason }
   | { ok: false; kind: 'aborted' };
 
 /** Everything a dial needs that does not change per session: built once per config generation. */
@@ -102,12 +103,12 @@ export function dialBackend(
         },
       } as ConstructorParameters<typeof WebSocket>[2]);
     } catch (err) {
-      resolve({ ok: false, kind: 'error', reason: (err as Error).message });
+      resolve({ ok: false, kind: 'error', reason: (err as Error).message, cause: 'other' });
       return;
     }
 
     const handshakeTimer = setTimeout(
-      () => finish({ ok: false, kind: 'error', reason: `handshake timeout after ${ctx.handshakeTimeout}ms` }),
+      () => finish({ ok: false, kind: 'error', reason: `handshake timeout after ${ctx.handshakeTimeout}ms`, cause: 'timeout' }),
       ctx.handshakeTimeout,
     );
     if (signal?.aborted) return onAbort();
@@ -120,7 +121,7 @@ export function dialBackend(
       const status = res.statusCode ?? 0;
       if (status >= 500 || status < 300) {
         res.resume();
-        finish({ ok: false, kind: 'error', reason: `backend answered ${status}` });
+        finish({ ok: false, kind: 'error', reason: `backend answered ${status}`, cause: status >= 500 ? 'server-error' : 'other' });
         return;
       }
       const chunks: Buffer[] = [];
@@ -134,7 +135,7 @@ export function dialBackend(
       res.on('end', done);
       res.on('error', done);
     });
-    socket.on('error', (err) => finish({ ok: false, kind: 'error', reason: err.message }));
+    socket.on('error', (err) => finish({ ok: false, kind: 'error', reason: err.message, cause: classify(err) }));
     socket.on('open', () => {
       if (settled) return;
       // Frames that came with the 101 are parsed on the next tick, before whoever awaits this
@@ -148,6 +149,15 @@ export function dialBackend(
       finish({ ok: true, socket, headers: upgradeHeaders });
     });
   });
+}
+
+/** Sorts a dial error into a bounded metric label. */
+function classify(err: Error & { code?: string }): DialFailureReason {
+  if (err.message.startsWith('connect timeout')) return 'timeout';
+  const code = err.code ?? '';
+  if (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || code.includes('CERT') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') return 'tls';
+  if (['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'EPIPE'].includes(code)) return 'connect';
+  return 'other';
 }
 
 function ignoreError(): void {

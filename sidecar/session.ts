@@ -2,13 +2,15 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { WebSocket } from 'ws';
 import { backoffDelay } from './backoff.js';
 import type { Backend, BackendPool } from './backends.js';
+import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 import type { SidecarConfig } from './config/types.js';
 import type { DialContext, DialResult } from './dial.js';
+import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult } from './metrics.js';
 import type { Logger } from './logger.js';
 
 /** Why a session left its backend (also the `reason` label of later metrics). */
-export type FailoverReason = 'error' | 'close-code' | 'pong-timeout';
-export type MigrationReason = 'drain' | 'admin' | 'lifetime' | 'reload';
+export type FailoverReason = Extract<SwitchReason, 'error' | 'close-code' | 'pong-timeout'>;
+export type MigrationReason = Extract<SwitchReason, 'drain' | 'admin' | 'lifetime' | 'reload'>;
 export type MigrationResult = 'migrated' | 'failed' | 'busy' | 'closed';
 
 export type SessionState = 'open' | 'failing-over' | 'migrating' | 'closed';
@@ -19,7 +21,8 @@ export interface SessionHost {
   readonly dial: DialContext;
   readonly pool: BackendPool;
   readonly log: Logger;
-  sessionClosed(session: Session): void;
+  readonly metrics: SidecarMetrics;
+  sessionClosed(session: Session, why: SessionEndReason): void;
 }
 
 export interface SessionInit {
@@ -67,10 +70,6 @@ function onSocketError(this: WebSocket, err: Error & { code?: string }): void {
   if (s) s.socketError(this, err);
 }
 
-/** Close codes an endpoint may put in a close frame (RFC 6455 §7.4). */
-function sendableCode(code: number): boolean {
-  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
-}
 
 /** ws error codes that mean the peer broke the protocol, with the close code they deserve. */
 const PROTOCOL_ERROR_CODES: Record<string, number> = {
@@ -130,6 +129,9 @@ export class Session {
   /** The failover loop's cancel switch (client gone, session closed). */
   private failoverAbort: AbortController | null = null;
   private legProtocolError = 0;
+  /** The backend switch under way (failover or migration), for the failover metrics. */
+  private switchReason: SwitchReason | null = null;
+  private switchStartedAt = 0;
   private clientPaused = false;
   private legPaused = false;
   private toLegDrains = 0;
@@ -178,6 +180,10 @@ export class Session {
     return this.state === 'closed';
   }
 
+  get bufferedMessages(): number {
+    return this.buffer.length;
+  }
+
   get legSocket(): WebSocket | null {
     return this.leg;
   }
@@ -188,6 +194,7 @@ export class Session {
     this.messagesIn++;
     this.bytesIn += data.length;
     this.active = true;
+    this.host.metrics.messageSize.observe(DIRECTION_IN, data.length);
     this.toBackend(data, isBinary);
   }
 
@@ -217,6 +224,7 @@ export class Session {
     this.messagesOut++;
     this.bytesOut += data.length;
     this.active = true;
+    this.host.metrics.messageSize.observe(DIRECTION_OUT, data.length);
     const client = this.client;
     if (client.readyState !== OPEN) return;
     if (client.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
@@ -238,7 +246,7 @@ export class Session {
         { session: this.id, backend: this.backend?.id, reason: 'buffer-full', bufferedBytes: this.bufferedBytes, bufferedMessages: this.buffer.length },
         'failover buffer full: closing client',
       );
-      this.close(1013, 'failover buffer full', 1001);
+      this.close('buffer-full', 1013, 'failover buffer full', 1001);
       return;
     }
     this.buffer.push({ data, isBinary });
@@ -249,6 +257,7 @@ export class Session {
     const buffered = this.buffer;
     this.buffer = [];
     this.bufferedBytes = 0;
+    if (buffered.length > 0) this.host.metrics.replayed.inc(buffered.length);
     for (const m of buffered) this.toBackend(m.data, m.isBinary);
   }
 
@@ -314,7 +323,7 @@ export class Session {
     if (this.legProtocolError) {
       const closeCode = this.legProtocolError;
       this.host.log.warn({ session: this.id, backend: backendId, reason: `backend protocol error (${closeCode})` }, 'closing session');
-      this.close(closeCode, closeCode === 1009 ? 'backend message too big' : 'backend protocol error', null);
+      this.close('protocol-error', closeCode, closeCode === 1009 ? 'backend message too big' : 'backend protocol error', null);
       return;
     }
     // 1006: no close frame (reset, EOF, error) — always a failover trigger.
@@ -324,7 +333,7 @@ export class Session {
     }
     // The backend ended the session deliberately: the client gets its code and reason.
     this.host.log.info({ session: this.id, backend: backendId, reason: `backend closed with ${code}`, code }, 'session closed by backend');
-    this.close(code, reason.toString(), null);
+    this.close('backend-closed', code, reason.toString(), null);
   }
 
   legPong(leg: WebSocket): void {
@@ -336,11 +345,26 @@ export class Session {
   clientClosed(code: number, reason: Buffer): void {
     if (this.state === 'closed') return;
     this.host.log.info({ session: this.id, backend: this.backend?.id, reason: `client closed with ${code}`, code }, 'session closed by client');
-    const toBackend = code === 1005 ? null : sendableCode(code) ? code : 1001;
-    this.close(null, reason.toString(), toBackend);
+    const toBackend = code === 1005 ? null : isSendableCloseCode(code) ? code : 1001;
+    this.close('client-closed', null, reason.toString(), toBackend);
   }
 
   // ---- failover (unplanned) ----------------------------------------------------------------
+
+  private startSwitch(reason: SwitchReason): void {
+    this.switchReason = reason;
+    this.switchStartedAt = performance.now();
+  }
+
+  /** Counts the switch under way once, with its result (and its gap when it resumed). */
+  private endSwitch(result: SwitchResult): void {
+    const reason = this.switchReason;
+    if (reason === null) return;
+    this.switchReason = null;
+    const m = this.host.metrics;
+    m.switches.inc({ reason, result });
+    if (result === 'resumed') m.switchGap.observe({ reason }, (performance.now() - this.switchStartedAt) / 1000);
+  }
 
   /** The backend leg is gone: hold the client, buffer its messages, and find another backend. */
   async failover(reason: FailoverReason, detail: string): Promise<void> {
@@ -352,6 +376,7 @@ export class Session {
     this.detachLeg(1001, 'failing over');
     this.state = 'failing-over';
     this.failovers++;
+    this.startSwitch(reason);
     const started = Date.now();
     const deadline = started + f.deadline;
     host.log.warn({ session: this.id, backend: failed?.id, reason, detail }, 'backend lost: failing over');
@@ -364,7 +389,7 @@ export class Session {
       const now = Date.now();
       if (now >= deadline) {
         host.log.warn({ session: this.id, reason: 'deadline', detail: `no backend within ${f.deadline}ms` }, 'failover gave up: closing client');
-        this.close(1013, 'no backend available', null);
+        this.close('failover-deadline', 1013, 'no backend available', null);
         return;
       }
       const backend = host.pool.choose(this.init.hashKey, excluded, now);
@@ -377,6 +402,7 @@ export class Session {
         if (result.ok) {
           this.failoverAbort = null;
           this.adopt(backend, result.socket);
+          this.endSwitch('resumed');
           host.log.info(
             { session: this.id, backend: backend.id, reason, previous: failed?.id, gapMs: Date.now() - started, replayed: this.buffer.length },
             'failover complete',
@@ -401,7 +427,7 @@ export class Session {
       // The client already agreed on a subprotocol; a backend that picks another can't serve it.
       result.socket.terminate();
       host.log.warn({ session: this.id, backend: backend.id, reason: `subprotocol "${result.socket.protocol}" != "${this.protocol}"` }, 'backend dial rejected');
-      return { ok: false, kind: 'error', reason: 'subprotocol mismatch' };
+      return { ok: false, kind: 'error', reason: 'subprotocol mismatch', cause: 'subprotocol' };
     }
     if (!result.ok && result.kind !== 'aborted') {
       host.log.info(
@@ -433,6 +459,12 @@ export class Session {
    * leg. Lossless for a backend that answers in order.
    */
   async migrate(reason: MigrationReason, target?: Backend): Promise<MigrationResult> {
+    const result = await this.migrateOnce(reason, target);
+    this.host.metrics.migrations.inc({ result });
+    return result;
+  }
+
+  private async migrateOnce(reason: MigrationReason, target?: Backend): Promise<MigrationResult> {
     if (this.state === 'closed') return 'closed';
     if (this.state !== 'open' || this.migrationDialling || this.nextLeg) return 'busy';
     const host = this.host;
@@ -469,6 +501,7 @@ export class Session {
     this.nextBackend = backend;
     backend.sessions++; // counted now so the balancer sees it; attachLeg() won't count it again
     this.state = 'migrating';
+    this.startSwitch(reason);
     host.log.info({ session: this.id, backend: from?.id, target: backend.id, reason }, 'migrating session');
     const done = new Promise<MigrationResult>((resolve) => {
       this.migrationDone = resolve;
@@ -498,12 +531,14 @@ export class Session {
     if (next === null || next.readyState !== OPEN) {
       // The new backend died while the old one drained: an ordinary failover from here.
       this.state = 'open';
+      this.endSwitch('failed');
       resolve?.('failed');
       void this.failover('error', 'migration target closed before the switch');
       return;
     }
     next.removeListener('close', onLegClose);
     this.adopt(nextBackend, next);
+    this.endSwitch('resumed');
     this.host.log.info({ session: this.id, backend: nextBackend.id, reason: 'migrated', replayed: this.buffer.length }, 'migration complete');
     this.flush();
     resolve?.('migrated');
@@ -533,7 +568,7 @@ export class Session {
     }
     if (s.idleTimeout > 0 && now - this.lastActivity >= s.idleTimeout) {
       this.host.log.info({ session: this.id, backend: this.backend?.id, reason: 'idle-timeout' }, 'closing idle session');
-      this.close(1001, 'idle timeout', 1001);
+      this.close('idle-timeout', 1001, 'idle timeout', 1001);
       return;
     }
     // Client leg: a missing pong means the client is gone (a paused socket can't read its pong).
@@ -541,7 +576,7 @@ export class Session {
       if (!this.clientPaused && now - this.clientPongAt >= s.pongTimeout) {
         this.host.log.info({ session: this.id, backend: this.backend?.id, reason: 'client-pong-timeout' }, 'client unresponsive: closing session');
         this.client.terminate();
-        this.close(null, 'client unresponsive', 1001);
+        this.close('client-unresponsive', null, 'client unresponsive', 1001);
         return;
       }
     } else if (now >= this.clientPingDue && this.client.readyState === OPEN) {
@@ -579,8 +614,9 @@ export class Session {
    * Ends the session. clientCode null = the client leg is already closing; backendCode null =
    * close the backend without a code (or it is already closing).
    */
-  close(clientCode: number | null, reason: string, backendCode: number | null): void {
+  close(why: SessionEndReason, clientCode: number | null, reason: string, backendCode: number | null): void {
     if (this.state === 'closed') return;
+    this.endSwitch(why === 'failover-deadline' ? 'deadline' : why === 'buffer-full' ? 'buffer-full' : 'client-gone');
     this.state = 'closed';
     this.failoverAbort?.abort();
     this.failoverAbort = null;
@@ -590,10 +626,10 @@ export class Session {
     this.bufferedBytes = 0;
     this.detachLeg(backendCode, reason);
     if (clientCode !== null && this.client.readyState === OPEN) {
-      if (sendableCode(clientCode)) this.client.close(clientCode, truncateReason(reason));
+      if (isSendableCloseCode(clientCode)) this.client.close(clientCode, truncateReason(reason));
       else this.client.close();
     }
-    this.host.sessionClosed(this);
+    this.host.sessionClosed(this, why);
   }
 }
 
@@ -604,13 +640,12 @@ function closeLeg(leg: WebSocket, code: number | null, reason: string): void {
     else leg.terminate();
     return;
   }
-  leg.close(sendableCode(code) ? code : 1001, truncateReason(reason));
+  leg.close(isSendableCloseCode(code) ? code : 1001, truncateReason(reason));
 }
 
-/** A close reason must fit a control frame: 123 bytes of UTF-8. */
 function truncateReason(reason: string): string {
-  if (Buffer.byteLength(reason) <= 123) return reason;
-  let r = reason.slice(0, 123);
-  while (Buffer.byteLength(r) > 123) r = r.slice(0, -1);
+  if (Buffer.byteLength(reason) <= MAX_CLOSE_REASON_BYTES) return reason;
+  let r = reason.slice(0, MAX_CLOSE_REASON_BYTES);
+  while (Buffer.byteLength(r) > MAX_CLOSE_REASON_BYTES) r = r.slice(0, -1);
   return r;
 }

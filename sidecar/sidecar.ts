@@ -5,12 +5,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
+import { AdminServer } from './admin/server.js';
 import { Backend, BackendPool } from './backends.js';
 import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
 import { dialContext, type DialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from './logger.js';
+import { SidecarMetrics, type SessionEndReason } from './metrics.js';
 import { Session, type MigrationReason, type MigrationResult, type SessionHost } from './session.js';
 
 // Per-request facts handed from the upgrade handler to ws's handshake callbacks.
@@ -23,12 +25,19 @@ const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 /** Migrations started at once when a backend is drained or removed (avoids a reconnect storm). */
 const MIGRATION_CONCURRENCY = 32;
+/** How often a draining backend that still has sessions is drained again. */
+const DRAIN_RETRY_MS = 1000;
 
 export class Sidecar implements SessionHost {
   config: SidecarConfig;
   dial: DialContext;
   readonly pool: BackendPool;
   readonly sessions = new Map<string, Session>();
+  readonly metrics: SidecarMetrics;
+  private readonly admin: AdminServer;
+  adminAddress: AddressInfo | null = null;
+  /** While set (admin API), new upgrades are answered 503; open sessions are untouched. */
+  frontendPaused = false;
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private headers: HeaderPolicy;
@@ -36,8 +45,14 @@ export class Sidecar implements SessionHost {
   private stopping = false;
   private readonly idPrefix = randomBytes(3).toString('hex');
   private nextId = 0;
-  /** Config generation: bumped by every reload that changed something. */
-  generation = 1;
+  /** Backends with a migrateAway() under way. */
+  private readonly draining = new Set<string>();
+  private nextDrainRetryAt = 0;
+  /** Bumped by every applied config-file reload. */
+  configGeneration = 1;
+  /** The last generation applied through the admin API's PUT /v1/backends (0 = none yet). */
+  backendsGeneration = 0;
+  readonly startedAt = Date.now();
 
   constructor(
     config: SidecarConfig,
@@ -46,7 +61,13 @@ export class Sidecar implements SessionHost {
     this.config = config;
     this.dial = dialContext(config);
     this.headers = this.headerPolicyOf(config);
-    this.pool = new BackendPool(config, this.dial, log, Date.now());
+    this.metrics = new SidecarMetrics({
+      sessions: () => this.sessions.values(),
+      backends: () => this.pool.backends.values(),
+      frontendPaused: () => this.frontendPaused,
+    });
+    this.pool = new BackendPool(config, this.dial, log, this.metrics, Date.now());
+    this.admin = new AdminServer(this, config.admin, log);
     const listen = config.listen;
     const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
     this.server = listen.tls
@@ -88,6 +109,12 @@ export class Sidecar implements SessionHost {
         resolve();
       });
     });
+    try {
+      this.adminAddress = await this.admin.start();
+    } catch (err) {
+      this.server.close();
+      throw err;
+    }
     this.ticker = setInterval(() => this.tick(), tickInterval(this.config));
     const address = this.server.address() as AddressInfo;
     this.log.info(
@@ -105,6 +132,13 @@ export class Sidecar implements SessionHost {
     const now = Date.now();
     this.pool.tick(now);
     for (const s of this.sessions.values()) s.tick(now);
+    if (now >= this.nextDrainRetryAt) {
+      // A drain whose sessions found no other backend (all busy or down) is tried again.
+      this.nextDrainRetryAt = now + DRAIN_RETRY_MS;
+      for (const b of this.pool.backends.values()) {
+        if (b.state === 'draining' && b.sessions > 0 && !this.draining.has(b.id)) void this.migrateAway(b.id, 'drain');
+      }
+    }
   }
 
   // ---- new sessions ------------------------------------------------------------------------
@@ -117,6 +151,7 @@ export class Sidecar implements SessionHost {
       clientGone = true;
     });
     if (this.stopping) return respond(socket, 503, 'sidecar is shutting down');
+    if (this.frontendPaused) return respond(socket, 503, 'new sessions are paused', { 'retry-after': '1' });
     const problem = invalidUpgrade(req);
     if (problem) return respond(socket, problem.status, problem.message, problem.headers);
 
@@ -167,6 +202,7 @@ export class Sidecar implements SessionHost {
       }
       const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, { id, path, remoteAddress, headers, protocols, hashKey });
       this.sessions.set(id, session);
+      this.metrics.sessionsOpened.inc();
       this.log.info({ session: id, backend: chosen.id, path, remoteAddress, protocol: backendLeg.protocol || undefined }, 'session opened');
     });
     // ws answers an invalid handshake itself (400) and never calls back: don't leak the leg.
@@ -193,8 +229,9 @@ export class Sidecar implements SessionHost {
     }
   }
 
-  sessionClosed(session: Session): void {
+  sessionClosed(session: Session, why: SessionEndReason): void {
     this.sessions.delete(session.id);
+    this.metrics.sessionEnded(session, why);
   }
 
   // ---- planned moves -----------------------------------------------------------------------
@@ -207,17 +244,52 @@ export class Sidecar implements SessionHost {
     return session.migrate(reason, target);
   }
 
-  /** Moves every session off a backend by planned migration, a bounded number at a time. */
-  async migrateAway(backendId: string, reason: MigrationReason): Promise<Record<MigrationResult, number>> {
+  /**
+   * Moves every session off a backend by planned migration: at most MIGRATION_CONCURRENCY at once,
+   * started at `rate` per second when given; past `deadlineMs` the rest start without the rate.
+   * Stops early if the backend is enabled again.
+   */
+  async migrateAway(
+    backendId: string,
+    reason: MigrationReason,
+    pace: { rate?: number; deadlineMs?: number } = {},
+  ): Promise<Record<MigrationResult, number>> {
     const counts: Record<MigrationResult, number> = { migrated: 0, failed: 0, busy: 0, closed: 0 };
-    const queue = [...this.sessions.values()].filter((s) => s.backend?.id === backendId);
-    const worker = async () => {
-      for (let s = queue.shift(); s; s = queue.shift()) counts[await s.migrate(reason)]++;
-    };
-    await Promise.all(Array.from({ length: Math.min(MIGRATION_CONCURRENCY, queue.length) }, worker));
+    if (this.draining.has(backendId)) return counts;
+    this.draining.add(backendId);
+    try {
+      await this.migrateAll(backendId, reason, pace, counts);
+    } finally {
+      this.draining.delete(backendId);
+    }
     this.log.info({ backend: backendId, reason, ...counts }, 'backend drained');
     this.pool.forgetDrained();
     return counts;
+  }
+
+  private async migrateAll(
+    backendId: string,
+    reason: MigrationReason,
+    pace: { rate?: number; deadlineMs?: number },
+    counts: Record<MigrationResult, number>,
+  ): Promise<void> {
+    const queue = [...this.sessions.values()].filter((s) => s.backend?.id === backendId);
+    const deadline = pace.deadlineMs === undefined ? Infinity : Date.now() + pace.deadlineMs;
+    const interval = pace.rate ? 1000 / pace.rate : 0;
+    const running = new Set<Promise<void>>();
+    for (const session of queue) {
+      const backend = this.pool.backends.get(backendId);
+      if (this.stopping || !backend || backend.state === 'enabled') break;
+      if (session.backend?.id !== backendId) continue; // it left on its own meanwhile
+      while (running.size >= MIGRATION_CONCURRENCY) await Promise.race(running);
+      const p: Promise<void> = session.migrate(reason).then((r) => {
+        counts[r]++;
+        running.delete(p);
+      });
+      running.add(p);
+      if (interval > 0 && Date.now() < deadline) await sleep(Math.min(interval, deadline - Date.now()));
+    }
+    await Promise.all(running);
   }
 
   // ---- reload and shutdown -----------------------------------------------------------------
@@ -241,11 +313,14 @@ export class Sidecar implements SessionHost {
     this.headers = this.headerPolicyOf(config);
     this.pool.reconfigure(config, this.dial);
     this.log.level = config.logLevel;
-    const backends = this.pool.apply(config.backends, Date.now());
-    this.generation++;
+    // Once the admin API owns the backend set (the operator), the file's backends are ignored.
+    const backends =
+      this.backendsGeneration === 0 ? this.pool.apply(config.backends, Date.now()) : { added: [], updated: [], removed: [], toDrain: [] };
+    if (this.backendsGeneration > 0) this.log.info({ backendsGeneration: this.backendsGeneration }, "backends are managed through the admin API; the file's list is ignored");
+    this.configGeneration++;
     for (const id of backends.toDrain) void this.migrateAway(id, 'reload');
     if (restartNeeded.length > 0) this.log.warn({ keys: restartNeeded }, 'config reloaded; these settings take effect only after a restart');
-    this.log.info({ generation: this.generation, added: backends.added, updated: backends.updated, removed: backends.removed }, 'config reloaded');
+    this.log.info({ generation: this.configGeneration, added: backends.added, updated: backends.updated, removed: backends.removed }, 'config reloaded');
     if (this.ticker) {
       clearInterval(this.ticker);
       this.ticker = setInterval(() => this.tick(), tickInterval(config));
@@ -268,7 +343,7 @@ export class Sidecar implements SessionHost {
     for (const s of [...this.sessions.values()]) {
       sockets.push(s.client);
       if (s.legSocket) sockets.push(s.legSocket);
-      s.close(1001, 'sidecar shutting down', 1001);
+      s.close('shutdown', 1001, 'sidecar shutting down', 1001);
     }
     // Give close handshakes a moment, then cut what is left.
     const closeBy = Date.now() + 1000;
@@ -278,6 +353,7 @@ export class Sidecar implements SessionHost {
     this.ticker = null;
     this.pool.wake();
     this.server.closeAllConnections();
+    await this.admin.stop();
     this.log.info('sidecar stopped');
   }
 

@@ -58,7 +58,7 @@ const DEFAULTS: SidecarConfig = {
     requestTimeout: 10_000,
     perMessageDeflate: { enabled: true, threshold: 1024 },
   },
-  admin: { address: { host: '127.0.0.1', port: 9901 }, tokenFile: '', token: '' },
+  admin: { address: { host: '127.0.0.1', port: 9901 }, tokenFile: '', token: '', metricsRequireToken: false },
   logLevel: 'info',
   session: {
     maxMessageBytes: 16 * 1024 * 1024,

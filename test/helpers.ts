@@ -105,7 +105,7 @@ export async function killAllBackends(): Promise<void> {
 /** A sidecar in this process, from YAML text (listen address and log level filled in). */
 export async function startSidecar(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<{ sidecar: Sidecar; url: string }> {
   const full = `listen:\n  address: "127.0.0.1:0"\nlogLevel: ${process.env.BATON_TEST_LOG ?? 'silent'}\n${yaml}`;
-  const { config } = parseConfig(full, env, 'test');
+  const { config } = parseConfig(full, { BATON_ADMIN_ADDRESS: '127.0.0.1:0', ...env }, 'test');
   const sidecar = new Sidecar(config, createLogger(config.logLevel, 'sidecar'));
   const address = await sidecar.start();
   return { sidecar, url: `ws://127.0.0.1:${address.port}` };

@@ -147,6 +147,7 @@ describe('planned migration', () => {
     const clients = await Promise.all(Array.from({ length: 20 }, (_, i) => TestClient.connect(`${url}/s${i}`)));
     const onA = [...sidecar.sessions.values()].filter((s) => s.backend?.id === 'a').length;
     assert.ok(onA > 0);
+    sidecar.pool.setState(sidecar.pool.backends.get('a')!, 'draining', Date.now());
     const counts = await sidecar.migrateAway('a', 'drain');
     assert.equal(counts.migrated, onA);
     assert.equal(sidecar.pool.backends.get('a')!.sessions, 0);

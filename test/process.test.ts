@@ -17,7 +17,7 @@ class BatonProcess {
   readonly child: ChildProcessWithoutNullStreams;
 
   constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.child = spawn(process.execPath, [baton, ...args], { env: { PATH: process.env.PATH, ...env } });
+    this.child = spawn(process.execPath, [baton, ...args], { env: { PATH: process.env.PATH, BATON_ADMIN_ADDRESS: '127.0.0.1:0', ...env } });
     let pending = '';
     this.child.stdout.on('data', (d: Buffer) => {
       pending += d.toString();

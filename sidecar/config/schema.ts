@@ -690,6 +690,7 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('admin.address', address(), { host: '127.0.0.1', port: 9901 }, 'Address the admin HTTP listener binds; a non-loopback address needs admin.token or admin.tokenFile.', { restart: true }),
   key('admin.tokenFile', file(), '', 'File holding the bearer token required by the admin API.', { file: true }),
   key('admin.token', str(), '', 'Bearer token required by the admin API (prefer tokenFile or the env var over the YAML file).'),
+  key('admin.metricsRequireToken', bool(), false, 'Require the token for /metrics too (/healthz and /readyz never need it).'),
 
   key('logLevel', oneOf(LOG_LEVELS), 'info', 'Log level.'),
 

@@ -65,6 +65,8 @@ export interface SidecarConfig {
     address: HostPort;
     tokenFile: string;
     token: string;
+    /** Put /metrics behind the token too (it is open by default, like /healthz and /readyz). */
+    metricsRequireToken: boolean;
   };
   logLevel: LogLevel;
   session: {

@@ -1,0 +1,176 @@
+// The admin API contract: the one definition of every route, request body and response that the
+// sidecar serves (admin/server.ts) and its callers use (admin/client.ts, the operator). Request
+// bodies are zod schemas, so the server validates with exactly the types the client sends.
+import { z } from 'zod';
+import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../close-codes.js';
+import { BACKEND_ID, checkBackendUrl } from '../config/schema.js';
+
+export const API_PREFIX = '/v1';
+
+// ---- shared pieces ------------------------------------------------------------------------------
+
+export const BackendStateSchema = z.enum(['enabled', 'disabled', 'draining']);
+export type BackendStateName = z.infer<typeof BackendStateSchema>;
+
+const backendId = z.string().regex(BACKEND_ID, 'must be 1..128 characters from A-Z a-z 0-9 . _ : -');
+
+const backendUrl = z.string().superRefine((url, ctx) => {
+  const checked = checkBackendUrl(url);
+  if ('message' in checked) ctx.addIssue({ code: 'custom', message: checked.message });
+});
+
+/** A backend as callers describe it. Omitted fields take the same defaults as the config file. */
+export const BackendInputSchema = z.strictObject({
+  id: backendId,
+  url: backendUrl,
+  weight: z.number().int().min(1).max(1000).default(1),
+  standby: z.boolean().default(false),
+  labels: z.record(z.string(), z.string()).default({}),
+  state: BackendStateSchema.default('enabled'),
+});
+export type BackendInput = z.input<typeof BackendInputSchema>;
+export type BackendDefinition = z.output<typeof BackendInputSchema>;
+
+// ---- request bodies -----------------------------------------------------------------------------
+
+/** POST /v1/backends */
+export const AddBackendRequestSchema = BackendInputSchema;
+export type AddBackendRequest = z.input<typeof AddBackendRequestSchema>;
+
+/** PUT /v1/backends: the whole set; a generation lower than the sidecar's is refused (stale writer). */
+export const PutBackendsRequestSchema = z
+  .strictObject({
+    generation: z.number().int().min(1),
+    backends: z.array(BackendInputSchema).max(10_000),
+  })
+  .superRefine((body, ctx) => {
+    const seen = new Set<string>();
+    body.backends.forEach((b, i) => {
+      if (seen.has(b.id)) ctx.addIssue({ code: 'custom', path: ['backends', i, 'id'], message: `duplicate backend id "${b.id}"` });
+      seen.add(b.id);
+    });
+  });
+export type PutBackendsRequest = z.input<typeof PutBackendsRequestSchema>;
+
+/** POST /v1/backends/{id}/drain */
+export const DrainRequestSchema = z.strictObject({
+  /** Sessions migrated per second; omitted = as fast as the migration concurrency allows. */
+  rate: z.number().positive().max(100_000).optional(),
+  /** After this, the remaining sessions are migrated at once, ignoring the rate. */
+  deadlineSeconds: z.number().positive().max(86_400).optional(),
+});
+export type DrainRequest = z.input<typeof DrainRequestSchema>;
+
+/** POST /v1/sessions/{id}/migrate */
+export const MigrateSessionRequestSchema = z.strictObject({ backend: backendId.optional() });
+export type MigrateSessionRequest = z.input<typeof MigrateSessionRequestSchema>;
+
+/** DELETE /v1/sessions/{id} */
+export const CloseSessionRequestSchema = z.strictObject({
+  code: z
+    .number()
+    .int()
+    .refine(isSendableCloseCode, 'must be a close code a server may send: 1000-1003, 1007-1014 or 3000-4999')
+    .default(1000),
+  reason: z
+    .string()
+    .refine((r) => Buffer.byteLength(r) <= MAX_CLOSE_REASON_BYTES, `must be at most ${MAX_CLOSE_REASON_BYTES} bytes of UTF-8`)
+    .default('closed by admin'),
+});
+export type CloseSessionRequest = z.input<typeof CloseSessionRequestSchema>;
+
+// ---- responses ----------------------------------------------------------------------------------
+
+export type HealthStatusName = 'healthy' | 'suspect' | 'ejected' | 'tripped';
+export type SessionStateName = 'open' | 'failing-over' | 'migrating' | 'closed';
+export type MigrationResultName = 'migrated' | 'failed' | 'busy' | 'closed';
+
+export interface BackendView extends BackendDefinition {
+  health: { status: HealthStatusName; phi: number; consecutiveFailures: number };
+  sessions: number;
+}
+
+export interface BackendsResponse {
+  generation: number;
+  backends: BackendView[];
+}
+
+export interface PutBackendsResponse {
+  generation: number;
+  added: string[];
+  updated: string[];
+  /** Being drained: their sessions migrate, then they are removed. */
+  removed: string[];
+  changed: boolean;
+}
+
+export interface StatusResponse {
+  version: string;
+  uptimeSeconds: number;
+  /** Bumped by each applied config-file reload. */
+  configGeneration: number;
+  /** The last generation applied by PUT /v1/backends (0 = none yet). */
+  backendsGeneration: number;
+  sessions: {
+    total: number;
+    byBackend: Record<string, number>;
+    byState: Record<SessionStateName, number>;
+  };
+  frontendPaused: boolean;
+}
+
+export interface SessionView {
+  id: string;
+  path: string;
+  remoteAddress: string;
+  backend: string | null;
+  startedAt: string;
+  failovers: number;
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+  bufferedBytes: number;
+  state: SessionStateName;
+}
+
+export interface SessionsResponse {
+  sessions: SessionView[];
+  /** Pass as ?cursor= for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+export interface DrainResponse {
+  id: string;
+  state: BackendStateName;
+  /** Sessions on the backend when the drain started (they migrate in the background). */
+  sessions: number;
+}
+
+export interface MigrateSessionResponse {
+  id: string;
+  result: MigrationResultName;
+  backend: string | null;
+}
+
+export interface FrontendResponse {
+  frontendPaused: boolean;
+}
+
+export type ErrorCode =
+  | 'unauthorized'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'bad_json'
+  | 'invalid_field'
+  | 'payload_too_large'
+  | 'conflict'
+  | 'stale_generation'
+  | 'migration_failed';
+
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; field?: string };
+}
+
+/** Page size of GET /v1/sessions when ?limit= is not given, and its maximum. */
+export const SESSIONS_PAGE = { default: 100, max: 1000 } as const;

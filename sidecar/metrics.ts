@@ -1,0 +1,301 @@
+// Prometheus metrics of the sidecar. Per-message figures (message counts, bytes, sizes) are kept
+// in plain numbers on the hot path and turned into samples when scraped; prom-client's own
+// label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import type { Backend } from './backends.js';
+import type { Session } from './session.js';
+
+/** in = client → backend, out = backend → client. */
+export const DIRECTION_IN = 0;
+export const DIRECTION_OUT = 1;
+const DIRECTIONS = ['in', 'out'] as const;
+
+export type SessionEndReason =
+  | 'client-closed'
+  | 'backend-closed'
+  | 'idle-timeout'
+  | 'client-unresponsive'
+  | 'failover-deadline'
+  | 'buffer-full'
+  | 'protocol-error'
+  | 'shutdown'
+  | 'admin';
+
+/** Why a session changed backend: unplanned (first three) or planned. */
+export type SwitchReason = 'error' | 'close-code' | 'pong-timeout' | 'drain' | 'admin' | 'lifetime' | 'reload';
+export type SwitchResult = 'resumed' | 'deadline' | 'buffer-full' | 'client-gone' | 'failed';
+export type DialFailureReason = 'refused' | 'server-error' | 'connect' | 'timeout' | 'tls' | 'subprotocol' | 'other';
+
+/** What the collectors read at scrape time. */
+export interface MetricsSource {
+  sessions(): Iterable<Session>;
+  backends(): Iterable<Backend>;
+  frontendPaused(): boolean;
+}
+
+/** Message size histogram updated per message with no allocation; exported as a Prometheus histogram. */
+class MessageSizeHistogram {
+  readonly name = 'baton_message_size_bytes';
+  readonly help = 'Size of proxied messages in bytes, by direction (in = client to backend).';
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  private readonly bounds = [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216];
+  private readonly counts = [new Float64Array(this.bounds.length + 1), new Float64Array(this.bounds.length + 1)];
+  private readonly sums = new Float64Array(2);
+
+  observe(direction: number, size: number): void {
+    const bounds = this.bounds;
+    let i = 0;
+    while (i < bounds.length && size > bounds[i]!) i++;
+    this.counts[direction]![i]!++;
+    this.sums[direction]! += size;
+  }
+
+  get() {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (let d = 0; d < 2; d++) {
+      const direction = DIRECTIONS[d]!;
+      const counts = this.counts[d]!;
+      let cumulative = 0;
+      this.bounds.forEach((le, i) => {
+        cumulative += counts[i]!;
+        values.push({ labels: { direction, le }, value: cumulative, metricName: `${this.name}_bucket` });
+      });
+      cumulative += counts[this.bounds.length]!;
+      values.push({ labels: { direction, le: '+Inf' }, value: cumulative, metricName: `${this.name}_bucket` });
+      values.push({ labels: { direction }, value: this.sums[d]!, metricName: `${this.name}_sum` });
+      values.push({ labels: { direction }, value: cumulative, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator } as never;
+  }
+
+  reset(): void {
+    for (const c of this.counts) c.fill(0);
+    this.sums.fill(0);
+  }
+}
+
+export class SidecarMetrics {
+  readonly registry = new Registry();
+  readonly messageSize = new MessageSizeHistogram();
+  /** Totals of sessions that have ended (live sessions are summed at scrape time). */
+  private readonly ended = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
+
+  readonly sessionsOpened: Counter;
+  readonly sessionsClosed: Counter<'reason'>;
+  readonly switches: Counter<'reason' | 'result'>;
+  readonly switchGap: Histogram<'reason'>;
+  readonly dials: Counter<'backend' | 'result'>;
+  readonly dialFailures: Counter<'backend' | 'reason'>;
+  readonly migrations: Counter<'result'>;
+  readonly replayed: Counter;
+  readonly adminRequests: Counter<'route' | 'status'>;
+
+  constructor(source: MetricsSource) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    // prom-client also exports these totals as gauges named *_total, which Prometheus's lint
+    // rejects; the same figures remain, by type, in nodejs_active_{handles,requests,resources}.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+      this.registry.removeSingleMetric(name);
+    }
+    this.registry.registerMetric(this.messageSize as unknown as Metric);
+    this.sessionsOpened = new Counter({ name: 'baton_sessions_opened_total', help: 'Client sessions opened.', registers });
+    this.sessionsClosed = new Counter({
+      name: 'baton_sessions_closed_total',
+      help: 'Client sessions ended, by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.switches = new Counter({
+      name: 'baton_failovers_total',
+      help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload planned) and result.',
+      labelNames: ['reason', 'result'],
+      registers,
+    });
+    this.switchGap = new Histogram({
+      name: 'baton_failover_gap_seconds',
+      help: "Time from losing (or starting to leave) a backend to the session running on the next one, by reason.",
+      labelNames: ['reason'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.dials = new Counter({
+      name: 'baton_backend_dials_total',
+      help: 'Backend connection attempts, by backend and result (success, failure, refused = answered with 3xx/4xx).',
+      labelNames: ['backend', 'result'],
+      registers,
+    });
+    this.dialFailures = new Counter({
+      name: 'baton_backend_dial_failures_total',
+      help: 'Failed backend connection attempts, by backend and reason.',
+      labelNames: ['backend', 'reason'],
+      registers,
+    });
+    this.migrations = new Counter({
+      name: 'baton_migrations_total',
+      help: 'Planned migrations, by result (migrated, failed, busy, closed).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.replayed = new Counter({
+      name: 'baton_replayed_messages_total',
+      help: 'Client messages held during a failover or migration and then delivered to the new backend.',
+      registers,
+    });
+    this.adminRequests = new Counter({
+      name: 'baton_admin_requests_total',
+      help: 'Admin API requests, by route and HTTP status.',
+      labelNames: ['route', 'status'],
+      registers,
+    });
+
+    const ended = this.ended;
+    new Gauge({
+      name: 'baton_sessions_active',
+      help: 'Open client sessions, by the backend serving them ("none" while failing over).',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.backends()) this.set({ backend: b.id }, b.sessions);
+        let none = 0;
+        for (const s of source.sessions()) if (!s.backend) none++;
+        this.set({ backend: 'none' }, none);
+      },
+    });
+    new Gauge({
+      name: 'baton_sessions',
+      help: 'Open client sessions, by state.',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const counts: Record<string, number> = { open: 0, 'failing-over': 0, migrating: 0 };
+        for (const s of source.sessions()) counts[s.state] = (counts[s.state] ?? 0) + 1;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    new Gauge({
+      name: 'baton_backend_state',
+      help: 'Administrative state of each backend (1 for its current state).',
+      labelNames: ['backend', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.backends()) {
+          for (const state of ['enabled', 'disabled', 'draining']) this.set({ backend: b.id, state }, b.state === state ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'baton_backend_health',
+      help: 'Health of each backend (1 for its current status: healthy, suspect, ejected, tripped).',
+      labelNames: ['backend', 'status'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.backends()) {
+          for (const status of ['healthy', 'suspect', 'ejected', 'tripped']) this.set({ backend: b.id, status }, b.health === status ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'baton_backend_phi',
+      help: 'φ-accrual suspicion level of each backend (0 = no evidence of trouble).',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.backends()) this.set({ backend: b.id }, b.phiValue);
+      },
+    });
+    new Counter({
+      name: 'baton_messages_total',
+      help: 'Messages proxied, by direction (in = client to backend).',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        let i = ended.messagesIn;
+        let o = ended.messagesOut;
+        for (const s of source.sessions()) {
+          i += s.messagesIn;
+          o += s.messagesOut;
+        }
+        this.reset();
+        this.inc({ direction: 'in' }, i);
+        this.inc({ direction: 'out' }, o);
+      },
+    });
+    new Counter({
+      name: 'baton_bytes_total',
+      help: 'Message payload bytes proxied, by direction (in = client to backend).',
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        let i = ended.bytesIn;
+        let o = ended.bytesOut;
+        for (const s of source.sessions()) {
+          i += s.bytesIn;
+          o += s.bytesOut;
+        }
+        this.reset();
+        this.inc({ direction: 'in' }, i);
+        this.inc({ direction: 'out' }, o);
+      },
+    });
+    new Gauge({
+      name: 'baton_buffered_bytes',
+      help: 'Client message bytes held while sessions fail over or migrate.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const s of source.sessions()) n += s.bufferedBytes;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'baton_buffered_messages',
+      help: 'Client messages held while sessions fail over or migrate.',
+      registers,
+      collect() {
+        let n = 0;
+        for (const s of source.sessions()) n += s.bufferedMessages;
+        this.set(n);
+      },
+    });
+    new Gauge({
+      name: 'baton_frontend_paused',
+      help: '1 while new client sessions are refused (admin pause).',
+      registers,
+      collect() {
+        this.set(source.frontendPaused() ? 1 : 0);
+      },
+    });
+  }
+
+  /** Folds an ended session's counters into the totals. */
+  sessionEnded(s: Session, reason: SessionEndReason): void {
+    this.sessionsClosed.inc({ reason });
+    this.ended.messagesIn += s.messagesIn;
+    this.ended.messagesOut += s.messagesOut;
+    this.ended.bytesIn += s.bytesIn;
+    this.ended.bytesOut += s.bytesOut;
+  }
+
+  dialed(backend: string, outcome: 'success' | 'refused' | DialFailureReason): void {
+    if (outcome === 'success' || outcome === 'refused') {
+      this.dials.inc({ backend, result: outcome });
+      return;
+    }
+    this.dials.inc({ backend, result: 'failure' });
+    this.dialFailures.inc({ backend, reason: outcome });
+  }
+
+  /** Drops a removed backend's label values so label sets stay bounded as backends come and go. */
+  forgetBackend(backend: string): void {
+    for (const result of ['success', 'failure', 'refused']) this.dials.remove({ backend, result });
+    for (const reason of ['refused', 'server-error', 'connect', 'timeout', 'tls', 'subprotocol', 'other']) {
+      this.dialFailures.remove({ backend, reason });
+    }
+  }
+}
