@@ -93,12 +93,15 @@ export function dialBackend(
             s = net.connect(options);
           }
           const connectTimer = setTimeout(() => s.destroy(new Error(`connect timeout after ${ctx.connectTimeout}ms`)), ctx.connectTimeout);
+          const stopTimer = () => clearTimeout(connectTimer);
+          s.once('close', stopTimer);
           s.once(secure ? 'secureConnect' : 'connect', () => {
-            clearTimeout(connectTimer);
+            stopTimer();
+            // Don't keep this dial's scope alive for the life of the connection.
+            s.removeListener('close', stopTimer);
             s.setNoDelay(true);
             if (ctx.keepAlive.enabled) s.setKeepAlive(true, ctx.keepAlive.initialDelay);
           });
-          s.once('close', () => clearTimeout(connectTimer));
           return s;
         },
       } as ConstructorParameters<typeof WebSocket>[2]);
