@@ -304,6 +304,35 @@ describe('admin API', () => {
     open.close();
   });
 
+  test('every route that takes a body answers bad JSON and wrong types with 400 naming the field', async () => {
+    const c = await TestClient.connect(`${url}/bodies`);
+    const sid = [...sidecar.sessions.keys()][0]!;
+    const bodyRoutes: [string, string][] = [
+      ['POST', '/v1/backends'],
+      ['PUT', '/v1/backends'],
+      ['POST', '/v1/backends/a/drain'],
+      ['DELETE', `/v1/sessions/${sid}`],
+      ['POST', `/v1/sessions/${sid}/migrate`],
+    ];
+    for (const [method, path] of bodyRoutes) {
+      await expectError(call(base, method, path, { body: '{not json' }), 400, 'bad_json');
+      await expectError(call(base, method, path, { body: '"a string"' }), 400, 'invalid_field');
+    }
+    const wrongTypes: [string, string, object, string][] = [
+      ['POST', '/v1/backends/a/drain', { rate: true }, 'rate'],
+      ['POST', '/v1/backends/a/drain', { deadlineSeconds: '10' }, 'deadlineSeconds'],
+      ['POST', '/v1/backends/a/drain', { speed: 1 }, 'speed'],
+      ['DELETE', `/v1/sessions/${sid}`, { code: '4000' }, 'code'],
+      ['DELETE', `/v1/sessions/${sid}`, { reason: 42 }, 'reason'],
+      ['POST', `/v1/sessions/${sid}/migrate`, { backend: ['a'] }, 'backend'],
+    ];
+    for (const [method, path, body, field] of wrongTypes) await expectError(call(base, method, path, { body }), 400, 'invalid_field', field);
+    assert.equal(sidecar.pool.backends.get('a')!.state, 'enabled', 'no rejected request changed anything');
+    assert.equal(c.closed, null);
+    assert.equal(sidecar.sessions.size, 1);
+    c.close();
+  });
+
   test('AdminClient surfaces errors as AdminApiError with the code', async () => {
     await assert.rejects(admin.enableBackend('missing'), (err: AdminApiError) => err instanceof AdminApiError && err.status === 404 && err.code === 'not_found');
     const anonymous = new AdminClient({ baseUrl: base });
