@@ -9,7 +9,7 @@ import { after, afterEach, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Session } from '../sidecar/session.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { startEchoBackend, type EchoBackend } from '../tools/echo-backend.js';
+import { startEchoBackend, stopWsServer, type EchoBackend } from '../tools/echo-backend.js';
 import { makePki, type TestPki } from './certs.js';
 import { pump, startSidecar, TestClient, waitFor } from './helpers.js';
 
@@ -52,13 +52,7 @@ async function startRecordingBackend(id: string, tls?: { cert: Buffer; key: Buff
     port,
     url: `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}`,
     seen,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => stopWsServer(server, wss),
   };
 }
 

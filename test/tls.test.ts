@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { startEchoBackend, type EchoBackend } from '../tools/echo-backend.js';
+import { startEchoBackend, stopWsServer, type EchoBackend } from '../tools/echo-backend.js';
 import { makePki, type TestPki } from './certs.js';
 import { startSidecar, TestClient, waitFor } from './helpers.js';
 
@@ -60,13 +60,7 @@ async function startWssBackend(id: string, tls: ServerOptions): Promise<WssBacke
     port: (server.address() as AddressInfo).port,
     connections,
     tlsErrors,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => stopWsServer(server, wss),
   };
 }
 

@@ -5,7 +5,7 @@
 // line per connection (path, headers, protocol) so a test can see what the sidecar sent.
 // A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
 // play a backend that restarts or ends a session; CODE 0 closes without a code).
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -90,14 +90,18 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
     port,
     url: `ws://${opts.host ?? '127.0.0.1'}:${port}`,
     clients: wss.clients,
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate();
-        wss.close();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: () => stopWsServer(server, wss),
   };
+}
+
+/** Stops an HTTP server and its WebSocket server, cutting every connection. */
+export function stopWsServer(server: Server, wss: WebSocketServer): Promise<void> {
+  return new Promise<void>((resolve) => {
+    for (const c of wss.clients) c.terminate();
+    wss.close();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
 }
 
 async function main(): Promise<void> {
