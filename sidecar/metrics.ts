@@ -3,6 +3,7 @@
 // label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
 import type { Backend } from './backends.js';
+import type { CodecStats } from './codecs/tracker.js';
 import type { Session } from './session.js';
 
 /** in = client → backend, out = backend → client. */
@@ -31,6 +32,7 @@ export interface MetricsSource {
   sessions(): Iterable<Session>;
   backends(): Iterable<Backend>;
   frontendPaused(): boolean;
+  codecs(): ReadonlyMap<string, { stats: CodecStats }>;
 }
 
 /** Message size histogram updated per message with no allocation; exported as a Prometheus histogram. */
@@ -263,6 +265,26 @@ export class SidecarMetrics {
         this.set(n);
       },
     });
+    // Codec figures are plain counters on the data path; each becomes a labelled counter here.
+    const codecCounter = (name: string, help: string, field: keyof CodecStats) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['codec'],
+        registers,
+        collect() {
+          this.reset();
+          for (const [codec, { stats }] of source.codecs()) this.inc({ codec }, stats[field]);
+        },
+      });
+    codecCounter('baton_codec_requests_tracked_total', 'Client requests tracked until answered, by codec.', 'tracked');
+    codecCounter('baton_codec_requests_replayed_total', 'Unanswered requests replayed to a new backend after a failover, by codec.', 'replayed');
+    codecCounter('baton_codec_duplicate_answers_dropped_total', 'Answers dropped because the client already had one for that id, by codec.', 'duplicateAnswers');
+    codecCounter('baton_codec_unanswered_timeouts_total', 'Requests no answer came for within codec.requestTimeout, by codec.', 'timeouts');
+    codecCounter('baton_codec_tracking_evicted_total', 'Requests dropped from tracking at the per-session count or byte limit, by codec.', 'evicted');
+    codecCounter('baton_codec_orphan_answers_total', "Client answers to calls from a backend that has died since, by codec.", 'orphanAnswers');
+    codecCounter('baton_codec_unknown_answers_total', 'Client answers to call ids the sidecar did not see, by codec.', 'unknownAnswers');
+    codecCounter('baton_codec_malformed_frames_total', 'Frames the codec could not read (forwarded untouched), by codec.', 'malformed');
     new Gauge({
       name: 'baton_frontend_paused',
       help: '1 while new client sessions are refused (admin pause).',

@@ -5,6 +5,8 @@ import { backoffDelay } from './backoff.js';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 import type { SidecarConfig } from './config/types.js';
+import type { ActiveCodec } from './codecs/registry.js';
+import { RequestTracker } from './codecs/tracker.js';
 import type { DialContext, DialResult } from './dial.js';
 import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult } from './metrics.js';
 import type { Logger } from './logger.js';
@@ -27,6 +29,8 @@ export interface SessionHost {
 }
 
 export interface SessionInit {
+  /** The session's codec (by path), or null: frames are then only forwarded. */
+  codec: ActiveCodec | null;
   id: string;
   path: string;
   remoteAddress: string;
@@ -94,7 +98,12 @@ const PROTOCOL_ERROR_CODES: Record<string, number> = {
 interface Buffered {
   data: Buffer;
   isBinary: boolean;
+  /** The request ids it carries (codec sessions), tracked once it is actually sent. */
+  requestIds: string[] | null;
 }
+
+/** Ids found by a codec in the message being handled (reused: one message at a time). */
+const scratchIds: string[] = [];
 
 /**
  * One client's WebSocket session and the backend leg that currently serves it. The client leg
@@ -123,6 +132,10 @@ export class Session {
   private legPingDue = 0;
 
   private leg: WebSocket | null;
+  /** Bumped whenever the session loses or changes its backend leg (codec: whose calls are whose). */
+  private legGeneration = 0;
+  private readonly codec: ActiveCodec | null;
+  private readonly tracker: RequestTracker | null;
   /** Planned migration: the new leg, opened and paused until the old one has finished. */
   private nextLeg: WebSocket | null = null;
   private nextBackend: Backend | null = null;
@@ -181,6 +194,11 @@ export class Session {
   ) {
     this.id = init.id;
     this.path = init.path;
+    this.codec = init.codec;
+    const c = host.config.codec;
+    this.tracker = init.codec
+      ? new RequestTracker({ maxRequests: c.maxTrackedRequests, maxBytes: c.maxTrackedBytes, timeoutMs: c.requestTimeout }, init.codec.stats)
+      : null;
     this.remoteAddress = init.remoteAddress;
     // Timers start from the real time of opening, not the last tick (which can be a tick behind).
     this.startedAt = Date.now();
@@ -217,11 +235,22 @@ export class Session {
     this.bytesIn += data.length;
     this.active = true;
     this.host.metrics.messageSize.observe(DIRECTION_IN, data.length);
-    this.toBackend(data, isBinary);
+    let requestIds: string[] | null = null;
+    const codec = this.codec;
+    if (codec !== null) {
+      scratchIds.length = 0;
+      const kind = codec.codec.classify(data, isBinary, 'client', scratchIds);
+      if (kind === 'request') requestIds = scratchIds;
+      else if (kind === 'response') {
+        const verdict = this.tracker!.clientAnswered(scratchIds, this.legGeneration);
+        if (verdict === 'orphan' && this.host.config.codec.orphanAnswers === 'drop') return;
+      } else if (kind === 'malformed') codec.stats.malformed++;
+    }
+    this.toBackend(data, isBinary, requestIds);
   }
 
   /** Sends to the backend leg, or holds the message while there is no open leg. */
-  private toBackend(data: Buffer, isBinary: boolean): void {
+  private toBackend(data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
     const leg = this.leg;
     if (this.state === 'open' && leg !== null && leg.readyState === OPEN) {
       if (this.corkedLeg === null) {
@@ -240,14 +269,24 @@ export class Session {
       } else {
         leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
       }
+      if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
       return;
     }
-    if (this.state !== 'closed') this.enqueue(data, isBinary);
+    if (this.state !== 'closed') this.enqueue(data, isBinary, requestIds);
   }
 
   fromBackend(leg: WebSocket, data: Buffer, isBinary: boolean): void {
     // A replaced leg's late messages are never delivered (they would come after the new leg's).
     if (leg !== this.leg) return;
+    const codec = this.codec;
+    if (codec !== null) {
+      scratchIds.length = 0;
+      const kind = codec.codec.classify(data, isBinary, 'backend', scratchIds);
+      if (kind === 'response') {
+        if (!this.tracker!.answer(scratchIds)) return; // the client already has an answer to this id
+      } else if (kind === 'request') this.tracker!.backendCalled(scratchIds, this.legGeneration);
+      else if (kind === 'malformed') codec.stats.malformed++;
+    }
     this.messagesOut++;
     this.bytesOut += data.length;
     this.active = true;
@@ -271,7 +310,7 @@ export class Session {
     }
   }
 
-  private enqueue(data: Buffer, isBinary: boolean): void {
+  private enqueue(data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
     const f = this.host.config.failover;
     if (this.buffer.length + 1 > f.bufferMaxMessages || this.bufferedBytes + data.length > f.bufferMaxBytes) {
       this.host.log.warn(
@@ -281,7 +320,7 @@ export class Session {
       this.close('buffer-full', 1013, 'failover buffer full', 1001);
       return;
     }
-    this.buffer.push({ data, isBinary });
+    this.buffer.push({ data, isBinary, requestIds: requestIds === null ? null : requestIds.slice() });
     this.bufferedBytes += data.length;
   }
 
@@ -289,8 +328,10 @@ export class Session {
     const buffered = this.buffer;
     this.buffer = [];
     this.bufferedBytes = 0;
+    // Codec sessions: requests the lost backend never answered go first, in their original order.
+    this.tracker?.replay((data, isBinary) => this.toBackend(data, isBinary, null));
     if (buffered.length > 0) this.host.metrics.replayed.inc(buffered.length);
-    for (const m of buffered) this.toBackend(m.data, m.isBinary);
+    for (const m of buffered) this.toBackend(m.data, m.isBinary, m.requestIds);
   }
 
   // ---- leg lifecycle -----------------------------------------------------------------------
@@ -315,6 +356,7 @@ export class Session {
     const backend = this.backend;
     this.leg = null;
     this.backend = null;
+    this.legGeneration++;
     if (backend) {
       backend.sessions--;
       if (backend.removing && backend.sessions === 0) this.host.pool.forgetDrained();
@@ -598,6 +640,7 @@ export class Session {
       this.active = false;
       this.lastActivity = now;
     }
+    this.tracker?.expire(now);
     if (s.idleTimeout > 0 && now - this.lastActivity >= s.idleTimeout) {
       this.host.log.info({ session: this.id, backend: this.backend?.id, reason: 'idle-timeout' }, 'closing idle session');
       this.close('idle-timeout', 1001, 'idle timeout', 1001);

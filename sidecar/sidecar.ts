@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { AdminServer } from './admin/server.js';
 import { Backend, BackendPool } from './backends.js';
+import { CodecRouter, loadCodecs } from './codecs/registry.js';
 import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
 import { dialContext, type DialContext } from './dial.js';
@@ -34,6 +35,8 @@ export class Sidecar implements SessionHost {
   readonly pool: BackendPool;
   readonly sessions = new Map<string, Session>();
   readonly metrics: SidecarMetrics;
+  /** Loaded in start() (user codec modules are imported then). */
+  codecs = new CodecRouter([], null, new Map());
   private readonly admin: AdminServer;
   adminAddress: AddressInfo | null = null;
   /** While set (admin API), new upgrades are answered 503; open sessions are untouched. */
@@ -65,6 +68,7 @@ export class Sidecar implements SessionHost {
       sessions: () => this.sessions.values(),
       backends: () => this.pool.backends.values(),
       frontendPaused: () => this.frontendPaused,
+      codecs: () => this.codecs.all,
     });
     this.pool = new BackendPool(config, this.dial, log, this.metrics, Date.now());
     this.admin = new AdminServer(this, config.admin, log);
@@ -101,6 +105,7 @@ export class Sidecar implements SessionHost {
 
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   async start(): Promise<AddressInfo> {
+    this.codecs = await loadCodecs(this.config.codec);
     const { host, port } = this.config.listen.address;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -200,7 +205,15 @@ export class Sidecar implements SessionHost {
         backendLeg.terminate();
         return;
       }
-      const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, { id, path, remoteAddress, headers, protocols, hashKey });
+      const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, {
+        id,
+        path,
+        remoteAddress,
+        headers,
+        protocols,
+        hashKey,
+        codec: this.codecs.forPath(path),
+      });
       this.sessions.set(id, session);
       this.metrics.sessionsOpened.inc();
       this.log.info({ session: id, backend: chosen.id, path, remoteAddress, protocol: backendLeg.protocol || undefined }, 'session opened');

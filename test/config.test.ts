@@ -96,6 +96,7 @@ const DEFAULTS: SidecarConfig = {
     keepAlive: { enabled: true, initialDelay: 30_000 },
     localAddress: '',
   },
+  codec: { default: 'none', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, requestTimeout: 60_000, orphanAnswers: 'forward' },
   shutdown: { grace: 30_000 },
   backends: [],
 };
@@ -240,6 +241,17 @@ describe('validation errors name the key, the value and what is expected', () =>
     assert.match(p, /^failover\.deadline: "30 parsecs" is not a duration \(use e\.g\. 250ms, 10s, 5m/);
     hasProblem(bad('session: { pingInterval: -5s }'), 'session.pingInterval', '"-5s"', 'negative');
     hasProblem(bad(undefined, { BATON_FAILOVER_DEADLINE: '30 parsecs' }), 'BATON_FAILOVER_DEADLINE (failover.deadline)', '"30 parsecs"', 'not a duration');
+  });
+
+  test('codec names and path routes', () => {
+    hasProblem(bad('codec: { default: ocpp2 }'), 'codec.default', '"ocpp2"', 'module:');
+    hasProblem(bad('codec: { paths: ["/ocpp=ocpp", "ocpp=ocpp", "/x=soap"] }'), 'codec.paths[1]', '"ocpp=ocpp"', 'prefix=codec');
+    hasProblem(bad('codec: { paths: ["/ocpp=ocpp", "/x=soap"] }'), 'codec.paths[1]', '"/x=soap"');
+    hasProblem(bad(undefined, { BATON_CODEC_ORPHAN_ANSWERS: 'keep' }), 'BATON_CODEC_ORPHAN_ANSWERS (codec.orphanAnswers)', '"keep"', 'forward, drop');
+    const { config } = parseConfig('codec: { default: "module:/tmp/c.js", paths: ["/ocpp=ocpp", "/rpc=json-rpc"] }', {}, 't');
+    assert.deepEqual(config.codec.paths, ['/ocpp=ocpp', '/rpc=json-rpc']);
+    assert.equal(config.codec.default, 'module:/tmp/c.js');
+    assert.deepEqual(parseConfig(undefined, { BATON_CODEC_PATHS: '/a=ocpp, /b=json-rpc' }, 't').config.codec.paths, ['/a=ocpp', '/b=json-rpc']);
   });
 
   test('durations that must be positive, and too long', () => {

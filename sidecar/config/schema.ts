@@ -315,6 +315,28 @@ function listOf<T>(
 
 export const stringList = (): ValueType<string[]> => listOf(str(), 'list of strings');
 
+const BUILTIN_CODECS = ['none', 'ocpp', 'json-rpc'];
+
+function isCodecName(s: string): boolean {
+  return BUILTIN_CODECS.includes(s) || (s.startsWith('module:') && s.length > 'module:'.length);
+}
+
+/** none | ocpp | json-rpc | module:/path/to/codec.js */
+export function codecName(): ValueType<string> {
+  return str({ check: isCodecName, expected: `a codec (${BUILTIN_CODECS.join(', ')} or module:/path/to/codec.js)`, describe: 'codec name' });
+}
+
+/** "prefix=codec", e.g. "/ocpp=ocpp". */
+export function codecRoute(): ValueType<string> {
+  return str({
+    check: (s) => {
+      const eq = s.indexOf('=');
+      return eq > 0 && s.startsWith('/') && isCodecName(s.slice(eq + 1).trim());
+    },
+    expected: 'a "prefix=codec" entry such as "/ocpp=ocpp" (prefix starting with /)',
+  });
+}
+
 /** RFC 7230 token characters (header field names). */
 export const HEADER_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -673,6 +695,7 @@ export const SECTIONS: Readonly<Record<string, string>> = {
   balancer: 'Choosing a backend for a new session.',
   health: 'Passive and active backend health.',
   upstream: 'Connections from the sidecar to backends.',
+  codec: 'Protocol-aware sessions (OCPP-J, JSON-RPC): replay of unanswered requests after a failover, duplicate answers dropped. See docs/codecs.md.',
   shutdown: 'Graceful shutdown.',
   backends: 'The backend list.',
 };
@@ -746,6 +769,12 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('upstream.keepAlive.initialDelay', duration(), 30 * S, 'Idle time before the first TCP keep-alive probe.'),
   key('upstream.localAddress', str({ check: (s) => s === '' || isIP(s) !== 0, expected: 'an IP address (or empty)', describe: 'IP address' }), '', "Source address for backend connections; empty = the OS's choice."),
 
+  key('codec.default', codecName(), 'none', 'Codec for sessions whose path matches no codec.paths entry: none, ocpp, json-rpc, or module:/path/to/codec.js.', { restart: true }),
+  key('codec.paths', listOf(codecRoute(), 'list of prefix=codec'), [], 'Codec by path prefix, e.g. ["/ocpp=ocpp", "/rpc=json-rpc"]; the longest matching prefix wins.', { restart: true }),
+  key('codec.maxTrackedRequests', int(1, 1_000_000), 1000, 'Unanswered requests tracked per session; beyond it the oldest is no longer tracked (counted).'),
+  key('codec.maxTrackedBytes', size({ min: 1, max: 1 * GiB }), 1 * MiB, 'Bytes of unanswered requests kept per session for replay; beyond it the oldest is no longer tracked (counted).'),
+  key('codec.requestTimeout', duration({ min: 1 }), 60 * S, 'A request unanswered this long is no longer tracked (counted as an unanswered timeout).'),
+  key('codec.orphanAnswers', oneOf(['forward', 'drop'] as const), 'forward', "A client's answer to a call from a backend that has died since: forward it to the new backend, or drop it."),
   key('shutdown.grace', duration(), 30 * S, 'On SIGTERM, time given to sessions to migrate or finish before they are closed.'),
 
   key('backends', backendList(), [], 'Where sessions go; format below.'),

@@ -118,6 +118,18 @@ export interface SidecarConfig {
     /** Source address for backend connections; empty = the OS's choice. */
     localAddress: string;
   };
+  codec: {
+    /** none | ocpp | json-rpc | module:/path/to/codec.js — for paths not matched below. */
+    default: string;
+    /** "prefix=codec" entries; the longest matching path prefix picks the codec. */
+    paths: string[];
+    maxTrackedRequests: number;
+    maxTrackedBytes: number;
+    /** An unanswered request is forgotten (and counted) after this long. */
+    requestTimeout: Millis;
+    /** A client's answer to a call from a backend that has since died: forward it to the new backend, or drop it. */
+    orphanAnswers: 'forward' | 'drop';
+  };
   shutdown: { grace: Millis };
   backends: BackendSpec[];
 }
