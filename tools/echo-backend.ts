@@ -1,6 +1,6 @@
 // A WebSocket echo backend for the demo, the tests and the benchmark.
 // As a process: node dist/tools/echo-backend.js --port 9001 [--host 127.0.0.1] [--id a] [--tag]
-//   [--handshake-delay MS] [--protocol NAME] [--report]
+//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer]
 // It prints one JSON line {"event":"listening",...} when ready; with --report it also prints one
 // line per connection (path, headers, protocol) so a test can see what the sidecar sent.
 // A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
@@ -19,6 +19,11 @@ export interface EchoBackendOptions {
   id?: string;
   /** Prefix every text reply with "<id>|" so a client can tell which backend answered. */
   tag?: boolean;
+  /**
+   * Answer OCPP-J CALLs as a central system would: `[2,"id",...]` comes back as `[3,"id",...]`
+   * (a CALLRESULT for the same id; the benchmark's codec traffic).
+   */
+  ocppAnswer?: boolean;
   /** Hold each handshake this long before answering (a slow backend). */
   handshakeDelayMs?: number;
   /** Subprotocol to pick when offered; default: the first one offered. */
@@ -73,7 +78,11 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
         else ws.close(Number(code), reason.join(' '));
         return;
       }
-      if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
+      if (opts.ocppAnswer && !isBinary && data[1] === 0x32 /* "2" */ && data[0] === 0x5b /* "[" */) {
+        const answer = Buffer.from(data);
+        answer[1] = 0x33; // "3": CALLRESULT
+        ws.send(answer, { binary: false });
+      } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
       else ws.send(data, { binary: isBinary });
     });
     opts.onConnection?.(
@@ -114,6 +123,7 @@ async function main(): Promise<void> {
       'handshake-delay': { type: 'string', default: '0' },
       protocol: { type: 'string' },
       report: { type: 'boolean', default: false },
+      'ocpp-answer': { type: 'boolean', default: false },
     },
   });
   const backend = await startEchoBackend({
@@ -123,6 +133,7 @@ async function main(): Promise<void> {
     tag: values.tag,
     handshakeDelayMs: Number(values['handshake-delay']),
     protocol: values.protocol,
+    ocppAnswer: values['ocpp-answer'],
     onConnection: values.report ? (info) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...info })}\n`) : undefined,
   });
   process.stdout.write(`${JSON.stringify({ event: 'listening', id: values.id, port: backend.port, pid: process.pid })}\n`);
