@@ -90,10 +90,15 @@ export async function closeAll(sockets: readonly WebSocket[]): Promise<void> {
         ws.close(1000);
       }),
   );
-  const timeout = sleep(CLOSE_TIMEOUT_MS).then(() => {
-    for (const ws of sockets) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(() => {
+      for (const ws of sockets) if (ws.readyState !== WebSocket.CLOSED) ws.terminate();
+      resolve();
+    }, CLOSE_TIMEOUT_MS);
   });
   await Promise.race([Promise.all(closed), timeout]);
+  clearTimeout(timer);
 }
 
 // ---- CPU accounting -------------------------------------------------------------------------
