@@ -45,7 +45,7 @@ import { distributionOf, formatNumber, formatRatio, renderTable, type Distributi
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover'] as const;
+const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'codec'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -122,6 +122,8 @@ interface Results {
   handshakes: PerTarget<HandshakeResult>;
   rss: PerTarget<RssResult>;
   failover?: { gaps: Distribution; trials: number; timeouts: number };
+  /** The same OCPP traffic through a sidecar without and with the ocpp codec. */
+  codec?: { none: ThroughputResult; ocpp: ThroughputResult };
 }
 
 interface Environment {
@@ -209,6 +211,7 @@ async function main(): Promise<void> {
   }
   if (sections.has('rss')) await runRssSection(options, env, results);
   if (sections.has('failover')) await runFailoverSection(options, results);
+  if (sections.has('codec')) await runCodecSection(options, results);
 
   log('');
   log(report(options, env, results));
@@ -289,6 +292,38 @@ async function runProxySections(options: Options, env: Environment, results: Res
 
   await stopSidecar(sidecar);
   await nginx?.proc.stop('SIGKILL');
+  await backend.proc.stop('SIGKILL');
+}
+
+/**
+ * The codec's cost: 64-byte OCPP CALL frames (distinct ids) answered by CALLRESULTs, through one
+ * sidecar without a codec and one with `codec.default: ocpp`, interleaved like the other runs.
+ */
+async function runCodecSection(options: Options, results: Results): Promise<void> {
+  const backend = await startEchoBackend('ocpp', await freePort(), false, ['--ocpp-answer']);
+  const plain = await startSidecar({ backends: [{ id: 'ocpp', url: backend.url }], nodeFlags: options.sidecarNodeFlags });
+  const codec = await startSidecar({ backends: [{ id: 'ocpp', url: backend.url }], nodeFlags: options.sidecarNodeFlags, codec: 'ocpp' });
+  const frames = Array.from({ length: 1024 }, (_, i) => {
+    const head = `[2,"${i.toString(36).padStart(8, '0')}","Heartbeat",{"p":"`;
+    return Buffer.from(`${head}${'x'.repeat(64 - head.length - 3)}"}]`);
+  });
+  const plan = { ...options.plan.throughput, payloadBytes: 64, textFrames: frames };
+  const watched = (s: SidecarProcess) => [
+    { role: 'proxy', pid: s.proc.pid },
+    { role: 'backend', pid: backend.proc.pid },
+  ];
+  let none: ThroughputResult | undefined;
+  let ocpp: ThroughputResult | undefined;
+  for (let round = 0; round < options.rounds; round++) {
+    const a = await runThroughput(plain.url, plan, watched(plain));
+    const b = await runThroughput(codec.url, plan, watched(codec));
+    log(`codec round ${round + 1}: none ${formatNumber(a.messagesPerSec)} msg/s, ocpp ${formatNumber(b.messagesPerSec)} msg/s`);
+    if (!none || (a.cpu.other ?? 0) <= (none.cpu.other ?? 0)) none = a;
+    if (!ocpp || (b.cpu.other ?? 0) <= (ocpp.cpu.other ?? 0)) ocpp = b;
+  }
+  results.codec = { none: none!, ocpp: ocpp! };
+  await stopSidecar(plain);
+  await stopSidecar(codec);
   await backend.proc.stop('SIGKILL');
 }
 
@@ -533,6 +568,20 @@ function report(options: Options, env: Environment, results: Results): string {
   out.push(renderTable(['figure', 'direct', 'sidecar', 'nginx', 'sidecar/direct', 'sidecar/nginx'], rows));
   if (results.rss.direct) out.push('(RSS "direct" = the echo backend\'s own growth per connection: one plain ws socket in Node, for reference only.)');
   if (fo && fo.timeouts > 0) out.push(`(failover: ${fo.timeouts} of ${fo.trials} trials saw no reply from the other backend within 5 s; not in the percentiles.)`);
+  const cd = results.codec;
+  if (cd) {
+    out.push('');
+    out.push('OCPP codec cost (64 B OCPP CALLs answered by CALLRESULTs, through the sidecar):');
+    out.push(
+      renderTable(
+        ['codec', 'msg/s', 'vs none', 'proxy CPU'],
+        [
+          ['none', formatNumber(cd.none.messagesPerSec), '1.00×', `${(cd.none.cpu.proxy ?? 0).toFixed(0)}%`],
+          ['ocpp', formatNumber(cd.ocpp.messagesPerSec), formatRatio(cd.ocpp.messagesPerSec, cd.none.messagesPerSec), `${(cd.ocpp.cpu.proxy ?? 0).toFixed(0)}%`],
+        ],
+      ),
+    );
+  }
   if (cpuRows.length > 0) {
     out.push('');
     out.push('CPU during the measurement window, % of one core (2 cores = 200%):');

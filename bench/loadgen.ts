@@ -156,6 +156,8 @@ export interface ThroughputPlan {
   payloadBytes: number;
   warmupMs: number;
   measureMs: number;
+  /** Text frames to send instead of binary payloads, cycled per connection (e.g. OCPP CALLs with distinct ids). */
+  textFrames?: readonly Buffer[];
 }
 
 export interface ThroughputResult {
@@ -174,13 +176,18 @@ export async function runThroughput(url: string, plan: ThroughputPlan, watched: 
   const payload = Buffer.alloc(plan.payloadBytes, 0x61);
   let received = 0;
   let sending = true;
+  const frames = plan.textFrames;
   for (const ws of sockets) {
+    let next = 0;
+    const send = frames
+      ? () => ws.send(frames[next++ % frames.length]!, SEND_TEXT)
+      : () => ws.send(payload, SEND_BINARY);
     const onEcho = () => {
       received++;
-      if (sending) ws.send(payload, SEND_BINARY);
+      if (sending) send();
     };
     ws.on('message', onEcho);
-    for (let i = 0; i < plan.window; i++) ws.send(payload, SEND_BINARY);
+    for (let i = 0; i < plan.window; i++) send();
   }
   await sleep(plan.warmupMs);
   const startCount = received;

@@ -165,8 +165,8 @@ export interface EchoBackendProcess {
 }
 
 /** Starts tools/echo-backend.js and waits for its {"event":"listening"} line. */
-export async function startEchoBackend(id: string, port: number, tag: boolean): Promise<EchoBackendProcess> {
-  const args = [echoBackendScript, '--port', String(port), '--id', id, ...(tag ? ['--tag'] : [])];
+export async function startEchoBackend(id: string, port: number, tag: boolean, extraArgs: string[] = []): Promise<EchoBackendProcess> {
+  const args = [echoBackendScript, '--port', String(port), '--id', id, ...(tag ? ['--tag'] : []), ...extraArgs];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
   const proc = new ManagedProcess(`echo backend ${id}`, child);
   await new Promise<void>((resolve, reject) => {
@@ -202,6 +202,8 @@ export interface SidecarOptions {
   gcHook?: boolean;
   /** Default warn: a quiet sidecar; info lets an experiment read its session events. */
   logLevel?: 'warn' | 'info';
+  /** codec.default for every session (default none). */
+  codec?: 'none' | 'ocpp';
 }
 
 /** What the GC hook prints after a forced full GC (bytes, from process.memoryUsage()). */
@@ -241,6 +243,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     'admin:',
     '  address: "127.0.0.1:0"',
     `logLevel: ${opts.logLevel ?? 'warn'}`,
+    'codec:',
+    `  default: ${opts.codec ?? 'none'}`,
     'shutdown:',
     '  grace: 0',
     'backends:',
