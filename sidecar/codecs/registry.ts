@@ -30,14 +30,17 @@ export class CodecRouter {
 
 /** Builds the router from config; a user module that can't be loaded fails with the key named. */
 export async function loadCodecs(config: SidecarConfig['codec']): Promise<CodecRouter> {
+  const byConfigName = new Map<string, ActiveCodec>();
+  /** By the codec's own name: its metric label (a module's path would make a poor label). */
   const all = new Map<string, ActiveCodec>();
   const get = async (name: string, key: string): Promise<ActiveCodec | null> => {
     if (name === 'none') return null;
-    const existing = all.get(name);
+    const existing = byConfigName.get(name);
     if (existing) return existing;
     const codec = await instantiate(name, key);
-    const active = { codec, stats: newCodecStats() };
-    all.set(name, active);
+    const active = all.get(codec.name) ?? { codec, stats: newCodecStats() };
+    byConfigName.set(name, active);
+    all.set(codec.name, active);
     return active;
   };
   const fallback = await get(config.default, 'codec.default');
