@@ -7,7 +7,7 @@ import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 import type { SidecarConfig } from './config/types.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
-import type { DialContext, DialResult } from './dial.js';
+import type { DialResult } from './dial.js';
 import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult } from './metrics.js';
 import type { Logger } from './logger.js';
 
@@ -21,7 +21,6 @@ export type SessionState = 'open' | 'failing-over' | 'migrating' | 'closed';
 /** What a session needs from the sidecar that owns it. */
 export interface SessionHost {
   readonly config: SidecarConfig;
-  readonly dial: DialContext;
   readonly pool: BackendPool;
   readonly log: Logger;
   readonly metrics: SidecarMetrics;

@@ -10,7 +10,7 @@ import { Backend, BackendPool } from './backends.js';
 import { CodecRouter, loadCodecs } from './codecs/registry.js';
 import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
-import { dialContext, type DialContext } from './dial.js';
+import { dialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from './logger.js';
 import { SidecarMetrics, type SessionEndReason } from './metrics.js';
@@ -31,7 +31,6 @@ const DRAIN_RETRY_MS = 1000;
 
 export class Sidecar implements SessionHost {
   config: SidecarConfig;
-  dial: DialContext;
   readonly pool: BackendPool;
   readonly sessions = new Map<string, Session>();
   readonly metrics: SidecarMetrics;
@@ -62,7 +61,6 @@ export class Sidecar implements SessionHost {
     readonly log: Logger,
   ) {
     this.config = config;
-    this.dial = dialContext(config);
     this.headers = this.headerPolicyOf(config);
     this.metrics = new SidecarMetrics({
       sessions: () => this.sessions.values(),
@@ -70,7 +68,7 @@ export class Sidecar implements SessionHost {
       frontendPaused: () => this.frontendPaused,
       codecs: () => this.codecs.all,
     });
-    this.pool = new BackendPool(config, this.dial, log, this.metrics, Date.now());
+    this.pool = new BackendPool(config, dialContext(config), log, this.metrics, Date.now());
     this.admin = new AdminServer(this, config.admin, log);
     const listen = config.listen;
     const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
@@ -322,9 +320,8 @@ export class Sidecar implements SessionHost {
       setValueAt(config, keep, valueAt(this.config, keep));
     }
     this.config = config;
-    this.dial = dialContext(config);
     this.headers = this.headerPolicyOf(config);
-    this.pool.reconfigure(config, this.dial);
+    this.pool.reconfigure(config, dialContext(config));
     this.log.level = config.logLevel;
     // Once the admin API owns the backend set (the operator), the file's backends are ignored.
     const backends =
