@@ -1,12 +1,12 @@
 // Shared test plumbing: real ws peers on 127.0.0.1, backend processes, polling with deadlines.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, type ClientOptions } from 'ws';
 import { parseConfig } from '../sidecar/config/load.js';
 import { createLogger } from '../sidecar/logger.js';
 import { Sidecar } from '../sidecar/sidecar.js';
 import type { ConnectionInfo } from '../tools/echo-backend.js';
+import { freePort } from '../tools/free-port.js';
 
 const echoScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));
 
@@ -19,16 +19,7 @@ export async function waitFor(condition: () => boolean, what: string, timeoutMs 
   }
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from '../tools/free-port.js';
 
 /** An echo backend in its own process, so it can be SIGKILLed, SIGSTOPped and restarted. */
 export class BackendProcess {
