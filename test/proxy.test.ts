@@ -122,6 +122,21 @@ describe('proxying through the sidecar', () => {
     }
   });
 
+  test('a backend message over maxMessageBytes closes that session with 1009 too', async () => {
+    // The tagged echo adds "t|" to what it sends back: 1 KiB in, 1 KiB + 2 bytes out.
+    const tagged = await startEchoBackend({ id: 't', tag: true });
+    const { sidecar: small, url: smallUrl } = await startSidecar(`${backendsYaml([{ id: 't', url: tagged.url }])}session:\n  maxMessageBytes: 1KiB\n`);
+    try {
+      const c = await TestClient.connect(`${smallUrl}/big-reply`);
+      c.ws.send('x'.repeat(1024));
+      assert.deepEqual(await c.waitForClose(), { code: 1009, reason: 'backend message too big' });
+      await waitFor(() => small.sessions.size === 0 && tagged.clients.size === 0, 'both legs closed');
+    } finally {
+      await small.stop(0);
+      await tagged.close();
+    }
+  });
+
   test('invalid UTF-8 in a text frame closes the session with 1007', async () => {
     const c = await TestClient.connect(`${url}/utf8`);
     // ws validates what it sends only when told to; write a raw masked text frame with bad UTF-8.
