@@ -148,11 +148,8 @@ export class Sidecar implements SessionHost {
 
   private async handleUpgrade(rawReq: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const req = rawReq as PendingUpgrade;
-    let clientGone = false;
-    socket.on('error', () => {});
-    socket.once('close', () => {
-      clientGone = true;
-    });
+    // A client that resets while its backend is dialled must not crash us; ws takes over after.
+    socket.on('error', ignoreSocketError);
     if (this.stopping) return respond(socket, 503, 'sidecar is shutting down');
     if (this.frontendPaused) return respond(socket, 503, 'new sessions are paused', { 'retry-after': '1' });
     const problem = invalidUpgrade(req);
@@ -189,10 +186,12 @@ export class Sidecar implements SessionHost {
       this.log.warn({ session: id, reason: 'no backend available', path }, 'handshake failed: 502');
       return respond(socket, 502, 'no backend available');
     }
-    if (clientGone || this.stopping) {
+    if (this.stopping) {
       leg.terminate();
       return;
     }
+    // No listener of ours may outlive the handshake (it would keep this scope alive per session).
+    socket.off('error', ignoreSocketError);
     req[kProtocol] = leg.protocol;
     req[kResponseHeaders] = passedResponseHeaderLines(this.config.session.passResponseHeaders, responseHeaders);
     const chosen = backend;
@@ -216,10 +215,9 @@ export class Sidecar implements SessionHost {
       this.metrics.sessionsOpened.inc();
       this.log.info({ session: id, backend: chosen.id, path, remoteAddress, protocol: backendLeg.protocol || undefined }, 'session opened');
     });
-    // ws answers an invalid handshake itself (400) and never calls back: don't leak the leg.
-    if (socket.destroyed || !socket.writable) {
-      if (!this.sessions.has(id)) backendLeg.terminate();
-    }
+    // The callback runs synchronously or not at all: when the client left while its backend was
+    // dialled, or ws refused the handshake itself (400), no session exists; close the unused leg.
+    if (!this.sessions.has(id)) backendLeg.terminate();
   }
 
   private hashKeyOf(req: IncomingMessage): string | undefined {
@@ -391,6 +389,8 @@ function setValueAt(obj: object, path: string, value: unknown): void {
   }
   o[last] = value;
 }
+
+function ignoreSocketError(): void {}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

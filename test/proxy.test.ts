@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocket } from 'ws';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { startEchoBackend, type ConnectionInfo, type EchoBackend } from '../tools/echo-backend.js';
+import { startEchoBackend, stopWsServer, type ConnectionInfo, type EchoBackend } from '../tools/echo-backend.js';
 import { backendsYaml, startSidecar, TestClient, waitFor } from './helpers.js';
 
 describe('proxying through the sidecar', () => {
@@ -246,6 +246,42 @@ describe('handshake outcomes', () => {
       await sidecar.stop(0);
       for (const c of wss.clients) c.terminate();
       srv.close();
+    }
+  });
+
+  test('a client that leaves while its backend is being dialled: no session, the backend leg is closed', async () => {
+    // A backend that answers upgrades 300 ms late, and says when one arrives.
+    const srv = createServer();
+    const { WebSocketServer } = await import('ws');
+    const wss = new WebSocketServer({ noServer: true });
+    let upgrades = 0;
+    let accepted = 0;
+    srv.on('upgrade', (req, socket, head) => {
+      upgrades++;
+      setTimeout(
+        () =>
+          wss.handleUpgrade(req, socket, head, (ws) => {
+            accepted++;
+            ws.on('error', () => {});
+          }),
+        300,
+      );
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const slowUrl = `ws://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    const { sidecar, url } = await startSidecar(backendsYaml([{ id: 'slow', url: slowUrl }]));
+    try {
+      const ws = new WebSocket(`${url}/leaving-early`);
+      ws.on('error', () => {});
+      await waitFor(() => upgrades === 1, 'the sidecar is dialling the backend');
+      ws.terminate(); // gone before the sidecar could answer its upgrade
+      await waitFor(() => accepted === 1, 'the backend handshake completed', 3000);
+      await waitFor(() => wss.clients.size === 0, 'the sidecar closed the unused backend leg', 3000);
+      assert.equal(sidecar.sessions.size, 0);
+      assert.equal(sidecar.pool.backends.get('slow')!.sessions, 0);
+    } finally {
+      await sidecar.stop(0);
+      await stopWsServer(srv, wss);
     }
   });
 
