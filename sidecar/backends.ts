@@ -21,6 +21,8 @@ export class Backend {
   /** Removed from the config/admin set: drained, then forgotten once its last session left. */
   removing = false;
   warmSince: number;
+  /** How a drain of this backend is paced (admin drain or PUT); kept so retried drains keep the pace. */
+  drainPace: DrainPace = {};
   nextProbeAt = 0;
   probing = false;
   readonly breaker: CircuitBreaker;
@@ -42,6 +44,13 @@ export class Backend {
   get state(): BackendState {
     return this.spec.state;
   }
+}
+
+export interface DrainPace {
+  /** Sessions started migrating per second; unset = as fast as the migration concurrency allows. */
+  rate?: number;
+  /** Epoch ms after which the rest migrate without the rate. */
+  deadlineAt?: number;
 }
 
 export type DialOutcome = 'success' | 'failure' | 'refused' | 'aborted';
@@ -280,7 +289,10 @@ export class BackendPool {
       const changed = JSON.stringify(existing.spec) !== JSON.stringify(spec) || existing.removing;
       if (!changed) continue;
       if (spec.state === 'draining' && existing.spec.state !== 'draining') toDrain.push(spec.id);
-      if (spec.state === 'enabled' && existing.spec.state !== 'enabled') existing.warmSince = now;
+      if (spec.state === 'enabled' && existing.spec.state !== 'enabled') {
+        existing.warmSince = now;
+        existing.drainPace = {};
+      }
       existing.spec = spec;
       existing.removing = false;
       updated.push(spec.id);
@@ -312,6 +324,7 @@ export class BackendPool {
     if (state === 'enabled') {
       backend.removing = false;
       backend.warmSince = now;
+      backend.drainPace = {};
       this.wake();
     }
   }

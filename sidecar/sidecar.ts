@@ -8,6 +8,8 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { AdminServer } from './admin/server.js';
 import { Backend, BackendPool } from './backends.js';
 import { CodecRouter, loadCodecs } from './codecs/registry.js';
+import { withManagedSettings } from './config/managed.js';
+import { setValueAt, valueAt } from './config/paths.js';
 import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
 import { dialContext } from './dial.js';
@@ -50,8 +52,12 @@ export class Sidecar implements SessionHost {
   /** Backends with a migrateAway() under way. */
   private readonly draining = new Set<string>();
   private nextDrainRetryAt = 0;
-  /** Bumped by every applied config-file reload. */
+  /** Bumped by every applied config reload (the file changed, or the admin API changed settings). */
   configGeneration = 1;
+  /** The config as the file and environment give it, before managedSettings. */
+  private fileConfig: SidecarConfig;
+  /** Settings set through the admin API (PUT /v1/backends): they outlive file reloads. */
+  managedSettings: Readonly<Record<string, string>> = {};
   /** The last generation applied through the admin API's PUT /v1/backends (0 = none yet). */
   backendsGeneration = 0;
   readonly startedAt = Date.now();
@@ -61,6 +67,7 @@ export class Sidecar implements SessionHost {
     readonly log: Logger,
   ) {
     this.config = config;
+    this.fileConfig = config;
     this.headers = this.headerPolicyOf(config);
     this.metrics = new SidecarMetrics({
       sessions: () => this.sessions.values(),
@@ -255,19 +262,26 @@ export class Sidecar implements SessionHost {
 
   /**
    * Moves every session off a backend by planned migration: at most MIGRATION_CONCURRENCY at once,
-   * started at `rate` per second when given; past `deadlineMs` the rest start without the rate.
-   * Stops early if the backend is enabled again.
+   * started at the backend's drain rate when it has one; past its deadline the rest start without
+   * the rate. A given pace replaces the backend's. Stops early if the backend is enabled again.
    */
   async migrateAway(
     backendId: string,
     reason: MigrationReason,
-    pace: { rate?: number; deadlineMs?: number } = {},
+    pace?: { rate?: number; deadlineMs?: number },
   ): Promise<Record<MigrationResult, number>> {
     const counts: Record<MigrationResult, number> = { migrated: 0, failed: 0, busy: 0, closed: 0 };
+    const target = this.pool.backends.get(backendId);
+    if (target && pace) {
+      target.drainPace = {
+        ...(pace.rate !== undefined ? { rate: pace.rate } : {}),
+        ...(pace.deadlineMs !== undefined ? { deadlineAt: Date.now() + pace.deadlineMs } : {}),
+      };
+    }
     if (this.draining.has(backendId)) return counts;
     this.draining.add(backendId);
     try {
-      await this.migrateAll(backendId, reason, pace, counts);
+      await this.migrateAll(backendId, reason, counts);
     } finally {
       this.draining.delete(backendId);
     }
@@ -276,15 +290,8 @@ export class Sidecar implements SessionHost {
     return counts;
   }
 
-  private async migrateAll(
-    backendId: string,
-    reason: MigrationReason,
-    pace: { rate?: number; deadlineMs?: number },
-    counts: Record<MigrationResult, number>,
-  ): Promise<void> {
+  private async migrateAll(backendId: string, reason: MigrationReason, counts: Record<MigrationResult, number>): Promise<void> {
     const queue = [...this.sessions.values()].filter((s) => s.backend?.id === backendId);
-    const deadline = pace.deadlineMs === undefined ? Infinity : Date.now() + pace.deadlineMs;
-    const interval = pace.rate ? 1000 / pace.rate : 0;
     const running = new Set<Promise<void>>();
     for (const session of queue) {
       const backend = this.pool.backends.get(backendId);
@@ -296,7 +303,10 @@ export class Sidecar implements SessionHost {
         running.delete(p);
       });
       running.add(p);
-      if (interval > 0 && Date.now() < deadline) await sleep(Math.min(interval, deadline - Date.now()));
+      // Read the pace each time: a later drain request may change it mid-way.
+      const { rate, deadlineAt = Infinity } = backend.drainPace;
+      const wait = rate ? Math.min(1000 / rate, deadlineAt - Date.now()) : 0;
+      if (wait > 0) await sleep(wait);
     }
     await Promise.all(running);
   }
@@ -304,7 +314,9 @@ export class Sidecar implements SessionHost {
   // ---- reload and shutdown -----------------------------------------------------------------
 
   /** Applies a reloaded config. Keys fixed at listener creation keep their running values. */
-  reload(next: SidecarConfig): { backends: ReturnType<BackendPool['apply']>; restartNeeded: string[] } {
+  reload(fileConfig: SidecarConfig): { backends: ReturnType<BackendPool['apply']>; restartNeeded: string[] } {
+    this.fileConfig = fileConfig;
+    const next = withManagedSettings(fileConfig, this.managedSettings);
     const restartNeeded: string[] = [];
     const config = structuredClone(next);
     for (const path of RESTART_KEYS) {
@@ -334,6 +346,16 @@ export class Sidecar implements SessionHost {
       this.ticker = setInterval(() => this.tick(), tickInterval(config));
     }
     return { backends, restartNeeded };
+  }
+
+  /** Replaces the admin API's settings (already checked); false when they are the same as before. */
+  applySettings(settings: Readonly<Record<string, string>>): boolean {
+    const current = this.managedSettings;
+    const keys = Object.keys(settings);
+    if (keys.length === Object.keys(current).length && keys.every((k) => current[k] === settings[k])) return false;
+    this.managedSettings = { ...settings };
+    this.reload(this.fileConfig);
+    return true;
   }
 
   /**
@@ -373,21 +395,6 @@ export class Sidecar implements SessionHost {
       trustForwardedFor: config.session.trustForwardedFor,
     });
   }
-}
-
-function valueAt(obj: object, path: string): unknown {
-  return path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], obj);
-}
-
-function setValueAt(obj: object, path: string, value: unknown): void {
-  const keys = path.split('.');
-  const last = keys.pop()!;
-  let o = obj as Record<string, unknown>;
-  for (const k of keys) {
-    o[k] ??= {};
-    o = o[k] as Record<string, unknown>;
-  }
-  o[last] = value;
 }
 
 function ignoreSocketError(): void {}

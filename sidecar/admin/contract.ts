@@ -3,6 +3,7 @@
 // bodies are zod schemas, so the server validates with exactly the types the client sends.
 import { z } from 'zod';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../close-codes.js';
+import { checkManagedSetting } from '../config/managed.js';
 import { BACKEND_ID, checkBackendUrl } from '../config/schema.js';
 
 export const API_PREFIX = '/v1';
@@ -37,21 +38,6 @@ export type BackendDefinition = z.output<typeof BackendInputSchema>;
 export const AddBackendRequestSchema = BackendInputSchema;
 export type AddBackendRequest = z.input<typeof AddBackendRequestSchema>;
 
-/** PUT /v1/backends: the whole set; a generation lower than the sidecar's is refused (stale writer). */
-export const PutBackendsRequestSchema = z
-  .strictObject({
-    generation: z.number().int().min(1),
-    backends: z.array(BackendInputSchema).max(10_000),
-  })
-  .superRefine((body, ctx) => {
-    const seen = new Set<string>();
-    body.backends.forEach((b, i) => {
-      if (seen.has(b.id)) ctx.addIssue({ code: 'custom', path: ['backends', i, 'id'], message: `duplicate backend id "${b.id}"` });
-      seen.add(b.id);
-    });
-  });
-export type PutBackendsRequest = z.input<typeof PutBackendsRequestSchema>;
-
 /** POST /v1/backends/{id}/drain */
 export const DrainRequestSchema = z.strictObject({
   /** Sessions migrated per second; omitted = as fast as the migration concurrency allows. */
@@ -60,6 +46,31 @@ export const DrainRequestSchema = z.strictObject({
   deadlineSeconds: z.number().positive().max(86_400).optional(),
 });
 export type DrainRequest = z.input<typeof DrainRequestSchema>;
+
+/**
+ * PUT /v1/backends: the whole set; a generation lower than the sidecar's is refused (stale writer).
+ * `drain` paces the backends this PUT drains or removes; `settings` (when given) replaces the
+ * runtime settings (config path → value as in its environment variable, see config/managed.ts).
+ */
+export const PutBackendsRequestSchema = z
+  .strictObject({
+    generation: z.number().int().min(1),
+    backends: z.array(BackendInputSchema).max(10_000),
+    drain: DrainRequestSchema.optional(),
+    settings: z.record(z.string(), z.string()).optional(),
+  })
+  .superRefine((body, ctx) => {
+    const seen = new Set<string>();
+    body.backends.forEach((b, i) => {
+      if (seen.has(b.id)) ctx.addIssue({ code: 'custom', path: ['backends', i, 'id'], message: `duplicate backend id "${b.id}"` });
+      seen.add(b.id);
+    });
+    for (const [path, value] of Object.entries(body.settings ?? {})) {
+      const problem = checkManagedSetting(path, value);
+      if (problem) ctx.addIssue({ code: 'custom', path: ['settings', path], message: problem });
+    }
+  });
+export type PutBackendsRequest = z.input<typeof PutBackendsRequestSchema>;
 
 /** POST /v1/sessions/{id}/migrate */
 export const MigrateSessionRequestSchema = z.strictObject({ backend: backendId.optional() });
@@ -97,6 +108,8 @@ export interface BackendsResponse {
 
 export interface PutBackendsResponse {
   generation: number;
+  /** Whether the runtime settings changed (false when the body had none). */
+  settingsChanged: boolean;
   added: string[];
   updated: string[];
   /** Being drained: their sessions migrate, then they are removed. */
@@ -111,6 +124,8 @@ export interface StatusResponse {
   configGeneration: number;
   /** The last generation applied by PUT /v1/backends (0 = none yet). */
   backendsGeneration: number;
+  /** Runtime settings applied through PUT /v1/backends. */
+  settings: Record<string, string>;
   sessions: {
     total: number;
     byBackend: Record<string, number>;

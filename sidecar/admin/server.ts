@@ -243,7 +243,7 @@ export class AdminServer {
       }),
       route('PUT', '/backends', async (req) => {
         const body = parseBody(PutBackendsRequestSchema, await readJson(req));
-        return { status: 200, body: this.putBackends(body.generation, body.backends) };
+        return { status: 200, body: this.putBackends(body) };
       }),
       route('POST', '/backends/{id}/enable', (_req, [bid]) => this.setState(bid!, 'enabled')),
       route('POST', '/backends/{id}/disable', (_req, [bid]) => this.setState(bid!, 'disabled')),
@@ -334,6 +334,7 @@ export class AdminServer {
       uptimeSeconds: Math.round((Date.now() - sc.startedAt) / 1000),
       configGeneration: sc.configGeneration,
       backendsGeneration: sc.backendsGeneration,
+      settings: { ...sc.managedSettings },
       sessions: { total: sc.sessions.size, byBackend, byState },
       frontendPaused: sc.frontendPaused,
     };
@@ -344,20 +345,27 @@ export class AdminServer {
   }
 
   /** The declarative form: same body twice changes nothing; an older generation is refused. */
-  private putBackends(generation: number, defs: z.output<typeof PutBackendsRequestSchema>['backends']): PutBackendsResponse {
+  private putBackends(body: z.output<typeof PutBackendsRequestSchema>): PutBackendsResponse {
     const sc = this.sidecar;
+    const { generation } = body;
     const current = sc.backendsGeneration;
     if (generation < current) {
       throw new AdminError(409, 'stale_generation', `generation ${generation} is older than the applied generation ${current}`, 'generation');
     }
-    const changes = sc.pool.apply(defs, Date.now());
-    const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
+    // Set first: from now on a settings reload must not re-apply the file's backends.
     sc.backendsGeneration = generation;
-    for (const id of changes.toDrain) void sc.migrateAway(id, 'drain');
-    if (changed) {
-      this.log.info({ generation, added: changes.added, updated: changes.updated, removed: changes.removed, reason: 'admin put' }, 'backends replaced');
+    const settingsChanged = body.settings !== undefined && sc.applySettings(body.settings);
+    const changes = sc.pool.apply(body.backends, Date.now());
+    const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
+    const pace = body.drain && { rate: body.drain.rate, deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000 };
+    for (const id of changes.toDrain) void sc.migrateAway(id, 'drain', pace);
+    if (changed || settingsChanged) {
+      this.log.info(
+        { generation, added: changes.added, updated: changes.updated, removed: changes.removed, settings: settingsChanged ? body.settings : undefined, reason: 'admin put' },
+        'backends replaced',
+      );
     }
-    return { generation, added: changes.added, updated: changes.updated, removed: changes.removed, changed };
+    return { generation, settingsChanged, added: changes.added, updated: changes.updated, removed: changes.removed, changed };
   }
 
   private sessions(url: URL): SessionsResponse {

@@ -1,0 +1,220 @@
+// The WsBalancer custom resource: the one definition of its spec (a zod schema with defaults,
+// bounds and descriptions), from which the CRD's openAPIV3Schema in crds/ and docs/crd.md are
+// generated (tools/gen-crd.ts), and with which the operator validates every object it reads — the
+// test API server does not run CEL rules, and a bad spec must change nothing on the sidecars.
+import { z } from 'zod';
+import { checkManagedSetting } from '../../sidecar/config/managed.js';
+
+export const GROUP = 'baton.dev';
+export const VERSION = 'v1alpha1';
+export const API_VERSION = `${GROUP}/${VERSION}`;
+export const KIND = 'WsBalancer';
+export const PLURAL = 'wsbalancers';
+export const FINALIZER = 'baton.dev/finalizer';
+
+/** Annotations a person (or `kubectl baton`) sets; annotations, not spec, so GitOps tools leave them alone. */
+export const ANNOTATIONS = {
+  /** Value: the preview revision to promote (a stale value never promotes a later rollout). */
+  promote: 'baton.dev/promote',
+  /** Value: the preview revision to abort. */
+  abort: 'baton.dev/abort',
+  /** "true": no rollout step is taken (sidecars are still kept in sync). */
+  paused: 'baton.dev/paused',
+} as const;
+
+const dnsLabel = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'must be a DNS label: lowercase letters, digits and "-"');
+const dnsSubdomain = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a DNS subdomain: lowercase letters, digits, "-" and "."');
+const labelKey = z
+  .string()
+  .min(1)
+  .max(316)
+  .regex(/^([a-z0-9]([-a-z0-9.]*[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/, 'must be a label key, e.g. app.kubernetes.io/version');
+const port = z.number().int().min(1).max(65535);
+
+const labelSelector = z
+  .strictObject({
+    matchLabels: z.record(z.string(), z.string()).optional(),
+    matchExpressions: z
+      .array(
+        z.strictObject({
+          key: labelKey,
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
+          values: z.array(z.string()).optional(),
+        }),
+      )
+      .optional(),
+  })
+  .meta({ description: 'A label selector, as in a Deployment.' });
+
+const settings = z
+  .record(z.string(), z.string())
+  .default({})
+  .superRefine((map, ctx) => {
+    for (const [path, value] of Object.entries(map)) {
+      const problem = checkManagedSetting(path, value);
+      if (problem) ctx.addIssue({ code: 'custom', path: [path], message: problem });
+    }
+  })
+  .meta({
+    description:
+      'Sidecar settings applied at runtime through the admin API, keyed by config path with the value as in its environment variable, e.g. {"balancer.algorithm": "consistent-hash", "failover.deadline": "60s"}: keys of the balancer, failover, health and session sections that need no restart (docs/config.md lists them).',
+  });
+
+const prometheusCheck = z.strictObject({
+  address: z.url().meta({ description: 'Prometheus base URL, e.g. http://prometheus.monitoring:9090.' }),
+  query: z.string().min(1).meta({
+    description: 'PromQL that must hold: it passes when the result is non-empty and every value is non-zero (write a comparison, e.g. `sum(rate(errors[1m])) < 1`).',
+  }),
+});
+
+const webhookCheck = z.strictObject({
+  url: z.url().meta({ description: 'POSTed a JSON body {namespace, name, activeRevision, previewRevision}; must answer 2xx.' }),
+  timeoutSeconds: z.number().int().min(1).max(300).default(10),
+});
+
+const blueGreen = z.strictObject({
+  previewMode: z
+    .enum(['standby', 'disabled'])
+    .default('standby')
+    .meta({ description: 'How the preview revision is added to sidecars before promotion: standby (used only if the active revision has no usable backend) or disabled.' }),
+  autoPromotion: z.boolean().default(true).meta({ description: 'Promote automatically once the delay has passed and the checks hold; false waits for the baton.dev/promote annotation.' }),
+  autoPromotionDelaySeconds: z.number().int().min(0).max(86_400).default(30),
+  migrationRate: z.number().min(0.1).max(10_000).default(50).meta({ description: 'Sessions moved per second per sidecar while the old revision drains.' }),
+  drainDeadlineSeconds: z.number().int().min(1).max(86_400).default(600).meta({ description: 'After this, the remaining sessions are moved at once, ignoring the rate.' }),
+  prePromotionChecks: z
+    .strictObject({
+      prometheus: prometheusCheck.optional(),
+      webhook: webhookCheck.optional(),
+    })
+    .optional()
+    .meta({ description: 'Checks that must pass before an automatic promotion; a failed check aborts the rollout.' }),
+});
+
+export const WsBalancerSpecSchema = z.strictObject({
+  sidecarSelector: labelSelector.meta({ description: 'Pods (in this namespace) that run the Baton sidecar.' }),
+  sidecar: z
+    .strictObject({
+      adminPort: port.default(9901).meta({ description: "The sidecar's admin API port on the pod IP." }),
+      adminTokenSecretRef: z
+        .strictObject({
+          name: dnsSubdomain,
+          key: z.string().min(1).max(253).default('token'),
+        })
+        .optional()
+        .meta({ description: 'Secret (in this namespace) holding the admin API bearer token.' }),
+    })
+    .prefault({}),
+  backend: z.strictObject({
+    service: dnsLabel.meta({ description: 'Service whose EndpointSlices (label kubernetes.io/service-name) list the backends.' }),
+    port: z
+      .union([port, z.string().min(1).max(15)])
+      .meta({ description: "A name matches the Service port's name; a number matches the endpoint (target) port, or a slice's only port." }),
+    scheme: z.enum(['ws', 'wss']).default('ws'),
+    revisionLabel: labelKey.default('pod-template-hash').meta({ description: "Pod label whose value names a backend's revision." }),
+    weight: z.number().int().min(1).max(1000).default(1),
+  }),
+  settings,
+  rollout: z
+    .strictObject({
+      strategy: z.enum(['blueGreen']).default('blueGreen'),
+      blueGreen: blueGreen.prefault({}),
+    })
+    .prefault({}),
+});
+
+export type WsBalancerSpec = z.output<typeof WsBalancerSpecSchema>;
+export type BlueGreenSpec = WsBalancerSpec['rollout']['blueGreen'];
+export type LabelSelector = z.output<typeof labelSelector>;
+
+export type Phase = 'Healthy' | 'Progressing' | 'Paused' | 'Degraded';
+export type ConditionType = 'Available' | 'Progressing' | 'Promoted' | 'SidecarsSynced' | 'InvalidSpec';
+export const CONDITION_TYPES: readonly ConditionType[] = ['Available', 'Progressing', 'Promoted', 'SidecarsSynced', 'InvalidSpec'];
+
+export interface Condition {
+  type: ConditionType;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+  observedGeneration?: number;
+}
+
+export interface RevisionStatus {
+  name: string;
+  role: 'active' | 'preview' | 'previous' | 'aborted' | 'other';
+  ready: number;
+  serving: number;
+  terminating: number;
+  sessions: number;
+}
+
+/** Where a blue/green rollout stands; kept in status so a new leader carries on where the old one was. */
+export interface RolloutStatus {
+  /** When the current preview was first seen ready (ISO time). */
+  previewSince?: string;
+  /** When promotion started: the preview is enabled and the active revision drains. */
+  promotingSince?: string;
+  /** Result of the pre-promotion checks for the current preview. */
+  checks?: { result: 'passed' | 'failed'; message: string };
+}
+
+export interface WsBalancerStatus {
+  observedGeneration?: number;
+  phase?: Phase;
+  activeRevision?: string;
+  previewRevision?: string;
+  /** The revision retired by the last promotion; never taken as a new preview while it has endpoints. */
+  previousRevision?: string;
+  /** The revision of an aborted rollout; never taken as a new preview while it has endpoints. */
+  abortedRevision?: string;
+  rollout?: RolloutStatus;
+  revisions?: RevisionStatus[];
+  sessions?: number;
+  sidecars?: { desired: number; synced: number; unreachable: number };
+  /** Generation of the backend set last pushed to the sidecars (PUT /v1/backends). */
+  backendsGeneration?: number;
+  conditions?: Condition[];
+}
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  uid?: string;
+  generation?: number;
+  resourceVersion?: string;
+  deletionTimestamp?: string;
+  finalizers?: string[];
+  annotations?: Record<string, string>;
+  labels?: Record<string, string>;
+}
+
+export interface WsBalancer {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: ObjectMeta;
+  /** Unvalidated: what the API server stored. */
+  spec: unknown;
+  status?: WsBalancerStatus;
+}
+
+export type SpecCheck = { ok: true; spec: WsBalancerSpec } | { ok: false; field: string; message: string };
+
+/** Validates and defaults a stored spec; the first problem names its field as `spec.a.b[0].c`. */
+export function validateSpec(raw: unknown): SpecCheck {
+  const result = WsBalancerSpecSchema.safeParse(raw ?? {});
+  if (result.success) return { ok: true, spec: result.data };
+  const issue = result.error.issues[0]!;
+  const field = issue.path.reduce<string>(
+    (acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : /^[A-Za-z_][A-Za-z0-9_]*$/.test(String(p)) ? `${acc}.${String(p)}` : `${acc}[${JSON.stringify(p)}]`),
+    'spec',
+  );
+  return { ok: false, field, message: `${field}: ${issue.message}` };
+}

@@ -1,0 +1,384 @@
+// The operator's control loop: informers on WsBalancers, EndpointSlices and Pods feed a keyed work
+// queue; each reconcile reads the caches and the sidecars, asks plan.ts what must change, pushes the
+// backend set to every sidecar that differs, records events and writes status when it changed.
+// Only the leader reconciles; a standby keeps its caches warm.
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  DiscoveryApi,
+  PatchStrategy,
+  setHeaderOptions,
+  Watch,
+  type KubeConfig,
+  type V1EndpointSlice,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import { createHash } from 'node:crypto';
+import type { PutBackendsRequest } from '../sidecar/admin/contract.js';
+import type { Logger } from '../sidecar/logger.js';
+import { FINALIZER, GROUP, PLURAL, VERSION, validateSpec, type WsBalancer, type WsBalancerSpec, type WsBalancerStatus } from './api/wsbalancer.js';
+import { runChecks } from './checks.js';
+import { EventRecorder } from './events.js';
+import { Informer, type ListResult } from './informer.js';
+import { LeaderElector } from './leader.js';
+import type { OperatorMetrics } from './metrics.js';
+import {
+  buildStatus,
+  collectEndpoints,
+  desiredBackends,
+  invalidSpecStatus,
+  sessionsByRevision,
+  sidecarHolds,
+  sidecarTargets,
+  statusChanged,
+  stepRollout,
+  type RolloutState,
+} from './plan.js';
+import { WorkQueue } from './queue.js';
+import { observeSidecars, pushSidecars, type SidecarIo } from './sidecars.js';
+
+export interface ControllerOptions {
+  kubeConfig: KubeConfig;
+  /** Watch only this namespace; undefined = all namespaces. */
+  namespace?: string;
+  /** This replica's name in the lease and in events (the pod name in a cluster). */
+  identity: string;
+  /** null: no election, this replica always leads (a single replica, or tests). */
+  leaderElection: { namespace: string; name: string; leaseDurationSeconds: number; retryPeriodMs: number } | null;
+  /** A WsBalancer with nothing in motion is looked at again this often (catches missed changes). */
+  resyncMs: number;
+  sidecar: Omit<SidecarIo, 'token'>;
+  /** WsBalancers reconciled at the same time. */
+  concurrency: number;
+  metrics: OperatorMetrics;
+  log: Logger;
+}
+
+const ENDPOINTSLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
+/** How long an admin token read from its Secret is reused. */
+const TOKEN_CACHE_MS = 10_000;
+
+type Key = string;
+const keyOf = (namespace: string, name: string): Key => `${namespace}/${name}`;
+
+export class Controller {
+  private readonly custom: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly watch: Watch;
+  private readonly events: EventRecorder;
+  private readonly queue: WorkQueue;
+  private readonly elector: LeaderElector | null;
+  private balancers!: Informer<WsBalancer>;
+  private slices!: Informer<V1EndpointSlice>;
+  private pods!: Informer<V1Pod>;
+  /** discovery.k8s.io version the server serves: v1, or v1beta1 before Kubernetes 1.21. */
+  endpointSliceVersion = 'v1';
+  /** The last backend set pushed per WsBalancer and its generation. */
+  private readonly pushed = new Map<Key, { hash: string; generation: number }>();
+  /** The object as this replica last wrote it: newer than the cache until the watch catches up. */
+  private readonly written = new Map<Key, WsBalancer>();
+  private readonly tokens = new Map<string, { token: string | undefined; readAt: number }>();
+  private readonly log: Logger;
+
+  constructor(private readonly opts: ControllerOptions) {
+    const kc = opts.kubeConfig;
+    this.log = opts.log;
+    this.custom = kc.makeApiClient(CustomObjectsApi);
+    this.core = kc.makeApiClient(CoreV1Api);
+    this.watch = new Watch(kc);
+    this.events = new EventRecorder(kc, opts.identity, opts.log);
+    this.queue = new WorkQueue(
+      { concurrency: opts.concurrency, retry: { initial: 200, max: 60_000 }, onDepth: (d) => opts.metrics.queueDepth.set(d) },
+      (key) => this.process(key),
+    );
+    this.elector = opts.leaderElection
+      ? new LeaderElector(kc, { identity: opts.identity, ...opts.leaderElection }, opts.log, (leading) => {
+          opts.metrics.leader.set(leading ? 1 : 0);
+          // A new leader looks at everything; one that lost the lease just stops acting.
+          if (leading) this.enqueueAll();
+        })
+      : null;
+  }
+
+  get isLeader(): boolean {
+    return this.elector ? this.elector.isLeader : true;
+  }
+
+  /** Every informer has listed once. */
+  get isReady(): boolean {
+    return this.balancers?.isSynced && this.slices?.isSynced && this.pods?.isSynced;
+  }
+
+  async start(): Promise<void> {
+    this.endpointSliceVersion = await this.detectEndpointSliceVersion();
+    const ns = this.opts.namespace;
+    const base = (group: string, version: string) => (group ? `/apis/${group}/${version}` : `/api/${version}`);
+    const path = (group: string, version: string, plural: string) => `${base(group, version)}${ns ? `/namespaces/${ns}` : ''}/${plural}`;
+    const listCustom = <T>(group: string, version: string, plural: string, labelSelector?: string) => (): Promise<ListResult<T>> =>
+      ns
+        ? this.custom.listNamespacedCustomObject({ group, version, namespace: ns, plural, labelSelector })
+        : this.custom.listClusterCustomObject({ group, version, plural, labelSelector });
+    const common = { watch: this.watch, log: this.log };
+    const restarted = (resource: string) => () => this.opts.metrics.informerRestarts.inc({ resource });
+
+    this.balancers = new Informer<WsBalancer>({
+      ...common,
+      resource: 'wsbalancers',
+      path: path(GROUP, VERSION, PLURAL),
+      list: listCustom(GROUP, VERSION, PLURAL),
+      onRestart: restarted('wsbalancers'),
+    });
+    this.slices = new Informer<V1EndpointSlice>({
+      ...common,
+      resource: 'endpointslices',
+      path: path('discovery.k8s.io', this.endpointSliceVersion, 'endpointslices'),
+      list: listCustom('discovery.k8s.io', this.endpointSliceVersion, 'endpointslices', ENDPOINTSLICE_SERVICE_LABEL),
+      labelSelector: ENDPOINTSLICE_SERVICE_LABEL,
+      onRestart: restarted('endpointslices'),
+    });
+    this.pods = new Informer<V1Pod>({
+      ...common,
+      resource: 'pods',
+      path: path('', 'v1', 'pods'),
+      list: () => (ns ? this.core.listNamespacedPod({ namespace: ns }) : this.core.listPodForAllNamespaces()),
+      onRestart: restarted('pods'),
+    });
+
+    this.balancers.onChange((b) => this.queue.add(keyOf(b.metadata.namespace, b.metadata.name)));
+    this.slices.onChange((s) => {
+      const service = s.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL];
+      for (const b of this.balancers.list(s.metadata?.namespace)) {
+        if ((b.spec as Partial<WsBalancerSpec> | undefined)?.backend?.service === service) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
+      }
+    });
+    // Pods are sidecars or backends of any WsBalancer in their namespace; telling which costs more
+    // than a reconcile that finds nothing to do.
+    this.pods.onChange((p) => {
+      for (const b of this.balancers.list(p.metadata?.namespace)) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
+    });
+    this.balancers.start();
+    this.slices.start();
+    this.pods.start();
+    this.elector?.start();
+    if (!this.elector) this.opts.metrics.leader.set(1);
+  }
+
+  async stop(): Promise<void> {
+    this.queue.stop();
+    await this.queue.idle();
+    await Promise.all([this.balancers?.stop(), this.slices?.stop(), this.pods?.stop()]);
+    await this.elector?.stop();
+  }
+
+  private enqueueAll(): void {
+    for (const b of this.balancers?.list() ?? []) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
+  }
+
+  private async detectEndpointSliceVersion(): Promise<string> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const group = await this.opts.kubeConfig.makeApiClient(DiscoveryApi).getAPIGroup();
+        return group.versions.some((v) => v.version === 'v1') ? 'v1' : 'v1beta1';
+      } catch (err) {
+        if (attempt >= 30) throw err;
+        this.log.warn({ err: (err as Error).message }, 'cannot read the discovery.k8s.io API group yet; retrying');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  // ---- one reconcile ---------------------------------------------------------------------------
+
+  private async process(key: Key): Promise<void> {
+    if (!this.isLeader) return;
+    const started = process.hrtime.bigint();
+    try {
+      const requeueAfterMs = await this.reconcile(key);
+      this.queue.forget(key);
+      if (requeueAfterMs !== undefined) this.queue.addAfter(key, requeueAfterMs);
+    } catch (err) {
+      const conflict = (err as { code?: number }).code === 409;
+      this.opts.metrics.reconciles.inc({ result: conflict ? 'conflict' : 'error' });
+      // A conflict only means the object moved on: look again at once, no backoff.
+      if (conflict) this.queue.add(key);
+      else {
+        this.log.warn({ wsbalancer: key, err: (err as Error).message }, 'reconcile failed; retrying with backoff');
+        this.queue.addRateLimited(key);
+      }
+    } finally {
+      this.opts.metrics.reconcileDuration.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    }
+  }
+
+  /** The newest copy of the object: the cache, or what this replica wrote if the watch lags. */
+  private current(namespace: string, name: string): WsBalancer | undefined {
+    const cached = this.balancers.get(namespace, name);
+    const mine = this.written.get(keyOf(namespace, name));
+    if (!cached || !mine || cached.metadata.uid !== mine.metadata.uid) return cached;
+    // resourceVersions are etcd revisions; compared only to tell which of two copies is newer.
+    return BigInt(mine.metadata.resourceVersion ?? '0') > BigInt(cached.metadata.resourceVersion ?? '0') ? mine : cached;
+  }
+
+  /** Returns when to look again (ms), or undefined for the regular resync. */
+  private async reconcile(key: Key): Promise<number | undefined> {
+    const [namespace, name] = key.split('/') as [string, string];
+    const wsb = this.current(namespace, name);
+    if (!wsb) {
+      this.forget(key, namespace, name);
+      return undefined;
+    }
+    if (wsb.metadata.deletionTimestamp) {
+      // Sidecars keep serving their last backend set; nothing else to clean up.
+      if (wsb.metadata.finalizers?.includes(FINALIZER)) await this.setFinalizer(wsb, false);
+      this.forget(key, namespace, name);
+      this.opts.metrics.reconciles.inc({ result: 'success' });
+      return undefined;
+    }
+    if (!wsb.metadata.finalizers?.includes(FINALIZER)) {
+      await this.setFinalizer(wsb, true);
+      return 0;
+    }
+
+    const now = Date.now();
+    const previous = wsb.status ?? {};
+    const checked = validateSpec(wsb.spec);
+    if (!checked.ok) {
+      const status = invalidSpecStatus(previous, wsb.metadata.generation, checked.message, now);
+      if (statusChanged(previous, status)) {
+        await this.writeStatus(wsb, status);
+        await this.events.record(wsb.metadata, 'Warning', 'InvalidSpec', checked.message);
+      }
+      this.opts.metrics.reconciles.inc({ result: 'invalid' });
+      return undefined;
+    }
+    const spec = checked.spec;
+    const annotations = wsb.metadata.annotations ?? {};
+
+    const slices = this.slices.list(namespace).filter((s) => s.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL] === spec.backend.service);
+    const endpoints = collectEndpoints(slices, (pod) => this.pods.get(namespace, pod), spec);
+    const targets = sidecarTargets(this.pods.list(namespace), namespace, spec);
+    const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(namespace, spec) };
+
+    const state: RolloutState = {
+      activeRevision: previous.activeRevision,
+      previewRevision: previous.previewRevision,
+      previousRevision: previous.previousRevision,
+      abortedRevision: previous.abortedRevision,
+      rollout: previous.rollout,
+    };
+    for (const k of Object.keys(state) as Array<keyof RolloutState>) if (state[k] === undefined) delete state[k];
+
+    const observed = await observeSidecars(targets, io);
+    const views = observed.flatMap((o) => (o.view ? [o.view] : []));
+    const sessions = sessionsByRevision(views);
+    const before = desiredBackends(spec, endpoints, state);
+    const synced = observed.every((o) => o.view && sidecarHolds(o.view, before));
+
+    const rolloutInput = { spec, annotations, state, endpoints, sessionsByRevision: sessions, sidecarsSynced: synced, now };
+    let step = stepRollout(rolloutInput);
+    if (step.checksDue && step.state.previewRevision !== undefined) {
+      const checks = await runChecks(spec, { namespace, name, activeRevision: step.state.activeRevision, previewRevision: step.state.previewRevision });
+      const first = step;
+      step = stepRollout({ ...rolloutInput, state: { ...first.state, rollout: { ...first.state.rollout, checks } } });
+      step.events.unshift(...first.events);
+    }
+
+    // Push the backend set to every sidecar that does not hold it yet.
+    const backends = desiredBackends(spec, endpoints, step.state);
+    const bg = spec.rollout.blueGreen;
+    const drain = { rate: bg.migrationRate, deadlineSeconds: bg.drainDeadlineSeconds };
+    const hash = createHash('sha256').update(JSON.stringify({ backends, settings: spec.settings, drain })).digest('hex');
+    let last = this.pushed.get(key);
+    if (!last || last.hash !== hash) {
+      const highest = Math.max(previous.backendsGeneration ?? 0, last?.generation ?? 0, ...views.map((v) => v.generation));
+      last = { hash, generation: highest + 1 };
+      this.pushed.set(key, last);
+    }
+    const body: PutBackendsRequest = { generation: last.generation, backends, settings: spec.settings, drain };
+    const stale = observed.filter((o) => o.view && !(o.view.generation === last.generation && sidecarHolds(o.view, backends)));
+    if (!this.isLeader) return undefined;
+    const pushes = await pushSidecars(stale.map((o) => o.target), body, io);
+    let failed = observed.filter((o) => !o.view).map((o) => `${o.target.name}: ${o.error}`);
+    for (const p of pushes) {
+      this.opts.metrics.pushes.inc({ result: p.ok ? 'success' : 'failure' });
+      if (!p.ok) failed.push(`${p.target.name}: ${p.error}`);
+    }
+    const unreachable = failed.length;
+    if (unreachable > 0) {
+      failed = failed.slice(0, 5);
+      await this.events.record(wsb.metadata, 'Warning', 'SidecarSyncFailed', `${unreachable} of ${targets.length} sidecars not synced: ${failed.join('; ')}`);
+    }
+
+    const status = buildStatus({
+      generation: wsb.metadata.generation,
+      annotations,
+      spec,
+      previous,
+      state: step.state,
+      endpoints,
+      sessionsByRevision: sessions,
+      sidecars: { desired: targets.length, synced: targets.length - unreachable, unreachable },
+      backendsGeneration: last.generation,
+      now,
+    });
+    if (statusChanged(previous, status)) await this.writeStatus(wsb, status);
+    this.opts.metrics.observeStatus(namespace, name, status);
+    // Events only once the step they report is stored (a failed write repeats the step).
+    for (const e of step.events) {
+      this.opts.metrics.rolloutEvents.inc({ namespace, wsbalancer: name, reason: e.reason });
+      await this.events.record(wsb.metadata, e.type, e.reason, e.note);
+    }
+    this.opts.metrics.reconciles.inc({ result: 'success' });
+    if (unreachable > 0) throw Object.assign(new Error(`${unreachable} sidecars not synced`), { code: 503 });
+    return step.requeueAfterMs ?? this.opts.resyncMs;
+  }
+
+  private forget(key: Key, namespace: string, name: string): void {
+    this.pushed.delete(key);
+    this.written.delete(key);
+    this.opts.metrics.forget(namespace, name);
+  }
+
+  private async setFinalizer(wsb: WsBalancer, present: boolean): Promise<void> {
+    const others = (wsb.metadata.finalizers ?? []).filter((f) => f !== FINALIZER);
+    const updated = (await this.custom.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace: wsb.metadata.namespace,
+        plural: PLURAL,
+        name: wsb.metadata.name,
+        // The resourceVersion makes this a compare-and-swap: a conflict reconciles again.
+        body: { metadata: { finalizers: present ? [...others, FINALIZER] : others, resourceVersion: wsb.metadata.resourceVersion } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    )) as WsBalancer;
+    this.written.set(keyOf(wsb.metadata.namespace, wsb.metadata.name), updated);
+  }
+
+  private async writeStatus(wsb: WsBalancer, status: WsBalancerStatus): Promise<void> {
+    const updated = (await this.custom.replaceNamespacedCustomObjectStatus({
+      group: GROUP,
+      version: VERSION,
+      namespace: wsb.metadata.namespace,
+      plural: PLURAL,
+      name: wsb.metadata.name,
+      body: { ...wsb, status },
+    })) as WsBalancer;
+    this.written.set(keyOf(wsb.metadata.namespace, wsb.metadata.name), updated);
+  }
+
+  private async adminToken(namespace: string, spec: WsBalancerSpec): Promise<string | undefined> {
+    const ref = spec.sidecar.adminTokenSecretRef;
+    if (!ref) return undefined;
+    const cacheKey = `${namespace}/${ref.name}/${ref.key}`;
+    const cached = this.tokens.get(cacheKey);
+    if (cached && Date.now() - cached.readAt < TOKEN_CACHE_MS) return cached.token;
+    const secret = await this.core.readNamespacedSecret({ namespace, name: ref.name });
+    const encoded = secret.data?.[ref.key];
+    if (encoded === undefined) throw new Error(`secret ${namespace}/${ref.name} has no key "${ref.key}"`);
+    const token = Buffer.from(encoded, 'base64').toString('utf8').trim();
+    this.tokens.set(cacheKey, { token, readAt: Date.now() });
+    return token;
+  }
+}

@@ -1,0 +1,81 @@
+// The operator's settings: one table of command-line flags, each with an environment variable and
+// a default, parsed by the same value types as the sidecar's config (docs/operator.md lists them).
+import { hostname } from 'node:os';
+import { address, bool, duration, int, oneOf, str, type Parsed, type ValueType } from '../sidecar/config/schema.js';
+import type { HostPort, LogLevel } from '../sidecar/config/types.js';
+
+export interface OperatorOptions {
+  kubeconfig: string;
+  namespace: string;
+  metricsAddress: HostPort;
+  leaderElect: boolean;
+  leaseNamespace: string;
+  leaseName: string;
+  leaseDuration: number;
+  leaseRetryPeriod: number;
+  identity: string;
+  resync: number;
+  sidecarTimeout: number;
+  sidecarConcurrency: number;
+  sidecarAttempts: number;
+  concurrency: number;
+  logLevel: LogLevel;
+}
+
+interface OptionDef<K extends keyof OperatorOptions = keyof OperatorOptions> {
+  key: K;
+  flag: string;
+  env: string;
+  type: ValueType<OperatorOptions[K]>;
+  default: (env: NodeJS.ProcessEnv) => OperatorOptions[K];
+  doc: string;
+}
+
+const opt = <K extends keyof OperatorOptions>(
+  key: K,
+  flag: string,
+  env: string,
+  type: ValueType<OperatorOptions[K]>,
+  dflt: OperatorOptions[K] | ((env: NodeJS.ProcessEnv) => OperatorOptions[K]),
+  doc: string,
+): OptionDef<K> => ({ key, flag, env, type, default: typeof dflt === 'function' ? dflt : () => dflt, doc });
+
+export const OPTIONS: ReadonlyArray<OptionDef> = [
+  opt('kubeconfig', 'kubeconfig', 'KUBECONFIG', str(), '', 'Kubeconfig file; empty = the in-cluster service account (or ~/.kube/config outside a cluster).'),
+  opt('namespace', 'namespace', 'BATON_OPERATOR_NAMESPACE', str(), '', 'Watch only this namespace; empty = all namespaces.'),
+  opt('metricsAddress', 'metrics-address', 'BATON_OPERATOR_METRICS_ADDRESS', address(), { host: '0.0.0.0', port: 8080 }, 'Address of /metrics, /healthz and /readyz.'),
+  opt('leaderElect', 'leader-elect', 'BATON_OPERATOR_LEADER_ELECT', bool(), true, 'Elect one leader among replicas with a Lease; false = this replica always acts.'),
+  opt('leaseNamespace', 'lease-namespace', 'BATON_OPERATOR_LEASE_NAMESPACE', str(), (env) => env.POD_NAMESPACE || 'default', 'Namespace of the leader Lease (default: $POD_NAMESPACE, else "default").'),
+  opt('leaseName', 'lease-name', 'BATON_OPERATOR_LEASE_NAME', str(), 'baton-operator', 'Name of the leader Lease.'),
+  opt('leaseDuration', 'lease-duration', 'BATON_OPERATOR_LEASE_DURATION', duration({ min: 1000 }), 15_000, 'A standby takes over after the leader has not renewed for this long.'),
+  opt('leaseRetryPeriod', 'lease-retry-period', 'BATON_OPERATOR_LEASE_RETRY_PERIOD', duration({ min: 100 }), 2000, 'How often the lease is renewed (leader) or tried (standby).'),
+  opt('identity', 'identity', 'BATON_OPERATOR_IDENTITY', str(), (env) => env.POD_NAME || `${hostname()}-${process.pid}`, 'This replica in the Lease and in events (default: $POD_NAME).'),
+  opt('resync', 'resync', 'BATON_OPERATOR_RESYNC', duration({ min: 1000 }), 30_000, 'A WsBalancer with nothing in motion is reconciled again this often.'),
+  opt('sidecarTimeout', 'sidecar-timeout', 'BATON_OPERATOR_SIDECAR_TIMEOUT', duration({ min: 100 }), 5000, 'Timeout of each admin API request to a sidecar.'),
+  opt('sidecarConcurrency', 'sidecar-concurrency', 'BATON_OPERATOR_SIDECAR_CONCURRENCY', int(1, 1000), 16, 'Sidecars of one WsBalancer called at the same time.'),
+  opt('sidecarAttempts', 'sidecar-attempts', 'BATON_OPERATOR_SIDECAR_ATTEMPTS', int(1, 20), 3, 'Attempts per sidecar request within one reconcile (retried with backoff).'),
+  opt('concurrency', 'concurrency', 'BATON_OPERATOR_CONCURRENCY', int(1, 100), 4, 'WsBalancers reconciled at the same time.'),
+  opt('logLevel', 'log-level', 'BATON_LOG_LEVEL', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const), 'info', 'Log level.'),
+];
+
+export type OptionsResult = { ok: true; options: OperatorOptions } | { ok: false; problems: string[] };
+
+/** Flags win over environment variables, which win over defaults; every problem is reported. */
+export function parseOptions(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): OptionsResult {
+  const problems: string[] = [];
+  const known = new Set(OPTIONS.map((o) => o.flag));
+  for (const f of Object.keys(flags)) if (!known.has(f)) problems.push(`--${f}: unknown option`);
+  const out: Record<string, unknown> = {};
+  for (const o of OPTIONS) {
+    const fromFlag = flags[o.flag];
+    const raw = fromFlag ?? env[o.env];
+    if (raw === undefined || raw === '') {
+      out[o.key] = o.default(env);
+      continue;
+    }
+    const parsed = o.type.parse(raw, 'env') as Parsed<unknown>;
+    if (parsed.ok) out[o.key] = parsed.value;
+    else problems.push(`${fromFlag !== undefined ? `--${o.flag}` : o.env}: ${parsed.problems.map((p) => p.message).join('; ')}`);
+  }
+  return problems.length ? { ok: false, problems } : { ok: true, options: out as unknown as OperatorOptions };
+}

@@ -1,0 +1,509 @@
+// The operator's decisions, as pure functions of what the caches and the sidecars show: which
+// endpoints a WsBalancer has, which backend set every sidecar must hold, the next blue/green step,
+// and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
+import type { V1EndpointSlice, V1LabelSelector, V1Pod } from '@kubernetes/client-node';
+import type { BackendInput, BackendsResponse } from '../sidecar/admin/contract.js';
+import {
+  ANNOTATIONS,
+  type Condition,
+  type ConditionType,
+  type Phase,
+  type RevisionStatus,
+  type RolloutStatus,
+  type WsBalancerSpec,
+  type WsBalancerStatus,
+} from './api/wsbalancer.js';
+
+// ---- label selectors ---------------------------------------------------------------------------
+
+/** Kubernetes label-selector semantics; an empty selector matches everything. */
+export function matchesSelector(labels: Record<string, string> | undefined, selector: V1LabelSelector): boolean {
+  const l = labels ?? {};
+  for (const [k, v] of Object.entries(selector.matchLabels ?? {})) if (l[k] !== v) return false;
+  for (const e of selector.matchExpressions ?? []) {
+    const has = Object.hasOwn(l, e.key);
+    const inValues = has && (e.values ?? []).includes(l[e.key]!);
+    if (e.operator === 'In' && !inValues) return false;
+    if (e.operator === 'NotIn' && inValues) return false;
+    if (e.operator === 'Exists' && !has) return false;
+    if (e.operator === 'DoesNotExist' && has) return false;
+  }
+  return true;
+}
+
+function isPodReady(pod: V1Pod): boolean {
+  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+}
+
+// ---- sidecars ----------------------------------------------------------------------------------
+
+export interface SidecarTarget {
+  /** Pod name. */
+  name: string;
+  uid: string;
+  /** http://podIP:adminPort */
+  adminUrl: string;
+}
+
+/** The ready pods of the balancer's namespace that run the sidecar: where the backend set is pushed. */
+export function sidecarTargets(pods: readonly V1Pod[], namespace: string, spec: WsBalancerSpec): SidecarTarget[] {
+  const out: SidecarTarget[] = [];
+  for (const pod of pods) {
+    const ip = pod.status?.podIP;
+    if (pod.metadata?.namespace !== namespace || !ip || !isPodReady(pod)) continue;
+    if (!matchesSelector(pod.metadata.labels, spec.sidecarSelector)) continue;
+    out.push({ name: pod.metadata.name!, uid: pod.metadata.uid ?? pod.metadata.name!, adminUrl: `http://${hostOf(ip)}:${spec.sidecar.adminPort}` });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+const hostOf = (ip: string): string => (ip.includes(':') ? `[${ip}]` : ip);
+
+// ---- endpoints ---------------------------------------------------------------------------------
+
+export interface BackendEndpoint {
+  /** Backend id on the sidecars: the pod name, or ip-port for an endpoint without a pod. */
+  id: string;
+  url: string;
+  pod?: string;
+  /** Value of the revision label on the endpoint's pod ("" when unlabelled or unknown). */
+  revision: string;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+}
+
+/**
+ * The backend Service's endpoints, from its EndpointSlices (v1 or v1beta1: the fields read here are
+ * the same) and each endpoint's pod for its revision. A port name matches the Service port's name;
+ * a number matches the endpoint (target) port, or is taken as the slice's only port.
+ */
+export function collectEndpoints(
+  slices: readonly V1EndpointSlice[],
+  podByName: (name: string) => V1Pod | undefined,
+  spec: WsBalancerSpec,
+): BackendEndpoint[] {
+  const byId = new Map<string, BackendEndpoint>();
+  for (const slice of slices) {
+    const ports = slice.ports ?? [];
+    const port =
+      typeof spec.backend.port === 'string'
+        ? ports.find((p) => p.name === spec.backend.port)
+        : (ports.find((p) => p.port === spec.backend.port) ?? (ports.length === 1 ? ports[0] : undefined));
+    if (port?.port === undefined) continue;
+    for (const ep of slice.endpoints ?? []) {
+      const ip = ep.addresses[0];
+      if (!ip) continue;
+      const podName = ep.targetRef?.kind === 'Pod' ? ep.targetRef.name : undefined;
+      const pod = podName ? podByName(podName) : undefined;
+      // Per the API, an unset condition means ready / serving = ready / not terminating.
+      const ready = ep.conditions?.ready ?? true;
+      const endpoint: BackendEndpoint = {
+        id: podName ?? `${ip}-${port.port}`,
+        url: `${spec.backend.scheme}://${hostOf(ip)}:${port.port}`,
+        revision: pod?.metadata?.labels?.[spec.backend.revisionLabel] ?? '',
+        ready,
+        serving: ep.conditions?.serving ?? ready,
+        terminating: ep.conditions?.terminating ?? false,
+        ...(podName ? { pod: podName } : {}),
+      };
+      // The same endpoint may sit in two slices while the controller moves it; the ready copy wins.
+      const seen = byId.get(endpoint.id);
+      if (!seen || (!seen.ready && endpoint.ready)) byId.set(endpoint.id, endpoint);
+    }
+  }
+  return [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+}
+
+interface RevisionCounts {
+  ready: number;
+  serving: number;
+  terminating: number;
+  total: number;
+}
+
+function countByRevision(endpoints: readonly BackendEndpoint[]): Map<string, RevisionCounts> {
+  const counts = new Map<string, RevisionCounts>();
+  for (const ep of endpoints) {
+    let c = counts.get(ep.revision);
+    if (!c) counts.set(ep.revision, (c = { ready: 0, serving: 0, terminating: 0, total: 0 }));
+    c.total++;
+    if (ep.ready && !ep.terminating) c.ready++;
+    if (ep.serving) c.serving++;
+    if (ep.terminating) c.terminating++;
+  }
+  return counts;
+}
+
+// ---- the rollout -------------------------------------------------------------------------------
+
+/** The rollout part of the status: what stepRollout reads and writes. */
+export type RolloutState = Pick<WsBalancerStatus, 'activeRevision' | 'previewRevision' | 'previousRevision' | 'abortedRevision' | 'rollout'>;
+
+export interface RolloutEvent {
+  reason: 'PreviewDetected' | 'PromotionStarted' | 'SessionsMigrated' | 'Promoted' | 'Aborted';
+  note: string;
+  type: 'Normal' | 'Warning';
+}
+
+export interface RolloutInput {
+  spec: WsBalancerSpec;
+  annotations: Record<string, string>;
+  state: RolloutState;
+  endpoints: readonly BackendEndpoint[];
+  /** Sessions per revision, summed over the sidecars that answered. */
+  sessionsByRevision: ReadonlyMap<string, number>;
+  /** Every ready sidecar answered and already holds the backend set of `state`. */
+  sidecarsSynced: boolean;
+  now: number;
+}
+
+export interface RolloutStep {
+  state: RolloutState;
+  events: RolloutEvent[];
+  /** The delay has passed and pre-promotion checks are configured but not yet run for this preview. */
+  checksDue: boolean;
+  /** Look again after this long even if nothing changes (a delay to expire, sessions to move). */
+  requeueAfterMs?: number;
+}
+
+export const hasChecks = (spec: WsBalancerSpec): boolean =>
+  Boolean(spec.rollout.blueGreen.prePromotionChecks?.prometheus || spec.rollout.blueGreen.prePromotionChecks?.webhook);
+
+export const isPaused = (annotations: Record<string, string>): boolean => annotations[ANNOTATIONS.paused] === 'true';
+
+/** How often a rollout in motion is looked at again: the sidecars' session counts change without events. */
+export const PROGRESS_POLL_MS = 1000;
+
+/**
+ * One step of the blue/green state machine. The active revision serves; a newly ready revision
+ * becomes the preview; promotion enables it and drains the active one; once no session is left on
+ * the old revision the preview becomes active. Abort returns everything to the active revision.
+ */
+export function stepRollout(input: RolloutInput): RolloutStep {
+  const { spec, annotations, endpoints, now } = input;
+  const state: RolloutState = structuredClone(input.state);
+  const events: RolloutEvent[] = [];
+  const counts = countByRevision(endpoints);
+  const ready = (rev: string | undefined): number => (rev === undefined ? 0 : (counts.get(rev)?.ready ?? 0));
+  const present = (rev: string | undefined): boolean => rev !== undefined && (counts.get(rev)?.total ?? 0) > 0;
+  const result = (extra: Partial<RolloutStep> = {}): RolloutStep => ({ state, events, checksDue: false, ...extra });
+
+  // Retired revisions are remembered only while they still have endpoints.
+  if (!present(state.previousRevision)) delete state.previousRevision;
+  if (!present(state.abortedRevision)) delete state.abortedRevision;
+
+  // Candidates for a preview: ready revisions the balancer has not served or rejected before.
+  const candidates = [...counts.entries()]
+    .filter(([rev, c]) => c.ready > 0 && rev !== state.activeRevision && rev !== state.previewRevision && rev !== state.previousRevision && rev !== state.abortedRevision)
+    .sort(([ra, a], [rb, b]) => b.ready - a.ready || ra.localeCompare(rb));
+
+  if (state.activeRevision === undefined) {
+    const first = candidates[0];
+    if (first) state.activeRevision = first[0];
+    return result();
+  }
+
+  const active = state.activeRevision;
+  const preview = state.previewRevision;
+  const promote = (why: string): void => {
+    events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${state.previewRevision} is active (${why})` });
+    state.previousRevision = active;
+    state.activeRevision = state.previewRevision!;
+    delete state.previewRevision;
+    delete state.rollout;
+  };
+
+  // The active revision is gone (e.g. a rolling update replaced every pod): nothing is left to
+  // protect, so the preview, or else the largest ready revision, takes over at once.
+  if (ready(active) === 0 && (counts.get(active)?.serving ?? 0) === 0) {
+    if (preview !== undefined && ready(preview) > 0) {
+      promote(`revision ${active} has no ready endpoint left`);
+      return result();
+    }
+    const replacement = candidates[0];
+    if (preview === undefined && replacement) {
+      state.previousRevision = active;
+      state.activeRevision = replacement[0];
+      events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${replacement[0]} is active (revision ${active} has no ready endpoint left)` });
+    }
+    return result();
+  }
+
+  if (preview === undefined) {
+    const next = candidates[0];
+    if (!next) return result();
+    state.previewRevision = next[0];
+    state.rollout = { previewSince: new Date(now).toISOString() };
+    events.push({ reason: 'PreviewDetected', type: 'Normal', note: `revision ${next[0]} is ready (${next[1].ready} endpoints); revision ${active} stays active` });
+    return result(stepPreview(spec, annotations, state, events, ready, now));
+  }
+
+  if (!present(preview)) {
+    events.push({ reason: 'Aborted', type: 'Warning', note: `preview revision ${preview} has no endpoints left; revision ${active} stays active` });
+    delete state.previewRevision;
+    delete state.rollout;
+    return result();
+  }
+
+  if (state.rollout?.promotingSince !== undefined) {
+    if (annotations[ANNOTATIONS.abort] === preview) {
+      abort(state, events, 'the baton.dev/abort annotation');
+      return result();
+    }
+    const left = input.sessionsByRevision.get(active) ?? 0;
+    if (input.sidecarsSynced && left === 0) {
+      events.push({ reason: 'SessionsMigrated', type: 'Normal', note: `no session is left on revision ${active}` });
+      promote(`promoted after ${Math.round((now - Date.parse(state.rollout.promotingSince)) / 1000)}s of migration`);
+      return result();
+    }
+    return result({ requeueAfterMs: PROGRESS_POLL_MS });
+  }
+  return result(stepPreview(spec, annotations, state, events, ready, now));
+}
+
+/** A preview that is not yet promoting: abort, wait, run the checks, or start the promotion. */
+function stepPreview(
+  spec: WsBalancerSpec,
+  annotations: Record<string, string>,
+  state: RolloutState,
+  events: RolloutEvent[],
+  ready: (rev: string | undefined) => number,
+  now: number,
+): Partial<RolloutStep> {
+  const bg = spec.rollout.blueGreen;
+  const preview = state.previewRevision!;
+  const rollout: RolloutStatus = (state.rollout ??= { previewSince: new Date(now).toISOString() });
+  if (annotations[ANNOTATIONS.abort] === preview) {
+    abort(state, events, 'the baton.dev/abort annotation');
+    return {};
+  }
+  if (rollout.checks?.result === 'failed') {
+    abort(state, events, `a pre-promotion check failed: ${rollout.checks.message}`);
+    return {};
+  }
+  if (isPaused(annotations) || ready(preview) === 0) return {};
+  const start = (why: string): Partial<RolloutStep> => {
+    rollout.promotingSince = new Date(now).toISOString();
+    events.push({
+      reason: 'PromotionStarted',
+      type: 'Normal',
+      note: `${why}: revision ${preview} enabled, revision ${state.activeRevision} draining at ${bg.migrationRate} sessions/s per sidecar`,
+    });
+    return { requeueAfterMs: PROGRESS_POLL_MS };
+  };
+  if (annotations[ANNOTATIONS.promote] === preview) return start('promoted by the baton.dev/promote annotation');
+  if (!bg.autoPromotion) return {};
+  const dueAt = Date.parse(rollout.previewSince!) + bg.autoPromotionDelaySeconds * 1000;
+  if (now < dueAt) return { requeueAfterMs: dueAt - now };
+  if (hasChecks(spec) && rollout.checks?.result !== 'passed') return { checksDue: true };
+  return start(hasChecks(spec) ? 'automatic promotion, checks passed' : 'automatic promotion');
+}
+
+function abort(state: RolloutState, events: RolloutEvent[], why: string): void {
+  events.push({ reason: 'Aborted', type: 'Warning', note: `rollout of revision ${state.previewRevision} aborted by ${why}; revision ${state.activeRevision} stays active` });
+  state.abortedRevision = state.previewRevision!;
+  delete state.previewRevision;
+  delete state.rollout;
+}
+
+// ---- the backend set ---------------------------------------------------------------------------
+
+/**
+ * The backend set every sidecar holds. The active revision is enabled (draining while a promotion
+ * moves its sessions); the preview is standby or disabled until promoted, then enabled. Endpoints of
+ * other revisions are left out, so sidecars drain and then drop them. Endpoint conditions come first:
+ * a terminating endpoint drains, a not-ready one takes no new sessions.
+ */
+export function desiredBackends(spec: WsBalancerSpec, endpoints: readonly BackendEndpoint[], state: RolloutState): BackendInput[] {
+  const promoting = state.rollout?.promotingSince !== undefined;
+  const out: BackendInput[] = [];
+  for (const ep of endpoints) {
+    let role: 'serve' | 'preview' | 'drain';
+    if (state.activeRevision === undefined) role = 'serve';
+    else if (ep.revision === state.activeRevision) role = promoting ? 'drain' : 'serve';
+    else if (ep.revision === state.previewRevision) role = promoting ? 'serve' : 'preview';
+    else continue;
+    const standby = role === 'preview' && spec.rollout.blueGreen.previewMode === 'standby';
+    let backendState: BackendInput['state'];
+    if (ep.terminating || role === 'drain') backendState = 'draining';
+    else if (!ep.ready || (role === 'preview' && !standby)) backendState = 'disabled';
+    else backendState = 'enabled';
+    out.push({
+      id: ep.id,
+      url: ep.url,
+      weight: spec.backend.weight,
+      standby,
+      labels: { revision: ep.revision, ...(ep.pod ? { pod: ep.pod } : {}) },
+      state: backendState,
+    });
+  }
+  return out;
+}
+
+/**
+ * Whether a sidecar already holds the backend set: every desired backend with the same fields; any
+ * other backend it still lists must be draining (it is dropped once its sessions have moved).
+ */
+export function sidecarHolds(view: BackendsResponse, desired: readonly BackendInput[]): boolean {
+  const have = new Map(view.backends.map((b) => [b.id, b]));
+  for (const want of desired) {
+    const b = have.get(want.id);
+    if (!b) return false;
+    if (b.url !== want.url || b.weight !== (want.weight ?? 1) || b.standby !== (want.standby ?? false) || b.state !== (want.state ?? 'enabled')) return false;
+    if (!sameRecord(b.labels, want.labels ?? {})) return false;
+    have.delete(want.id);
+  }
+  for (const extra of have.values()) if (extra.state !== 'draining') return false;
+  return true;
+}
+
+function sameRecord(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** Sessions per revision (by the revision label the operator puts on each backend). */
+export function sessionsByRevision(views: readonly BackendsResponse[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const v of views) for (const b of v.backends) {
+    const rev = b.labels.revision;
+    if (rev !== undefined) out.set(rev, (out.get(rev) ?? 0) + b.sessions);
+  }
+  return out;
+}
+
+// ---- status ------------------------------------------------------------------------------------
+
+export interface SidecarCounts {
+  desired: number;
+  synced: number;
+  unreachable: number;
+}
+
+export interface StatusInput {
+  generation: number | undefined;
+  annotations: Record<string, string>;
+  spec: WsBalancerSpec;
+  previous: WsBalancerStatus;
+  state: RolloutState;
+  endpoints: readonly BackendEndpoint[];
+  sessionsByRevision: ReadonlyMap<string, number>;
+  sidecars: SidecarCounts;
+  backendsGeneration: number;
+  now: number;
+}
+
+/** The status to write; equal (by statusChanged) to the previous one when nothing moved. */
+export function buildStatus(input: StatusInput): WsBalancerStatus {
+  const { state, spec, sidecars } = input;
+  const counts = countByRevision(input.endpoints);
+  const names = new Set<string>([...counts.keys()]);
+  for (const rev of [state.activeRevision, state.previewRevision, state.previousRevision, state.abortedRevision]) if (rev !== undefined) names.add(rev);
+  const roleOf = (rev: string): RevisionStatus['role'] =>
+    rev === state.activeRevision ? 'active' : rev === state.previewRevision ? 'preview' : rev === state.previousRevision ? 'previous' : rev === state.abortedRevision ? 'aborted' : 'other';
+  const revisions: RevisionStatus[] = [...names].sort().map((name) => {
+    const c = counts.get(name);
+    return { name, role: roleOf(name), ready: c?.ready ?? 0, serving: c?.serving ?? 0, terminating: c?.terminating ?? 0, sessions: input.sessionsByRevision.get(name) ?? 0 };
+  });
+  const sessions = [...input.sessionsByRevision.values()].reduce((a, b) => a + b, 0);
+  const available = state.activeRevision !== undefined && (counts.get(state.activeRevision)?.ready ?? 0) > 0;
+  const promoting = state.rollout?.promotingSince !== undefined;
+  const waitingForPerson = state.previewRevision !== undefined && !promoting && (isPaused(input.annotations) || !spec.rollout.blueGreen.autoPromotion);
+
+  let phase: Phase;
+  if (waitingForPerson) phase = 'Paused';
+  else if (state.previewRevision !== undefined) phase = 'Progressing';
+  else if (!available || state.abortedRevision !== undefined || sidecars.unreachable > 0) phase = 'Degraded';
+  else phase = 'Healthy';
+
+  const cond = (type: ConditionType, ok: boolean, reason: string, message: string): Omit<Condition, 'lastTransitionTime'> => ({
+    type,
+    status: ok ? 'True' : 'False',
+    reason,
+    message,
+  });
+  const progressing =
+    state.previewRevision === undefined
+      ? cond('Progressing', false, state.abortedRevision !== undefined ? 'RolloutAborted' : 'Idle', state.abortedRevision !== undefined ? `rollout of revision ${state.abortedRevision} was aborted` : 'no rollout in progress')
+      : cond('Progressing', true, promoting ? 'Promoting' : 'Previewing', promoting ? `moving sessions from revision ${state.activeRevision} to ${state.previewRevision}` : `revision ${state.previewRevision} is the preview`);
+  const promoted =
+    state.previewRevision !== undefined
+      ? cond('Promoted', false, promoting ? 'Promoting' : 'Previewing', `revision ${state.previewRevision} is not yet promoted`)
+      : state.abortedRevision !== undefined
+        ? cond('Promoted', false, 'RolloutAborted', `rollout of revision ${state.abortedRevision} was aborted; revision ${state.activeRevision} is active`)
+        : state.activeRevision !== undefined
+          ? cond('Promoted', true, 'RevisionActive', `revision ${state.activeRevision} is active`)
+          : cond('Promoted', false, 'NoEndpoints', `service ${spec.backend.service} has no ready endpoint`);
+  const conditions = mergeConditions(
+    input.previous.conditions,
+    [
+      cond('Available', available, available ? 'EndpointsReady' : 'NoReadyEndpoints', available ? `revision ${state.activeRevision} has ready endpoints` : 'the active revision has no ready endpoint'),
+      progressing,
+      promoted,
+      cond(
+        'SidecarsSynced',
+        sidecars.synced === sidecars.desired && sidecars.unreachable === 0,
+        sidecars.unreachable > 0 ? 'SidecarsUnreachable' : sidecars.synced === sidecars.desired ? 'Synced' : 'Syncing',
+        `${sidecars.synced}/${sidecars.desired} sidecars hold backend generation ${input.backendsGeneration}${sidecars.unreachable > 0 ? `, ${sidecars.unreachable} unreachable` : ''}`,
+      ),
+      cond('InvalidSpec', false, 'Valid', 'the spec is valid'),
+    ],
+    input.now,
+    input.generation,
+  );
+  return {
+    ...(input.generation !== undefined ? { observedGeneration: input.generation } : {}),
+    phase,
+    ...state,
+    revisions,
+    sessions,
+    sidecars,
+    backendsGeneration: input.backendsGeneration,
+    conditions,
+  };
+}
+
+/** The status of a WsBalancer whose spec is invalid: everything else is kept as it was. */
+export function invalidSpecStatus(previous: WsBalancerStatus, generation: number | undefined, message: string, now: number): WsBalancerStatus {
+  return {
+    ...previous,
+    ...(generation !== undefined ? { observedGeneration: generation } : {}),
+    phase: 'Degraded',
+    conditions: mergeConditions(previous.conditions, [{ type: 'InvalidSpec', status: 'True', reason: 'InvalidSpec', message }], now, generation),
+  };
+}
+
+/** Replaces conditions by type, keeping lastTransitionTime when the status did not flip. */
+export function mergeConditions(
+  previous: readonly Condition[] | undefined,
+  next: ReadonlyArray<Omit<Condition, 'lastTransitionTime'>>,
+  now: number,
+  generation: number | undefined,
+): Condition[] {
+  const byType = new Map((previous ?? []).map((c) => [c.type, c]));
+  for (const c of next) {
+    const old = byType.get(c.type);
+    const lastTransitionTime = old && old.status === c.status ? old.lastTransitionTime : new Date(now).toISOString();
+    byType.set(c.type, { ...c, lastTransitionTime, ...(generation !== undefined ? { observedGeneration: generation } : {}) });
+  }
+  return [...byType.values()].sort((a, b) => a.type.localeCompare(b.type));
+}
+
+/** Whether writing `next` would change anything a reader can see. */
+export function statusChanged(previous: WsBalancerStatus | undefined, next: WsBalancerStatus): boolean {
+  return JSON.stringify(canonical(previous ?? {})) !== JSON.stringify(canonical(next));
+}
+
+function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value as Record<string, unknown>)
+        .filter(([, v]) => v !== undefined)
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([k, v]) => [k, canonical(v)]),
+    );
+  }
+  return value;
+}

@@ -1,0 +1,33 @@
+// Settings the operator sets at runtime through PUT /v1/backends (a WsBalancer's spec.settings):
+// the config keys of a few sections that take effect without a restart, written as strings exactly
+// as in their environment variables and parsed by the same value types as the config file.
+import { setValueAt } from './paths.js';
+import { keyDef, SCHEMA_BY_PATH, type ConfigPath } from './schema.js';
+import type { SidecarConfig } from './types.js';
+
+const MANAGED_SECTIONS = ['balancer.', 'failover.', 'health.', 'session.'];
+
+export function isManagedSetting(path: string): boolean {
+  const def = SCHEMA_BY_PATH.get(path);
+  return def !== undefined && !def.restart && MANAGED_SECTIONS.some((s) => path.startsWith(s));
+}
+
+/** The problem with one setting, or undefined when `value` is a valid value for `path`. */
+export function checkManagedSetting(path: string, value: string): string | undefined {
+  if (!isManagedSetting(path)) {
+    return `"${path}" is not a setting that can be changed at runtime (keys of balancer, failover, health and session that need no restart)`;
+  }
+  const parsed = keyDef(path as ConfigPath).type.parse(value, 'env');
+  return parsed.ok ? undefined : parsed.problems.map((p) => p.message).join('; ');
+}
+
+/** `config` with the settings applied (they are checked already). */
+export function withManagedSettings(config: SidecarConfig, settings: Readonly<Record<string, string>>): SidecarConfig {
+  const out = structuredClone(config);
+  for (const [path, raw] of Object.entries(settings)) {
+    const parsed = keyDef(path as ConfigPath).type.parse(raw, 'env');
+    if (!parsed.ok) continue;
+    setValueAt(out, path, parsed.value);
+  }
+  return out;
+}
