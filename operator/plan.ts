@@ -31,10 +31,6 @@ export function matchesSelector(labels: Record<string, string> | undefined, sele
   return true;
 }
 
-function isPodReady(pod: V1Pod): boolean {
-  return pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-}
-
 // ---- sidecars ----------------------------------------------------------------------------------
 
 export interface SidecarTarget {
@@ -45,12 +41,16 @@ export interface SidecarTarget {
   adminUrl: string;
 }
 
-/** The ready pods of the balancer's namespace that run the sidecar: where the backend set is pushed. */
+/**
+ * The running pods of the balancer's namespace that run the sidecar: where the backend set is
+ * pushed. Running, not Ready: a sidecar reports ready only once it has a usable backend, which is
+ * what the push gives it.
+ */
 export function sidecarTargets(pods: readonly V1Pod[], namespace: string, spec: WsBalancerSpec): SidecarTarget[] {
   const out: SidecarTarget[] = [];
   for (const pod of pods) {
     const ip = pod.status?.podIP;
-    if (pod.metadata?.namespace !== namespace || !ip || !isPodReady(pod)) continue;
+    if (pod.metadata?.namespace !== namespace || !ip || pod.status?.phase !== 'Running') continue;
     if (!matchesSelector(pod.metadata.labels, spec.sidecarSelector)) continue;
     out.push({ name: pod.metadata.name!, uid: pod.metadata.uid ?? pod.metadata.name!, adminUrl: `http://${hostOf(ip)}:${spec.sidecar.adminPort}` });
   }
@@ -66,7 +66,7 @@ export interface BackendEndpoint {
   id: string;
   url: string;
   pod?: string;
-  /** Value of the revision label on the endpoint's pod ("" when unlabelled or unknown). */
+  /** Value of the revision label on the endpoint's pod ("" when unlabelled or without a pod). */
   revision: string;
   ready: boolean;
   serving: boolean;
@@ -96,6 +96,8 @@ export function collectEndpoints(
       if (!ip) continue;
       const podName = ep.targetRef?.kind === 'Pod' ? ep.targetRef.name : undefined;
       const pod = podName ? podByName(podName) : undefined;
+      // Its revision is unknown until the pod cache has it (the pod's event reconciles again).
+      if (podName && !pod) continue;
       // Per the API, an unset condition means ready / serving = ready / not terminating.
       const ready = ep.conditions?.ready ?? true;
       const endpoint: BackendEndpoint = {
@@ -214,36 +216,43 @@ export function stepRollout(input: RolloutInput): RolloutStep {
     delete state.rollout;
   };
 
+  if (preview !== undefined && !present(preview)) {
+    events.push({ reason: 'Aborted', type: 'Warning', note: `preview revision ${preview} has no endpoints left; revision ${active} stays active` });
+    delete state.previewRevision;
+    delete state.rollout;
+  }
+
   // The active revision is gone (e.g. a rolling update replaced every pod): nothing is left to
-  // protect, so the preview, or else the largest ready revision, takes over at once.
+  // protect, so the preview, or else the largest ready revision — even one retired or aborted
+  // before, as anything ready beats an outage — takes over at once.
   if (ready(active) === 0 && (counts.get(active)?.serving ?? 0) === 0) {
-    if (preview !== undefined && ready(preview) > 0) {
+    if (state.previewRevision !== undefined && ready(state.previewRevision) > 0) {
       promote(`revision ${active} has no ready endpoint left`);
       return result();
     }
-    const replacement = candidates[0];
-    if (preview === undefined && replacement) {
+    const replacement = [...counts.entries()]
+      .filter(([rev, c]) => c.ready > 0 && rev !== active)
+      .sort(([ra, a], [rb, b]) => b.ready - a.ready || ra.localeCompare(rb))[0];
+    if (replacement) {
+      const [rev] = replacement;
+      if (state.previousRevision === rev) delete state.previousRevision;
+      if (state.abortedRevision === rev) delete state.abortedRevision;
+      delete state.previewRevision;
+      delete state.rollout;
       state.previousRevision = active;
-      state.activeRevision = replacement[0];
-      events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${replacement[0]} is active (revision ${active} has no ready endpoint left)` });
+      state.activeRevision = rev;
+      events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${rev} is active (revision ${active} has no ready endpoint left)` });
     }
     return result();
   }
 
-  if (preview === undefined) {
+  if (state.previewRevision === undefined) {
     const next = candidates[0];
     if (!next) return result();
     state.previewRevision = next[0];
     state.rollout = { previewSince: new Date(now).toISOString() };
     events.push({ reason: 'PreviewDetected', type: 'Normal', note: `revision ${next[0]} is ready (${next[1].ready} endpoints); revision ${active} stays active` });
     return result(stepPreview(spec, annotations, state, events, ready, now));
-  }
-
-  if (!present(preview)) {
-    events.push({ reason: 'Aborted', type: 'Warning', note: `preview revision ${preview} has no endpoints left; revision ${active} stays active` });
-    delete state.previewRevision;
-    delete state.rollout;
-    return result();
   }
 
   if (state.rollout?.promotingSince !== undefined) {

@@ -55,7 +55,7 @@ export class Sidecar implements SessionHost {
   /** Bumped by every applied config reload (the file changed, or the admin API changed settings). */
   configGeneration = 1;
   /** The config as the file and environment give it, before managedSettings. */
-  private fileConfig: SidecarConfig;
+  fileConfig: SidecarConfig;
   /** Settings set through the admin API (PUT /v1/backends): they outlive file reloads. */
   managedSettings: Readonly<Record<string, string>> = {};
   /** The last generation applied through the admin API's PUT /v1/backends (0 = none yet). */

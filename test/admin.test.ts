@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { AdminApiError, AdminClient } from '../sidecar/admin/client.js';
 import type { ErrorBody } from '../sidecar/admin/contract.js';
+import { parseConfig } from '../sidecar/config/load.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { startEchoBackend, type EchoBackend } from '../tools/echo-backend.js';
 import { startSidecar, TestClient, waitFor } from './helpers.js';
@@ -160,14 +161,14 @@ describe('admin API', () => {
     const c = await TestClient.connect(`${url}/put`);
     const body = { generation: 3, backends: [{ id: 'b', url: b.url, labels: { rev: 'green' } }] };
     const first = await admin.putBackends(body);
-    assert.deepEqual(first, { generation: 3, added: ['b'], updated: [], removed: ['a'], changed: true });
+    assert.deepEqual(first, { generation: 3, settingsChanged: false, added: ['b'], updated: [], removed: ['a'], changed: true });
     // The session on the removed backend migrates, then the backend is gone.
     await waitFor(() => !sidecar.pool.backends.has('a'), 'a removed after its session moved');
     c.ws.send('after put');
     await waitFor(() => c.texts().includes('b|after put'), 'session now on b');
     assert.equal(c.closed, null);
     const again = await admin.putBackends(body);
-    assert.deepEqual(again, { generation: 3, added: [], updated: [], removed: [], changed: false });
+    assert.deepEqual(again, { generation: 3, settingsChanged: false, added: [], updated: [], removed: [], changed: false });
     assert.equal((await admin.backends()).generation, 3);
     await expectError(call(base, 'PUT', '/v1/backends', { body: { generation: 2, backends: [] } }), 409, 'stale_generation', 'generation');
     assert.deepEqual([...sidecar.pool.backends.keys()], ['b'], 'the stale write changed nothing');
@@ -389,5 +390,259 @@ describe('admin API without backends, and with a token file', () => {
     } finally {
       await sidecar.stop(0);
     }
+  });
+});
+
+describe('PUT /v1/backends: runtime settings and drain pace', () => {
+  let a: EchoBackend;
+  let b: EchoBackend;
+  let sidecar: Sidecar;
+  let url: string;
+  let base: string;
+  let admin: AdminClient;
+  let clients: TestClient[] = [];
+  /** The sidecar's YAML (without the listen/logLevel lines startSidecar adds). */
+  const fileYaml = (extra = '') => `backends:\n  - { id: a, url: "${a.url}" }\n${extra}`;
+  const ENV = { BATON_ADMIN_TOKEN: TOKEN };
+
+  /** The file config as main.ts would re-read it: the same header startSidecar writes. */
+  const reloadFile = (extra: string) => {
+    const full = `listen:\n  address: "127.0.0.1:0"\nlogLevel: ${process.env.BATON_TEST_LOG ?? 'silent'}\n${fileYaml(extra)}`;
+    return sidecar.reload(parseConfig(full, { BATON_ADMIN_ADDRESS: '127.0.0.1:0', ...ENV }, 'test').config);
+  };
+
+  /** Which backend answers this client now (sends a probe and waits for the tagged echo). */
+  async function backendOf(c: TestClient, probe: string): Promise<string> {
+    c.ws.send(probe);
+    await waitFor(() => c.texts().some((t) => t.endsWith(`|${probe}`)) || c.closed !== null, `echo of ${probe}`);
+    assert.equal(c.closed, null, `client closed: ${JSON.stringify(c.closed)}`);
+    return c.texts().find((t) => t.endsWith(`|${probe}`))!.split('|')[0]!;
+  }
+
+  async function connect(n: number, path: (i: number) => string): Promise<TestClient[]> {
+    const out: TestClient[] = [];
+    for (let i = 0; i < n; i++) out.push(await TestClient.connect(`${url}${path(i)}`));
+    clients.push(...out);
+    return out;
+  }
+
+  before(async () => {
+    a = await startEchoBackend({ id: 'a', tag: true });
+    b = await startEchoBackend({ id: 'b', tag: true });
+  });
+  beforeEach(async () => {
+    clients.forEach((c) => c.close());
+    clients = [];
+    await sidecar?.stop(0);
+    ({ sidecar, url } = await startSidecar(fileYaml(), ENV));
+    base = `http://127.0.0.1:${sidecar.adminAddress!.port}`;
+    admin = new AdminClient({ baseUrl: base, token: TOKEN });
+  });
+  after(async () => {
+    clients.forEach((c) => c.close());
+    await sidecar?.stop(0);
+    await a.close();
+    await b.close();
+  });
+
+  const AB = () => [
+    { id: 'a', url: a.url },
+    { id: 'b', url: b.url },
+  ];
+
+  test('settings: applied and shown by GET /v1/status; the same PUT again changes nothing; omitted settings are kept', async () => {
+    assert.deepEqual((await admin.status()).settings, {}, 'none before the first PUT');
+    const settings = { 'balancer.algorithm': 'round-robin', 'failover.deadline': '45s' };
+    const first = await call(base, 'PUT', '/v1/backends', { body: { generation: 1, backends: AB(), settings } });
+    assert.equal(first.status, 200, JSON.stringify(first.json));
+    assert.deepEqual(first.json, { generation: 1, settingsChanged: true, added: ['b'], updated: [], removed: [], changed: true });
+    assert.deepEqual((await admin.status()).settings, settings);
+    assert.equal(sidecar.config.balancer.algorithm, 'round-robin');
+    assert.equal(sidecar.config.failover.deadline, 45_000);
+
+    const again = await admin.putBackends({ generation: 1, backends: AB(), settings: { 'failover.deadline': '45s', 'balancer.algorithm': 'round-robin' } });
+    assert.deepEqual(again, { generation: 1, settingsChanged: false, added: [], updated: [], removed: [], changed: false });
+
+    // Settings only (same backends, newer generation): settingsChanged without a backend change.
+    const onlySettings = await admin.putBackends({ generation: 2, backends: AB(), settings: { ...settings, 'failover.deadline': '50s' } });
+    assert.deepEqual(onlySettings, { generation: 2, settingsChanged: true, added: [], updated: [], removed: [], changed: false });
+    assert.equal(sidecar.config.failover.deadline, 50_000);
+
+    // A PUT without settings leaves them as they are.
+    const without = await admin.putBackends({ generation: 3, backends: AB() });
+    assert.equal(without.settingsChanged, false);
+    assert.deepEqual((await admin.status()).settings, { ...settings, 'failover.deadline': '50s' });
+    assert.equal(sidecar.config.failover.deadline, 50_000);
+
+    // An empty map clears them: back to the file's (here default) values.
+    const cleared = await admin.putBackends({ generation: 4, backends: AB(), settings: {} });
+    assert.equal(cleared.settingsChanged, true);
+    assert.deepEqual((await admin.status()).settings, {});
+    assert.equal(sidecar.config.balancer.algorithm, 'least-sessions');
+    assert.equal(sidecar.config.failover.deadline, 30_000);
+  });
+
+  test('settings: a bad value, a non-runtime key or a wrong type is a 400 naming settings.<key>, and changes nothing', async () => {
+    const good = { 'balancer.algorithm': 'round-robin' };
+    await admin.putBackends({ generation: 1, backends: AB(), settings: good });
+    const bad: [Record<string, unknown>, string][] = [
+      [{ 'failover.deadline': '3 parsecs' }, 'settings.failover.deadline'],
+      [{ 'balancer.algorithm': 'random' }, 'settings.balancer.algorithm'],
+      [{ 'health.breaker.threshold': '-1' }, 'settings.health.breaker.threshold'],
+      [{ 'listen.address': '127.0.0.1:1' }, 'settings.listen.address'],
+      [{ 'admin.token': 'x' }, 'settings.admin.token'],
+      [{ 'session.maxMessageBytes': '1MiB' }, 'settings.session.maxMessageBytes'], // needs a restart
+      [{ 'failover.nope': '1s' }, 'settings.failover.nope'],
+      [{ 'failover.deadline': 45 }, 'settings.failover.deadline'],
+    ];
+    for (const [settings, field] of bad) {
+      const body = await expectError(
+        call(base, 'PUT', '/v1/backends', { body: { generation: 2, backends: [{ id: 'b', url: b.url }], settings: { 'balancer.algorithm': 'consistent-hash', ...settings } } }),
+        400,
+        'invalid_field',
+        field,
+      );
+      assert.ok(body.error.message.startsWith(`${field}: `), body.error.message);
+    }
+    await expectError(call(base, 'PUT', '/v1/backends', { body: { generation: 2, backends: [], settings: ['x'] } }), 400, 'invalid_field', 'settings');
+    const status = await admin.status();
+    assert.deepEqual(status.settings, good, 'settings unchanged');
+    assert.equal(status.backendsGeneration, 1, 'generation unchanged');
+    assert.equal(sidecar.config.balancer.algorithm, 'round-robin');
+    assert.equal(sidecar.config.failover.deadline, 30_000);
+    assert.deepEqual([...sidecar.pool.backends.keys()], ['a', 'b'], 'backends unchanged');
+    assert.equal(sidecar.pool.backends.get('a')!.state, 'enabled');
+
+    // A stale generation with settings: 409, settings not applied.
+    await admin.putBackends({ generation: 5, backends: AB(), settings: good });
+    await expectError(call(base, 'PUT', '/v1/backends', { body: { generation: 4, backends: AB(), settings: {} } }), 409, 'stale_generation', 'generation');
+    assert.deepEqual((await admin.status()).settings, good);
+    assert.equal(sidecar.config.balancer.algorithm, 'round-robin');
+  });
+
+  test('settings: the cross-key rules of the config loader hold too (backoff.initial ≤ backoff.max, breaker openBase ≤ openMax)', async () => {
+    // The same values as env vars are refused when the sidecar loads its config...
+    assert.throws(() => parseConfig('', { BATON_FAILOVER_BACKOFF_INITIAL: '10s' }, 'test'), /failover\.backoff\.initial/);
+    assert.throws(() => parseConfig('', { BATON_HEALTH_BREAKER_OPEN_BASE: '1m' }, 'test'), /health\.breaker\.openBase/);
+    // ...so a PUT must not be able to make the running config one the loader would refuse.
+    for (const [key, value] of [
+      ['failover.backoff.initial', '10s'], // default failover.backoff.max is 5s
+      ['health.breaker.openBase', '1m'], // default health.breaker.openMax is 30s
+    ] as const) {
+      const r = await call(base, 'PUT', '/v1/backends', { body: { generation: 1, backends: AB(), settings: { [key]: value } } });
+      assert.equal(r.status, 400, `${key}=${value}: ${JSON.stringify(r.json)}`);
+      assert.equal((r.json as ErrorBody).error.field, `settings.${key}`);
+    }
+    assert.deepEqual((await admin.status()).settings, {});
+    assert.equal(sidecar.config.failover.backoff.initial, 50);
+  });
+
+  test('drain: a bad rate or deadline is a 400 naming drain.<field>', async () => {
+    const bad: [object, string][] = [
+      [{ rate: 0 }, 'drain.rate'],
+      [{ rate: 'fast' }, 'drain.rate'],
+      [{ deadlineSeconds: 0 }, 'drain.deadlineSeconds'],
+      [{ deadlineSeconds: '1' }, 'drain.deadlineSeconds'],
+      [{ speed: 1 }, 'drain.speed'],
+    ];
+    for (const [drain, field] of bad) {
+      await expectError(call(base, 'PUT', '/v1/backends', { body: { generation: 1, backends: [{ id: 'b', url: b.url }], drain } }), 400, 'invalid_field', field);
+    }
+    assert.deepEqual([...sidecar.pool.backends.keys()], ['a']);
+    assert.equal((await admin.status()).backendsGeneration, 0);
+  });
+
+  test('settings take effect: consistent-hash keeps one path on one backend; cleared, least-sessions spreads again', async () => {
+    await admin.putBackends({ generation: 1, backends: AB(), settings: { 'balancer.algorithm': 'consistent-hash', 'balancer.hashKey': 'path' } });
+    const same = await connect(6, (i) => `/room/42?n=${i}`);
+    const where = new Set<string>();
+    for (const [i, c] of same.entries()) where.add(await backendOf(c, `h${i}`));
+    assert.equal(where.size, 1, `one path, one backend (got ${[...where].join(',')})`);
+    const hashed = [...where][0]!;
+    const other = hashed === 'a' ? 'b' : 'a';
+
+    // Back to least-sessions: the 6 sessions make `hashed` the busier one, so new ones go to the other.
+    const cleared = await admin.putBackends({ generation: 2, backends: AB(), settings: {} });
+    assert.equal(cleared.settingsChanged, true);
+    const more = await connect(4, (i) => `/room/42?m=${i}`);
+    for (const [i, c] of more.entries()) assert.equal(await backendOf(c, `l${i}`), other, `session ${i} by least-sessions`);
+    for (const [i, c] of same.entries()) assert.equal(await backendOf(c, `again${i}`), hashed, 'open sessions stay where they are');
+  });
+
+  test('settings survive a config-file reload; the file still sets the keys the admin API does not', async () => {
+    await admin.putBackends({ generation: 1, backends: AB(), settings: { 'balancer.algorithm': 'consistent-hash', 'failover.deadline': '45s' } });
+    const genBefore = (await admin.status()).configGeneration;
+    // The file now sets failover.deadline itself, plus a key the API did not set.
+    const { restartNeeded } = reloadFile('failover:\n  deadline: 10s\nsession:\n  idleTimeout: 5m\n');
+    assert.deepEqual(restartNeeded, []);
+    const status = await admin.status();
+    assert.ok(status.configGeneration > genBefore, 'the reload was applied');
+    assert.deepEqual(status.settings, { 'balancer.algorithm': 'consistent-hash', 'failover.deadline': '45s' });
+    assert.equal(sidecar.config.balancer.algorithm, 'consistent-hash', 'the API setting outlives the reload');
+    assert.equal(sidecar.config.failover.deadline, 45_000, 'the API setting beats the file');
+    assert.equal(sidecar.config.session.idleTimeout, 300_000, 'the file applies where the API is silent');
+    assert.deepEqual([...sidecar.pool.backends.keys()], ['a', 'b'], "the file's backend list is ignored once the API owns the set");
+    // The behaviour too: one path, one backend after the reload.
+    const same = await connect(4, (i) => `/after-reload?n=${i}`);
+    const where = new Set<string>();
+    for (const [i, c] of same.entries()) where.add(await backendOf(c, `r${i}`));
+    assert.equal(where.size, 1);
+    // Dropping the API settings falls back to the file's values, not the defaults.
+    await admin.putBackends({ generation: 2, backends: AB(), settings: {} });
+    assert.equal(sidecar.config.failover.deadline, 10_000);
+    assert.equal(sidecar.config.balancer.algorithm, 'least-sessions');
+    assert.equal(sidecar.config.session.idleTimeout, 300_000);
+  });
+
+  /** Polls GET /v1/backends until `a` is gone or `timeoutMs` passes; returns what it saw. */
+  async function watchDrain(timeoutMs: number, aGone: () => boolean = () => !sidecar.pool.backends.has('a')) {
+    const seen: { t: number; a: number; b: number }[] = [];
+    const start = Date.now();
+    while (Date.now() - start < timeoutMs) {
+      const view = await admin.backends();
+      const n = (id: string) => view.backends.find((x) => x.id === id)?.sessions ?? 0;
+      seen.push({ t: Date.now() - start, a: n('a'), b: n('b') });
+      if (aGone()) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    return { seen, elapsed: Date.now() - start };
+  }
+
+  test('drain {rate: 10}: 20 sessions move off a removed backend over about 2 s, none lost', async () => {
+    const cs = await connect(20, (i) => `/pace/${i}`);
+    assert.equal(sidecar.pool.backends.get('a')!.sessions, 20);
+    const put = await admin.putBackends({ generation: 1, backends: [{ id: 'b', url: b.url }], drain: { rate: 10 } });
+    assert.deepEqual(put, { generation: 1, settingsChanged: false, added: ['b'], updated: [], removed: ['a'], changed: true });
+    const { seen, elapsed } = await watchDrain(10_000);
+    assert.ok(!sidecar.pool.backends.has('a'), `a removed after draining (saw ${JSON.stringify(seen.at(-1))})`);
+    assert.ok(seen.some((s) => s.a > 0 && s.b > 0), `gradual: at some point both backends held sessions (${JSON.stringify(seen)})`);
+    assert.ok(seen.some((s) => s.t < 1000 && s.a >= 5), `not all at once: a still held ≥ 5 after < 1 s (${JSON.stringify(seen.slice(0, 20))})`);
+    assert.ok(elapsed >= 1500, `took ${elapsed} ms; 20 sessions at 10/s take ≈ 2 s`);
+    assert.ok(elapsed < 6000, `took ${elapsed} ms`);
+    assert.equal(sidecar.pool.backends.get('b')!.sessions, 20);
+    for (const [i, c] of cs.entries()) assert.equal(await backendOf(c, `p${i}`), 'b');
+    assert.ok(cs.every((c) => c.closed === null));
+    assert.equal(sidecar.sessions.size, 20);
+  });
+
+  test('drain {rate: 1, deadlineSeconds: 1}: paced until the deadline, then the rest at once', async () => {
+    const cs = await connect(20, (i) => `/deadline/${i}`);
+    // Here a stays in the set, draining (not removed): the pace applies to it too.
+    const put = await admin.putBackends({
+      generation: 1,
+      backends: [
+        { id: 'a', url: a.url, state: 'draining' },
+        { id: 'b', url: b.url },
+      ],
+      drain: { rate: 1, deadlineSeconds: 1 },
+    });
+    assert.deepEqual(put.updated, ['a']);
+    const { seen, elapsed } = await watchDrain(8000, () => sidecar.pool.backends.get('a')!.sessions === 0);
+    assert.equal(sidecar.pool.backends.get('a')!.sessions, 0, `all moved within a few seconds, not 20 s (${JSON.stringify(seen.at(-1))})`);
+    assert.ok(elapsed < 5000, `took ${elapsed} ms`);
+    assert.ok(seen.filter((s) => s.t < 600).every((s) => s.b <= 1), `paced at 1/s before the deadline (${JSON.stringify(seen.slice(0, 10))})`);
+    assert.equal(sidecar.pool.backends.get('a')!.state, 'draining');
+    for (const [i, c] of cs.entries()) assert.equal(await backendOf(c, `d${i}`), 'b');
+    assert.ok(cs.every((c) => c.closed === null));
   });
 });

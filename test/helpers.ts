@@ -30,10 +30,11 @@ export class BackendProcess {
     readonly id: string,
     readonly port: number,
     private readonly extraArgs: string[] = [],
+    readonly host = '127.0.0.1',
   ) {}
 
   get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
+    return `ws://${this.host}:${this.port}`;
   }
   get pid(): number {
     return this.child?.pid ?? 0;
@@ -46,7 +47,7 @@ export class BackendProcess {
   }
 
   async start(): Promise<void> {
-    const child = spawn(process.execPath, [echoScript, '--port', String(this.port), '--id', this.id, '--tag', '--report', ...this.extraArgs]);
+    const child = spawn(process.execPath, [echoScript, '--host', this.host, '--port', String(this.port), '--id', this.id, '--tag', '--report', ...this.extraArgs]);
     this.child = child;
     live.add(this);
     let pending = '';

@@ -3,7 +3,7 @@
 // generated (tools/gen-crd.ts), and with which the operator validates every object it reads — the
 // test API server does not run CEL rules, and a bad spec must change nothing on the sidecars.
 import { z } from 'zod';
-import { checkManagedSetting } from '../../sidecar/config/managed.js';
+import { checkManagedSetting, settingsOrderProblem } from '../../sidecar/config/managed.js';
 
 export const GROUP = 'baton.dev';
 export const VERSION = 'v1alpha1';
@@ -18,7 +18,7 @@ export const ANNOTATIONS = {
   promote: 'baton.dev/promote',
   /** Value: the preview revision to abort. */
   abort: 'baton.dev/abort',
-  /** "true": no rollout step is taken (sidecars are still kept in sync). */
+  /** "true": a preview is held (no promotion starts); one already moving sessions completes. Sidecars are still kept in sync. */
   paused: 'baton.dev/paused',
 } as const;
 
@@ -62,6 +62,9 @@ const settings = z
       const problem = checkManagedSetting(path, value);
       if (problem) ctx.addIssue({ code: 'custom', path: [path], message: problem });
     }
+    // Against the sidecar defaults; a sidecar also checks against its own file and refuses.
+    const disorder = settingsOrderProblem(map);
+    if (disorder) ctx.addIssue({ code: 'custom', path: [disorder.path], message: disorder.message });
   })
   .meta({
     description:

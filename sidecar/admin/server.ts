@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Backend } from '../backends.js';
+import { settingsOrderProblem } from '../config/managed.js';
 import type { SidecarConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
 import type { Session } from '../session.js';
@@ -352,6 +353,8 @@ export class AdminServer {
     if (generation < current) {
       throw new AdminError(409, 'stale_generation', `generation ${generation} is older than the applied generation ${current}`, 'generation');
     }
+    const disorder = body.settings && settingsOrderProblem(body.settings, sc.fileConfig);
+    if (disorder) throw new AdminError(400, 'invalid_field', disorder.message, `settings.${disorder.path}`);
     // Set first: from now on a settings reload must not re-apply the file's backends.
     sc.backendsGeneration = generation;
     const settingsChanged = body.settings !== undefined && sc.applySettings(body.settings);

@@ -7,6 +7,7 @@ import { parseDocument, type YAMLError } from 'yaml';
 import type { SidecarConfig } from './types.js';
 import {
   Layer,
+  ORDERED_KEYS,
   SCHEMA,
   SCHEMA_BY_PATH,
   formatDuration,
@@ -364,13 +365,11 @@ function crossChecks(config: SidecarConfig, resolved: Map<string, Resolved>, pro
     }
   }
 
-  const order = (lo: ConfigPath, hi: ConfigPath, what: string) => {
+  for (const [lo, hi, what] of ORDERED_KEYS) {
     const a = resolved.get(lo)!.value as number;
     const b = resolved.get(hi)!.value as number;
     if (a > b) problems.push(`${label(lo)}: ${formatDuration(a)} is greater than ${label(hi)} (${formatDuration(b)}); ${what}`);
-  };
-  order('failover.backoff.initial', 'failover.backoff.max', 'the first reconnect delay must not exceed the largest');
-  order('health.breaker.openBase', 'health.breaker.openMax', 'the first open period must not exceed the longest');
+  }
 
   const admin = config.admin;
   if (!isLoopbackHost(admin.address.host) && admin.token === '' && admin.tokenFile === '') {

@@ -1,8 +1,8 @@
 // Settings the operator sets at runtime through PUT /v1/backends (a WsBalancer's spec.settings):
 // the config keys of a few sections that take effect without a restart, written as strings exactly
 // as in their environment variables and parsed by the same value types as the config file.
-import { setValueAt } from './paths.js';
-import { keyDef, SCHEMA_BY_PATH, type ConfigPath } from './schema.js';
+import { setValueAt, valueAt } from './paths.js';
+import { formatDuration, keyDef, ORDERED_KEYS, SCHEMA_BY_PATH, type ConfigPath } from './schema.js';
 import type { SidecarConfig } from './types.js';
 
 const MANAGED_SECTIONS = ['balancer.', 'failover.', 'health.', 'session.'];
@@ -21,13 +21,32 @@ export function checkManagedSetting(path: string, value: string): string | undef
   return parsed.ok ? undefined : parsed.problems.map((p) => p.message).join('; ');
 }
 
+/**
+ * The first pair of keys (ORDERED_KEYS) that settings put out of order over `base` (a running
+ * config, or undefined for the defaults), naming the key the settings set.
+ */
+export function settingsOrderProblem(settings: Readonly<Record<string, string>>, base?: SidecarConfig): { path: string; message: string } | undefined {
+  const value = (path: ConfigPath): number => {
+    const raw = settings[path];
+    const parsed = raw === undefined ? undefined : keyDef(path).type.parse(raw, 'env');
+    if (parsed?.ok) return parsed.value as number;
+    return (base ? valueAt(base, path) : keyDef(path).default) as number;
+  };
+  for (const [lo, hi, what] of ORDERED_KEYS) {
+    if (settings[lo] === undefined && settings[hi] === undefined) continue;
+    const a = value(lo);
+    const b = value(hi);
+    if (a > b) return { path: settings[lo] !== undefined ? lo : hi, message: `${lo} ${formatDuration(a)} is greater than ${hi} ${formatDuration(b)}; ${what}` };
+  }
+  return undefined;
+}
+
 /** `config` with the settings applied (they are checked already). */
 export function withManagedSettings(config: SidecarConfig, settings: Readonly<Record<string, string>>): SidecarConfig {
   const out = structuredClone(config);
   for (const [path, raw] of Object.entries(settings)) {
     const parsed = keyDef(path as ConfigPath).type.parse(raw, 'env');
-    if (!parsed.ok) continue;
-    setValueAt(out, path, parsed.value);
+    if (parsed.ok) setValueAt(out, path, parsed.value);
   }
   return out;
 }

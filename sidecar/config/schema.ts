@@ -797,6 +797,12 @@ export function keyDef<P extends ConfigPath>(path: P): KeyDef<P> {
 }
 
 /** Keys whose change needs a restart (fixed when the listeners are created). */
+/** Pairs of keys whose values must be in order (first ≤ second), with why. */
+export const ORDERED_KEYS: ReadonlyArray<readonly [ConfigPath, ConfigPath, string]> = [
+  ['failover.backoff.initial', 'failover.backoff.max', 'the first reconnect delay must not exceed the largest'],
+  ['health.breaker.openBase', 'health.breaker.openMax', 'the first open period must not exceed the longest'],
+];
+
 export const RESTART_KEYS: readonly string[] = SCHEMA.filter((k) => k.restart).map((k) => k.path);
 
 // ---------------------------------------------------------------------------------------------
