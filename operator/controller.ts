@@ -263,6 +263,7 @@ export class Controller {
       activeRevision: previous.activeRevision,
       previewRevision: previous.previewRevision,
       previousRevision: previous.previousRevision,
+      retiredRevisions: previous.retiredRevisions,
       abortedRevision: previous.abortedRevision,
       rollout: previous.rollout,
     };

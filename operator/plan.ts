@@ -140,7 +140,7 @@ function countByRevision(endpoints: readonly BackendEndpoint[]): Map<string, Rev
 // ---- the rollout -------------------------------------------------------------------------------
 
 /** The rollout part of the status: what stepRollout reads and writes. */
-export type RolloutState = Pick<WsBalancerStatus, 'activeRevision' | 'previewRevision' | 'previousRevision' | 'abortedRevision' | 'rollout'>;
+export type RolloutState = Pick<WsBalancerStatus, 'activeRevision' | 'previewRevision' | 'previousRevision' | 'retiredRevisions' | 'abortedRevision' | 'rollout'>;
 
 export interface RolloutEvent {
   reason: 'PreviewDetected' | 'PromotionStarted' | 'SessionsMigrated' | 'Promoted' | 'Aborted';
@@ -194,10 +194,17 @@ export function stepRollout(input: RolloutInput): RolloutStep {
   // Retired revisions are remembered only while they still have endpoints.
   if (!present(state.previousRevision)) delete state.previousRevision;
   if (!present(state.abortedRevision)) delete state.abortedRevision;
+  let retired = (state.retiredRevisions ?? []).filter(present);
+  const setRetired = (list: string[]): void => {
+    retired = list;
+    if (list.length > 0) state.retiredRevisions = list;
+    else delete state.retiredRevisions;
+  };
+  setRetired(retired);
 
   // Candidates for a preview: ready revisions the balancer has not served or rejected before.
   const candidates = [...counts.entries()]
-    .filter(([rev, c]) => c.ready > 0 && rev !== state.activeRevision && rev !== state.previewRevision && rev !== state.previousRevision && rev !== state.abortedRevision)
+    .filter(([rev, c]) => c.ready > 0 && rev !== state.activeRevision && rev !== state.previewRevision && !retired.includes(rev) && rev !== state.abortedRevision)
     .sort(([ra, a], [rb, b]) => b.ready - a.ready || ra.localeCompare(rb));
 
   if (state.activeRevision === undefined) {
@@ -208,9 +215,13 @@ export function stepRollout(input: RolloutInput): RolloutStep {
 
   const active = state.activeRevision;
   const preview = state.previewRevision;
+  const retire = (rev: string): void => {
+    state.previousRevision = rev;
+    setRetired([...retired.filter((r) => r !== rev), rev]);
+  };
   const promote = (why: string): void => {
     events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${state.previewRevision} is active (${why})` });
-    state.previousRevision = active;
+    retire(active);
     state.activeRevision = state.previewRevision!;
     delete state.previewRevision;
     delete state.rollout;
@@ -235,11 +246,11 @@ export function stepRollout(input: RolloutInput): RolloutStep {
       .sort(([ra, a], [rb, b]) => b.ready - a.ready || ra.localeCompare(rb))[0];
     if (replacement) {
       const [rev] = replacement;
-      if (state.previousRevision === rev) delete state.previousRevision;
       if (state.abortedRevision === rev) delete state.abortedRevision;
+      setRetired(retired.filter((r) => r !== rev));
       delete state.previewRevision;
       delete state.rollout;
-      state.previousRevision = active;
+      retire(active);
       state.activeRevision = rev;
       events.push({ reason: 'Promoted', type: 'Normal', note: `revision ${rev} is active (revision ${active} has no ready endpoint left)` });
     }
@@ -408,9 +419,10 @@ export function buildStatus(input: StatusInput): WsBalancerStatus {
   const { state, spec, sidecars } = input;
   const counts = countByRevision(input.endpoints);
   const names = new Set<string>([...counts.keys()]);
-  for (const rev of [state.activeRevision, state.previewRevision, state.previousRevision, state.abortedRevision]) if (rev !== undefined) names.add(rev);
+  const retired = state.retiredRevisions ?? [];
+  for (const rev of [state.activeRevision, state.previewRevision, state.abortedRevision, ...retired]) if (rev !== undefined) names.add(rev);
   const roleOf = (rev: string): RevisionStatus['role'] =>
-    rev === state.activeRevision ? 'active' : rev === state.previewRevision ? 'preview' : rev === state.previousRevision ? 'previous' : rev === state.abortedRevision ? 'aborted' : 'other';
+    rev === state.activeRevision ? 'active' : rev === state.previewRevision ? 'preview' : retired.includes(rev) ? 'previous' : rev === state.abortedRevision ? 'aborted' : 'other';
   const revisions: RevisionStatus[] = [...names].sort().map((name) => {
     const c = counts.get(name);
     return { name, role: roleOf(name), ready: c?.ready ?? 0, serving: c?.serving ?? 0, terminating: c?.terminating ?? 0, sessions: input.sessionsByRevision.get(name) ?? 0 };

@@ -13,7 +13,8 @@ if [[ -n "${KUBEBUILDER_ASSETS:-}" ]] && has_all "$KUBEBUILDER_ASSETS"; then
 fi
 
 cache="${BATON_CACHE:-$HOME/.cache/baton}"
-bin="$cache/kube-1.20.2/bin"
+# "-r2": rebuilt with reflect2 1.0.2 (see below); older caches hold an apiserver that crashes.
+bin="$cache/kube-1.20.2-r2/bin"
 if has_all "$bin"; then echo "$bin"; exit 0; fi
 
 log() { echo "ensure-kube: $*" >&2; }
@@ -23,10 +24,11 @@ if has_all "$bin"; then echo "$bin"; exit 0; fi
 
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v go >/dev/null || [[ ! -x /usr/bin/etcd ]] || ! command -v rsync >/dev/null; then
-  log "installing golang-go etcd-server rsync"
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+if ! command -v go >/dev/null || [[ ! -x /usr/bin/etcd ]] || ! command -v rsync >/dev/null || [[ ! -d $reflect2 ]]; then
+  log "installing golang-go etcd-server rsync golang-github-modern-go-reflect2-dev"
   as_root apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq golang-go etcd-server rsync >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq golang-go etcd-server rsync golang-github-modern-go-reflect2-dev >&2
 fi
 
 src="$cache/kube-src"
@@ -44,6 +46,10 @@ if [[ ! -d "$src/kubernetes-1.20.2" ]]; then
   tarball=$(ls "$src"/kubernetes_*.orig.tar.gz | head -1)
   tar -xzf "$tarball" -C "$src"
 fi
+
+# Kubernetes 1.20 vendors reflect2 1.0.1, whose map iteration segfaults when built with Go 1.18+
+# (kube-apiserver dies on the first custom resource it encodes). 1.0.2 fixes that; Debian ships it.
+rsync -a --delete --exclude '*_test.go' "$reflect2/" "$src/kubernetes-1.20.2/vendor/github.com/modern-go/reflect2/"
 
 log "building kube-apiserver and kube-controller-manager (several minutes)"
 (cd "$src/kubernetes-1.20.2" && GOFLAGS=-mod=vendor make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >&2)

@@ -741,6 +741,30 @@ describe('stepRollout', () => {
     assert.equal(r.state.previewRevision, 'blue');
   });
 
+  test('every revision retired by a promotion stays out of preview detection while it has endpoints', () => {
+    const PURPLE = revisionEndpoints('purple', 2);
+    const r = new Rollout(specOf({ blueGreen: { autoPromotionDelaySeconds: 0 } }));
+    const promoteTo = (endpoints: BackendEndpoint[], from: string) => {
+      r.step({ now: T0, endpoints });
+      r.step({ now: T0 + 1000, endpoints, sessionsByRevision: new Map([[from, 0]]), sidecarsSynced: true });
+    };
+    r.step({ endpoints: BLUE });
+    promoteTo([...BLUE, ...GREEN], 'blue');
+    assert.equal(r.state.activeRevision, 'green');
+    promoteTo([...BLUE, ...GREEN, ...PURPLE], 'green');
+    assert.equal(r.state.activeRevision, 'purple');
+    assert.equal(r.state.previousRevision, 'green');
+    assert.deepEqual(r.state.retiredRevisions, ['blue', 'green']);
+    // Blue, retired two promotions ago, still runs: it must not come back as a preview.
+    r.step({ now: T0 + 5000, endpoints: [...BLUE, ...GREEN, ...PURPLE] });
+    assert.deepEqual(r.reasons(), []);
+    assert.equal(r.state.previewRevision, undefined);
+    // Green's endpoints go: it is forgotten; blue is still remembered.
+    r.step({ now: T0 + 6000, endpoints: [...BLUE, ...PURPLE] });
+    assert.deepEqual(r.state.retiredRevisions, ['blue']);
+    assert.equal(r.state.previousRevision, undefined);
+  });
+
   test('autoPromotionDelaySeconds 0: detected and promotion started in one step', () => {
     const r = new Rollout(specOf({ blueGreen: { autoPromotionDelaySeconds: 0 } }));
     r.step({ endpoints: BLUE });
@@ -1060,7 +1084,7 @@ describe('buildStatus', () => {
   test('revisions: every revision with endpoints and every named one, sorted, with roles, counts and sessions', () => {
     const s = buildStatus(
       statusInput({
-        state: { activeRevision: 'blue', previewRevision: 'green', previousRevision: 'amber', abortedRevision: 'red', rollout: { previewSince: iso(T0) } },
+        state: { activeRevision: 'blue', previewRevision: 'green', previousRevision: 'amber', retiredRevisions: ['amber'], abortedRevision: 'red', rollout: { previewSince: iso(T0) } },
         endpoints: [...BLUE, ...GREEN, ...revisionEndpoints('amber', 1, { ready: false, terminating: true }), ...revisionEndpoints('grey', 1), ...revisionEndpoints('red', 2, { ready: false })],
         sessionsByRevision: new Map([
           ['blue', 10],

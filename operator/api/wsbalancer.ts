@@ -174,8 +174,10 @@ export interface WsBalancerStatus {
   phase?: Phase;
   activeRevision?: string;
   previewRevision?: string;
-  /** The revision retired by the last promotion; never taken as a new preview while it has endpoints. */
+  /** The revision retired by the last promotion. */
   previousRevision?: string;
+  /** Every revision retired by a promotion that still has endpoints: none is taken as a new preview. */
+  retiredRevisions?: string[];
   /** The revision of an aborted rollout; never taken as a new preview while it has endpoints. */
   abortedRevision?: string;
   rollout?: RolloutStatus;

@@ -1,0 +1,125 @@
+// The real processes behind the fake kubelet's pods: an echo backend for a pod labelled
+// role=backend, a Baton sidecar for role=sidecar, each bound to the pod's loopback IP.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { V1Pod } from '@kubernetes/client-node';
+import { BackendProcess, waitFor } from '../helpers.js';
+
+export const ROLE_LABEL = 'baton.test/role';
+export const BACKEND_PORT = 8080;
+export const SIDECAR_PORT = 8000;
+export const ADMIN_PORT = 9901;
+
+const batonBin = fileURLToPath(new URL('../../../bin/baton.js', import.meta.url));
+
+/** A `baton sidecar` process on one IP: clients on SIDECAR_PORT, admin API on ADMIN_PORT. */
+export class SidecarProcess {
+  child: ChildProcess | null = null;
+
+  constructor(
+    readonly name: string,
+    readonly ip: string,
+    private readonly configFile: string,
+    private readonly token: string,
+  ) {}
+
+  get url(): string {
+    return `ws://${this.ip}:${SIDECAR_PORT}`;
+  }
+  get adminUrl(): string {
+    return `http://${this.ip}:${ADMIN_PORT}`;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [batonBin, 'sidecar', '--config', this.configFile], {
+      env: { ...process.env, BATON_ADMIN_TOKEN: this.token, BATON_LOG_LEVEL: process.env.BATON_TEST_LOG ?? 'warn' },
+      stdio: ['ignore', process.env.BATON_TEST_LOG ? 'inherit' : 'ignore', 'inherit'],
+    });
+    this.child = child;
+    let up = false;
+    const deadline = Date.now() + 10_000;
+    while (!up) {
+      if (child.exitCode !== null) throw new Error(`sidecar ${this.name} exited (${child.exitCode})`);
+      if (Date.now() > deadline) throw new Error(`sidecar ${this.name} did not start`);
+      up = await fetch(`${this.adminUrl}/healthz`).then((r) => r.ok, () => false);
+      if (!up) await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Sends a signal and waits for the process to exit. */
+  async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill(signal);
+    await exited;
+    this.child = null;
+  }
+
+  /** GET on the admin API with the token. */
+  async admin<T>(path: string): Promise<T> {
+    const res = await fetch(`${this.adminUrl}/v1${path}`, { headers: { authorization: `Bearer ${this.token}` } });
+    if (!res.ok) throw new Error(`${path}: ${res.status}`);
+    return (await res.json()) as T;
+  }
+}
+
+/** Starts and stops the process of each pod the fake kubelet runs (use as its hooks). */
+export class PodProcesses {
+  readonly backends = new Map<string, BackendProcess>();
+  readonly sidecars = new Map<string, SidecarProcess>();
+  private readonly dir = mkdtempSync(join(tmpdir(), 'baton-pods-'));
+
+  constructor(private readonly adminToken: string) {}
+
+  readonly start = async (pod: V1Pod, ip: string): Promise<void> => {
+    const name = pod.metadata!.name!;
+    const role = pod.metadata?.labels?.[ROLE_LABEL];
+    if (role === 'backend') {
+      const b = new BackendProcess(name, BACKEND_PORT, [], ip);
+      await b.start();
+      this.backends.set(name, b);
+    } else if (role === 'sidecar') {
+      const file = join(this.dir, `${name}.yaml`);
+      writeFileSync(
+        file,
+        [
+          `listen: { address: "${ip}:${SIDECAR_PORT}" }`,
+          `admin: { address: "${ip}:${ADMIN_PORT}" }`,
+          // Fast failure detection and a generous deadline: the tests kill backends on purpose.
+          'failover: { deadline: 60s }',
+          'session: { pingInterval: 1s, pongTimeout: 3s }',
+          '',
+        ].join('\n'),
+      );
+      const s = new SidecarProcess(name, ip, file, this.adminToken);
+      await s.start();
+      this.sidecars.set(name, s);
+    }
+  };
+
+  readonly stop = async (pod: V1Pod): Promise<void> => {
+    const name = pod.metadata!.name!;
+    await this.backends.get(name)?.signal('SIGTERM');
+    this.backends.delete(name);
+    await this.sidecars.get(name)?.stop('SIGTERM');
+    this.sidecars.delete(name);
+  };
+
+  async stopAll(): Promise<void> {
+    for (const b of this.backends.values()) await b.signal('SIGKILL');
+    for (const s of this.sidecars.values()) await s.stop('SIGKILL');
+    this.backends.clear();
+    this.sidecars.clear();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Waits until `n` sidecars run. */
+  async waitForSidecars(n: number): Promise<SidecarProcess[]> {
+    await waitFor(() => this.sidecars.size >= n, `${n} sidecar processes`, 20_000);
+    return [...this.sidecars.values()];
+  }
+}

@@ -1,0 +1,483 @@
+// The operator end to end on a real control plane (etcd + kube-apiserver + kube-controller-manager
+// 1.20, RBAC on): real sidecar and echo-backend processes run as the pods of Deployments, the
+// operator runs as separate processes with only the chart's permissions, and real ws clients keep
+// sessions open through rollouts.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  AppsV1Api,
+  ApiextensionsV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  EventsV1Api,
+  loadYaml,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+  type KubeConfig,
+  type V1CustomResourceDefinition,
+  type V1Deployment,
+  type V1PolicyRule,
+} from '@kubernetes/client-node';
+import { parse } from 'yaml';
+import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
+import type { WsBalancer } from '../operator/api/wsbalancer.js';
+import { freePort, TestClient, waitFor } from './helpers.js';
+import { eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+import { FakeKubelet } from './kube/kubelet.js';
+import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const NS = 'app';
+const OPERATOR_NS = 'baton-system';
+const ADMIN_TOKEN = 'test-admin-token-0123456789';
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+/** A `baton operator` process with the ServiceAccount token the chart's RBAC applies to. */
+class OperatorProcess {
+  child: ChildProcess;
+  readonly lines: Array<Record<string, unknown>> = [];
+
+  constructor(
+    readonly identity: string,
+    kubeconfig: string,
+    readonly metricsPort: number,
+  ) {
+    this.child = spawn(
+      process.execPath,
+      [
+        `${root}bin/baton.js`,
+        'operator',
+        '--kubeconfig', kubeconfig,
+        '--identity', identity,
+        '--lease-namespace', OPERATOR_NS,
+        '--lease-duration', '3s',
+        '--lease-retry-period', '500ms',
+        '--metrics-address', `127.0.0.1:${metricsPort}`,
+        '--resync', '5s',
+      ],
+      { env: { ...process.env, BATON_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let pending = '';
+    this.child.stdout!.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) !== -1) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (process.env.BATON_TEST_LOG) process.stderr.write(`[${identity}] ${line}\n`);
+        try {
+          this.lines.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** Alive, and its log's last word on the lease is that it leads. */
+  get leading(): boolean {
+    if (!this.alive) return false;
+    const changes = this.lines.filter((l) => l.msg === 'became the leader' || l.msg === 'no longer the leader');
+    return changes.at(-1)?.msg === 'became the leader';
+  }
+
+  async metric(name: string): Promise<number> {
+    const text = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`).then((r) => r.text());
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith(name))
+      .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
+  }
+
+  async kill(): Promise<void> {
+    if (!this.alive) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+function deployment(name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment {
+  return {
+    metadata: { name, namespace: NS },
+    spec: {
+      replicas,
+      selector: { matchLabels: labels },
+      template: {
+        metadata: { labels },
+        spec: {
+          terminationGracePeriodSeconds: 30,
+          containers: [{ name: 'main', image: 'example.invalid/none:1', ...(port ? { ports: [{ name: 'ws', containerPort: port }] } : {}) }],
+        },
+      },
+    },
+  };
+}
+
+const backendLabels = (version: string) => ({ app: 'echo', version, [ROLE_LABEL]: 'backend' });
+
+/** A client session sending numbered messages; the echo backends answer "<pod>|<message>". */
+class TrackedSession {
+  sent = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly client: TestClient,
+  ) {}
+
+  send(everyMs: number): void {
+    this.timer = setInterval(() => this.sendOne(), everyMs);
+  }
+
+  pause(): void {
+    clearInterval(this.timer);
+  }
+
+  sendOne(): void {
+    this.client.ws.send(`${this.id}:${this.sent++}`);
+  }
+
+  /** Every message answered exactly once, in order; returns the pod that answered last. */
+  check(): string {
+    const texts = this.client.texts();
+    assert.equal(texts.length, this.sent, `${this.id}: ${this.sent} sent, ${texts.length} answered`);
+    texts.forEach((t, n) => assert.equal(t.slice(t.indexOf('|') + 1), `${this.id}:${n}`, `${this.id}: answer ${n} is "${t}"`));
+    const last = texts.at(-1) ?? '';
+    return last.slice(0, last.indexOf('|'));
+  }
+}
+
+describe('operator on a real API server', { timeout: 600_000 }, () => {
+  let cp: ControlPlane;
+  let admin: KubeConfig;
+  let apps: AppsV1Api;
+  let core: CoreV1Api;
+  let custom: CustomObjectsApi;
+  let kubelet: FakeKubelet;
+  let pods: PodProcesses;
+  let operatorKubeconfig: string;
+  const operators: OperatorProcess[] = [];
+  const sessions: TrackedSession[] = [];
+
+  const startOperator = async (identity: string): Promise<OperatorProcess> => {
+    const op = new OperatorProcess(identity, operatorKubeconfig, await freePort());
+    operators.push(op);
+    return op;
+  };
+
+  const getBalancer = async (name: string): Promise<WsBalancer> =>
+    (await custom.getNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name })) as WsBalancer;
+
+  const condition = (wsb: WsBalancer, type: string) => wsb.status?.conditions?.find((c) => c.type === type);
+
+  const patchBalancer = (name: string, body: object) =>
+    custom.patchNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name, body }, mergePatch);
+
+  const scale = (name: string, replicas: number) =>
+    apps.patchNamespacedDeployment({ name, namespace: NS, body: { spec: { replicas } } }, mergePatch);
+
+  /** The two sidecars that carry the clients (the third one, the spare, is restarted mid-rollout). */
+  const clientSidecars = (): SidecarProcess[] => [...pods.sidecars.values()].sort((a, b) => a.name.localeCompare(b.name)).slice(0, 2);
+
+  /** Backends every sidecar holds in `state`, as pod names, when all sidecars agree; else undefined. */
+  const agreedBackends = async (sidecars: SidecarProcess[], state = 'enabled'): Promise<string[] | undefined> => {
+    const sets = await Promise.all(sidecars.map((s) => s.admin<BackendsResponse>('/backends')));
+    const names = sets.map((v) => v.backends.filter((b) => b.state === state).map((b) => b.id).sort().join(','));
+    return names.every((n) => n === names[0]) ? names[0]!.split(',').filter(Boolean) : undefined;
+  };
+
+  const readyPods = async (labels: Record<string, string>): Promise<string[]> => {
+    const selector = Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(',');
+    const list = await core.listNamespacedPod({ namespace: NS, labelSelector: selector });
+    return list.items
+      .filter((p) => !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      .map((p) => p.metadata!.name!)
+      .sort();
+  };
+
+  before(async () => {
+    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
+    await cp.ensureNamespace(OPERATOR_NS);
+    await cp.ensureNamespace(NS);
+    admin = cp.kubeConfig();
+    apps = admin.makeApiClient(AppsV1Api);
+    core = admin.makeApiClient(CoreV1Api);
+    custom = admin.makeApiClient(CustomObjectsApi);
+
+    // The CRD from crds/, exactly as a user installs it.
+    // loadYaml maps x-kubernetes-* keys onto client-node's model (a plain parse would lose them).
+    const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(`${root}crds/baton.dev_wsbalancers.yaml`, 'utf8'));
+    const apiext = admin.makeApiClient(ApiextensionsV1Api);
+    await apiext.createCustomResourceDefinition({ body: crd });
+    await eventually(async () => {
+      const got = await apiext.readCustomResourceDefinition({ name: crd.metadata!.name! });
+      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
+    }, 'CRD established');
+
+    // The operator's ServiceAccount with the chart's rules, nothing more.
+    const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
+    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+    await core.createNamespacedServiceAccount({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' } } });
+    const subject = [{ kind: 'ServiceAccount', name: 'baton-operator', namespace: OPERATOR_NS }];
+    await rbac.createClusterRole({ body: { metadata: { name: 'baton-operator' }, rules: rules.clusterRules } });
+    await rbac.createClusterRoleBinding({ body: { metadata: { name: 'baton-operator' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'baton-operator' }, subjects: subject } });
+    await rbac.createNamespacedRole({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, rules: rules.namespaceRules } });
+    await rbac.createNamespacedRoleBinding({
+      namespace: OPERATOR_NS,
+      body: { metadata: { name: 'baton-operator' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'baton-operator' }, subjects: subject },
+    });
+    operatorKubeconfig = cp.writeKubeconfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator'));
+
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    pods = new PodProcesses(ADMIN_TOKEN);
+    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
+    kubelet.onPodStart(pods.start);
+    kubelet.onPodStop(pods.stop);
+
+    // Three sidecar pods (clients use two; the third is restarted mid-rollout) and the blue backends.
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 3) });
+    await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
+    });
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-blue', backendLabels('blue'), 2, BACKEND_PORT) });
+    await pods.waitForSidecars(3);
+    await startOperator('operator-a');
+    await startOperator('operator-b');
+  });
+
+  after(async () => {
+    for (const t of sessions) {
+      t.pause();
+      t.client.close();
+    }
+    for (const op of operators) await op.kill();
+    await kubelet?.stop();
+    await pods?.stopAll();
+    await cp?.stop();
+  });
+
+  const wsbSpec = (extra: Record<string, unknown> = {}) => ({
+    sidecarSelector: { matchLabels: { app: 'edge' } },
+    sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
+    backend: { service: 'echo', port: 'ws', revisionLabel: 'version' },
+    rollout: { blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 50, drainDeadlineSeconds: 120 } },
+    ...extra,
+  });
+
+  test('an invalid spec sets InvalidSpec naming the field and changes nothing on the sidecars', async () => {
+    await custom.createNamespacedCustomObject({
+      group: 'baton.dev',
+      version: 'v1alpha1',
+      namespace: NS,
+      plural: 'wsbalancers',
+      body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'bad' }, spec: wsbSpec({ settings: { 'failover.deadline': '3 parsecs' } }) },
+    });
+    const invalid = await eventually(async () => {
+      const c = condition(await getBalancer('bad'), 'InvalidSpec');
+      return c?.status === 'True' ? c : undefined;
+    }, 'InvalidSpec condition', 15_000);
+    assert.match(invalid.message, /spec\.settings\["failover\.deadline"\]: "3 parsecs" is not a duration/);
+    for (const s of pods.sidecars.values()) assert.equal((await s.admin<StatusResponse>('/status')).backendsGeneration, 0, `${s.name} was changed`);
+
+    // Deleting it removes the operator's finalizer and the object goes away.
+    await custom.deleteNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name: 'bad' });
+    await eventually(() => getBalancer('bad').then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined)), 'bad WsBalancer deleted');
+  });
+
+  test('scaling the backend Deployment: every sidecar follows within two seconds of the EndpointSlice', async () => {
+    await custom.createNamespacedCustomObject({
+      group: 'baton.dev',
+      version: 'v1alpha1',
+      namespace: NS,
+      plural: 'wsbalancers',
+      body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'edge' }, spec: wsbSpec() },
+    });
+    const sidecars = [...pods.sidecars.values()];
+    const follow = async (replicas: number): Promise<void> => {
+      await scale('echo-blue', replicas);
+      const ready = await eventually(async () => {
+        const names = await readyPods(backendLabels('blue'));
+        return names.length === replicas ? names : undefined;
+      }, `${replicas} ready blue pods`, 20_000);
+      const readyAt = Date.now();
+      await eventually(async () => {
+        const held = await agreedBackends(sidecars);
+        return held && held.join() === ready.join() ? true : undefined;
+      }, `sidecars hold ${ready.join(', ')}`, 10_000);
+      assert.ok(Date.now() - readyAt <= 2000, `sidecars followed ${Date.now() - readyAt} ms after the pods were ready`);
+    };
+    await follow(2);
+    await follow(3);
+    await follow(1);
+    await follow(2);
+    const wsb = await getBalancer('edge');
+    assert.equal(wsb.status?.activeRevision, 'blue');
+    assert.equal(condition(wsb, 'SidecarsSynced')?.status, 'True');
+    assert.equal(wsb.status?.sidecars?.synced, 3);
+  });
+
+  /** Stops the traffic, waits for every answer and checks it; returns the pods that answered last. */
+  const settle = async (): Promise<Set<string>> => {
+    const answered = () => waitFor(() => sessions.every((t) => t.client.received.length >= t.sent || t.client.closed !== null), 'every message answered', 15_000);
+    for (const t of sessions) t.pause();
+    await answered();
+    // One more message each: its answer shows where the session is now, not before its last move.
+    for (const t of sessions) t.sendOne();
+    await answered();
+    const closed = sessions.filter((t) => t.client.closed !== null);
+    assert.equal(closed.length, 0, `${closed.length} clients were disconnected (first: ${JSON.stringify(closed[0]?.client.closed)})`);
+    return new Set(sessions.map((t) => t.check()));
+  };
+  const resume = (): void => {
+    for (const t of sessions) t.send(200);
+  };
+
+  /** Sessions per revision over the sidecars that carry clients. */
+  const sessionsOn = async (revision: string): Promise<number> => {
+    let n = 0;
+    for (const s of clientSidecars()) for (const b of (await s.admin<BackendsResponse>('/backends')).backends) if (b.labels.revision === revision) n += b.sessions;
+    return n;
+  };
+
+  const waitForPromoted = async (revision: string, timeoutMs: number): Promise<WsBalancer> => {
+    let last: WsBalancer | undefined;
+    try {
+      return await eventually(async () => {
+        last = await getBalancer('edge');
+        return last.status?.activeRevision === revision && condition(last, 'Promoted')?.status === 'True' ? last : undefined;
+      }, `revision ${revision} promoted`, timeoutMs, 200);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`);
+    }
+  };
+
+  /** Every client sidecar has dropped the revision's backends: each of its sessions has finished moving. */
+  const revisionGone = (revision: string) =>
+    eventually(async () => {
+      const views = await Promise.all(clientSidecars().map((s) => s.admin<BackendsResponse>('/backends')));
+      return views.every((v) => v.backends.every((b) => b.labels.revision !== revision)) ? true : undefined;
+    }, `revision ${revision} dropped by the sidecars`, 30_000, 100);
+
+  test('blue/green: 200 live sessions move from blue to green with no disconnect and no lost message', async () => {
+    let n = 0;
+    for (const s of clientSidecars()) {
+      for (let i = 0; i < 100; i++) sessions.push(new TrackedSession(`c${n++}`, await TestClient.connect(`${s.url}/chat`)));
+    }
+    resume();
+    await waitFor(() => sessions.every((t) => t.client.received.length > 0), 'every session answered once', 10_000);
+
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-green', backendLabels('green'), 2, BACKEND_PORT) });
+    const promoted = await waitForPromoted('green', 60_000);
+    assert.equal(promoted.status?.previousRevision, 'blue');
+    assert.equal(promoted.status?.phase, 'Healthy');
+
+    await revisionGone('blue');
+    const answeredBy = await settle();
+    assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-green-')), `sessions answered by ${[...answeredBy].join(', ')}`);
+    assert.equal(await sessionsOn('green'), 200);
+
+    const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+    const reasons = events.items.filter((e) => e.regarding?.name === 'edge').map((e) => e.reason);
+    for (const r of ['PreviewDetected', 'PromotionStarted', 'SessionsMigrated', 'Promoted']) assert.ok(reasons.includes(r), `event ${r} in ${reasons.join(', ')}`);
+    resume();
+  });
+
+  test('abort midway: sessions return to the active revision, none lost', async () => {
+    // Slow migration so the abort lands while sessions are split between the revisions.
+    await patchBalancer('edge', { spec: { rollout: { blueGreen: { migrationRate: 5 } } } });
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-red', backendLabels('red'), 2, BACKEND_PORT) });
+    await eventually(async () => ((await sessionsOn('red')) >= 10 ? true : undefined), '10 sessions on red', 60_000, 100);
+    await patchBalancer('edge', { metadata: { annotations: { 'baton.dev/abort': 'red' } } });
+
+    const aborted = await eventually(async () => {
+      const wsb = await getBalancer('edge');
+      return wsb.status?.abortedRevision === 'red' ? wsb : undefined;
+    }, 'rollout of red aborted', 15_000, 100);
+    assert.equal(aborted.status?.activeRevision, 'green');
+    assert.equal(aborted.status?.previewRevision, undefined);
+    assert.equal(condition(aborted, 'Promoted')?.reason, 'RolloutAborted');
+    assert.equal(aborted.status?.phase, 'Degraded');
+    await revisionGone('red');
+    assert.equal(await sessionsOn('green'), 200);
+
+    const answeredBy = await settle();
+    assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-green-')), `sessions answered by ${[...answeredBy].join(', ')}`);
+    const reasons = (await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS })).items.map((e) => e.reason);
+    assert.ok(reasons.includes('Aborted'));
+
+    // Once the aborted revision is gone, the balancer is healthy again.
+    await apps.deleteNamespacedDeployment({ name: 'echo-red', namespace: NS });
+    await eventually(async () => ((await getBalancer('edge')).status?.phase === 'Healthy' ? true : undefined), 'phase Healthy', 30_000, 200);
+    resume();
+  });
+
+  test('the leader is killed mid-rollout and a sidecar restarts: the standby completes the rollout and re-syncs it', async () => {
+    await patchBalancer('edge', { metadata: { annotations: { 'baton.dev/abort': null } } });
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-purple', backendLabels('purple'), 2, BACKEND_PORT) });
+    await eventually(async () => ((await sessionsOn('purple')) >= 10 ? true : undefined), '10 sessions on purple', 60_000, 100);
+
+    const leader = operators.find((o) => o.leading);
+    assert.ok(leader, 'one operator leads');
+    await leader.kill();
+    // The third sidecar (no clients) restarts mid-rollout: it comes back empty and must be re-synced.
+    const spare = [...pods.sidecars.values()].find((s) => !clientSidecars().includes(s))!;
+    await spare.stop('SIGKILL');
+    await spare.start();
+    await kubelet.restartContainer(NS, spare.name);
+
+    await waitForPromoted('purple', 90_000);
+    await revisionGone('green');
+    const standby = operators.find((o) => o !== leader)!;
+    assert.ok(standby.leading, 'the standby took over');
+    const answeredBy = await settle();
+    assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-purple-')), `sessions answered by ${[...answeredBy].join(', ')}`);
+
+    const views = await Promise.all([...pods.sidecars.values()].map((s) => s.admin<BackendsResponse>('/backends')));
+    const enabled = views.map((v) => v.backends.filter((b) => b.state === 'enabled').map((b) => b.id).sort().join());
+    assert.deepEqual(new Set(enabled).size, 1, `every sidecar holds the same backends: ${enabled.join(' | ')}`);
+    assert.deepEqual(new Set(views.map((v) => v.generation)).size, 1, 'every sidecar holds the same generation');
+    await startOperator('operator-c');
+    resume();
+  });
+
+  test('an API server restart and a quiet minute later, the operator still follows without restarting', async () => {
+    const pids = operators.filter((o) => o.alive).map((o) => o.child.pid);
+    await cp.restartApiServer();
+    const follow = async (replicas: number, withinMs: number): Promise<void> => {
+      await scale('echo-purple', replicas);
+      const ready = await eventually(async () => {
+        const names = await readyPods(backendLabels('purple'));
+        return names.length === replicas ? names : undefined;
+      }, `${replicas} ready purple pods`, 30_000);
+      const readyAt = Date.now();
+      await eventually(async () => {
+        const held = await agreedBackends([...pods.sidecars.values()]);
+        return held && held.join() === ready.join() ? true : undefined;
+      }, `sidecars hold ${ready.join(', ')}`, withinMs + 10_000);
+      assert.ok(Date.now() - readyAt <= withinMs, `sidecars followed ${Date.now() - readyAt} ms after the pods were ready`);
+    };
+    await follow(3, 15_000);
+    const leader = operators.find((o) => o.leading)!;
+    assert.ok((await leader.metric('baton_operator_informer_restarts_total')) > 0, 'the informers restarted after the API server went away');
+
+    // Longer than client-node's 30 s watch inactivity timeout with nothing changing.
+    await new Promise((r) => setTimeout(r, 35_000));
+    await follow(2, 2000);
+    assert.deepEqual(
+      operators.filter((o) => o.alive).map((o) => o.child.pid),
+      pids,
+      'no operator process restarted',
+    );
+    await settle();
+  });
+});
