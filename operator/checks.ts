@@ -42,12 +42,19 @@ interface PromResponse {
 async function prometheusProblem(address: string, query: string): Promise<string | undefined> {
   let body: PromResponse;
   try {
-    const url = new URL('/api/v1/query', address);
+    // Keep the address's path: Prometheus may sit under a prefix (--web.route-prefix, an ingress path).
+    const url = new URL(address);
+    url.pathname = `${url.pathname.replace(/\/+$/, '')}/api/v1/query`;
     url.searchParams.set('query', query);
     const res = await fetch(url, { signal: AbortSignal.timeout(PROMETHEUS_TIMEOUT_MS) });
-    body = (await res.json()) as PromResponse;
+    const text = await res.text();
+    try {
+      body = JSON.parse(text) as PromResponse;
+    } catch {
+      return `query failed: HTTP ${res.status}: ${text.slice(0, 200)}`;
+    }
   } catch (err) {
-    return `query failed: ${(err as Error).message}`;
+    return `query failed: ${errorText(err)}`;
   }
   if (body.status !== 'success' || !body.data) return `query failed: ${body.error ?? body.status}`;
   const { resultType, result } = body.data;
@@ -56,7 +63,7 @@ async function prometheusProblem(address: string, query: string): Promise<string
   else if (resultType === 'scalar') values = [(result as [number, string])[1]];
   else return `query must return a vector or a scalar, got ${resultType}`;
   if (values.length === 0) return `"${query}" returned no series (the condition does not hold)`;
-  const zero = values.find((v) => Number(v) === 0 || Number.isNaN(Number(v)));
+  const zero = values.find((v) => sampleValue(v) === 0 || Number.isNaN(sampleValue(v)));
   return zero === undefined ? undefined : `"${query}" returned ${zero}`;
 }
 
@@ -65,12 +72,24 @@ async function webhookProblem(url: string, timeoutMs: number, ctx: CheckContext)
     const res = await fetch(url, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(ctx),
+      body: JSON.stringify({ ...ctx, activeRevision: ctx.activeRevision ?? null }),
       signal: AbortSignal.timeout(timeoutMs),
     });
     await res.arrayBuffer();
     return res.ok ? undefined : `${url} answered ${res.status}`;
   } catch (err) {
-    return `${url} failed: ${(err as Error).message}`;
+    return `${url} failed: ${errorText(err)}`;
   }
+}
+
+/** Prometheus writes sample values as strings, infinities as "+Inf" / "-Inf". */
+function sampleValue(v: string): number {
+  return v === '+Inf' ? Infinity : v === '-Inf' ? -Infinity : Number(v);
+}
+
+/** fetch's message is just "fetch failed"; the reason (ECONNREFUSED, a timeout) is in its cause. */
+function errorText(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  const cause = e.cause?.code ?? e.cause?.message;
+  return cause ? `${e.message} (${cause})` : e.message;
 }

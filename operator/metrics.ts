@@ -1,5 +1,6 @@
 // Prometheus metrics of the operator, served on its own /metrics. Names start baton_operator_.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../sidecar/metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
 
 export type ReconcileResult = 'success' | 'error' | 'invalid' | 'conflict';
@@ -22,7 +23,7 @@ export class OperatorMetrics {
   private readonly revisionSeries = new Map<string, Array<{ revision: string; role: string }>>();
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     const registers = [this.registry];
     this.reconciles = new Counter({ name: 'baton_operator_reconciles_total', help: 'Reconciles of a WsBalancer, by result.', labelNames: ['result'], registers });
     this.reconcileDuration = new Histogram({

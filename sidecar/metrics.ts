@@ -6,6 +6,16 @@ import type { Backend } from './backends.js';
 import type { CodecStats } from './codecs/tracker.js';
 import type { Session } from './session.js';
 
+/** prom-client's process and Node.js metrics, minus the ones Prometheus's lint rejects. */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry });
+  // prom-client also exports these totals as gauges named *_total, which promtool rejects; the
+  // same figures remain, by type, in nodejs_active_{handles,requests,resources}.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
+}
+
 /** in = client → backend, out = backend → client. */
 export const DIRECTION_IN = 0;
 export const DIRECTION_OUT = 1;
@@ -95,12 +105,7 @@ export class SidecarMetrics {
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
-    // prom-client also exports these totals as gauges named *_total, which Prometheus's lint
-    // rejects; the same figures remain, by type, in nodejs_active_{handles,requests,resources}.
-    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-      this.registry.removeSingleMetric(name);
-    }
+    collectProcessMetrics(this.registry);
     this.registry.registerMetric(this.messageSize as unknown as Metric);
     this.sessionsOpened = new Counter({ name: 'baton_sessions_opened_total', help: 'Client sessions opened.', registers });
     this.sessionsClosed = new Counter({

@@ -26,6 +26,7 @@ import { parse } from 'yaml';
 import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
+import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
 import { eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
@@ -478,6 +479,58 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
       pids,
       'no operator process restarted',
     );
+    await settle();
+  });
+
+  test('a rolling update of the active revision: terminating pods drain first, no session is dropped', async () => {
+    resume();
+    const before = await readyPods(backendLabels('purple'));
+    // A template change makes a new ReplicaSet (same revision label); the old pods go one by one.
+    await apps.patchNamespacedDeployment(
+      { name: 'echo-purple', namespace: NS, body: { spec: { template: { metadata: { annotations: { 'baton.test/restartedAt': new Date().toISOString() } } } } } },
+      mergePatch,
+    );
+    await eventually(async () => {
+      const now = await readyPods(backendLabels('purple'));
+      return now.length === 2 && now.every((p) => !before.includes(p)) ? now : undefined;
+    }, 'every purple pod replaced', 90_000, 200);
+    // Dropped only once their sessions have moved (draining until then).
+    await eventually(async () => {
+      const views = await Promise.all([...pods.sidecars.values()].map((s) => s.admin<BackendsResponse>('/backends')));
+      return views.every((v) => v.backends.every((b) => !before.includes(b.id))) ? true : undefined;
+    }, 'sidecars dropped the old pods', 30_000, 100);
+    const answeredBy = await settle();
+    assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-purple-') && !before.includes(pod)), `sessions answered by ${[...answeredBy].join(', ')}`);
+    const wsb = await getBalancer('edge');
+    assert.equal(wsb.status?.activeRevision, 'purple', 'a rolling update within one revision is not a blue/green rollout');
+  });
+
+  test('operator metrics pass promtool; /healthz and /readyz answer on every replica', async () => {
+    const live = operators.filter((o) => o.alive);
+    for (const op of live) {
+      assert.equal((await fetch(`http://127.0.0.1:${op.metricsPort}/healthz`)).status, 200);
+      assert.equal((await fetch(`http://127.0.0.1:${op.metricsPort}/readyz`)).status, 200, `${op.identity} ready (a standby too)`);
+    }
+    const leader = live.find((o) => o.leading)!;
+    const text = await fetch(`http://127.0.0.1:${leader.metricsPort}/metrics`).then((r) => r.text());
+    ensurePrometheus();
+    assert.equal(promtoolCheckMetrics(text), '');
+    assert.ok((await leader.metric('baton_operator_reconciles_total{result="success"}')) > 0);
+    assert.ok((await leader.metric('baton_operator_sidecar_pushes_total{result="success"}')) > 0);
+    assert.equal(await leader.metric('baton_operator_leader'), 1);
+    assert.equal(await leader.metric('baton_operator_sidecars_out_of_sync{namespace="app",wsbalancer="edge"}'), 0);
+    assert.equal(await leader.metric('baton_operator_wsbalancer_phase{namespace="app",wsbalancer="edge",phase="Healthy"}'), 1);
+    const standby = live.find((o) => !o.leading)!;
+    assert.equal(await standby.metric('baton_operator_leader'), 0);
+  });
+
+  test('deleting the WsBalancer removes the finalizer; the sidecars keep serving their last backends', async () => {
+    const held = await agreedBackends([...pods.sidecars.values()]);
+    await custom.deleteNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name: 'edge' });
+    await eventually(() => getBalancer('edge').then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined)), 'edge deleted');
+    assert.deepEqual(await agreedBackends([...pods.sidecars.values()]), held);
+    resume();
+    await waitFor(() => sessions.every((t) => t.client.received.length >= t.sent - 1), 'sessions still answered', 10_000);
     await settle();
   });
 });

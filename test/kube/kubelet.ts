@@ -88,7 +88,7 @@ export class FakeKubelet {
     this.startHook = hook;
   }
 
-  /** Awaited after a deleted pod is reported not Ready and before it is removed: stop its process here. */
+  /** Awaited when a pod is being deleted, while it is still Ready (its preStop and SIGTERM): stop its process here. */
   onPodStop(hook: PodHook): void {
     this.stopHook = hook;
   }
@@ -284,14 +284,16 @@ export class FakeKubelet {
   private async terminate(pod: V1Pod, st: PodState | undefined): Promise<void> {
     const { namespace, name, uid } = pod.metadata! as { namespace: string; name: string; uid: string };
     if (st?.started && !st.stopped) {
-      st.ready = false;
-      await this.writeStatus(pod, st);
+      // As a real kubelet: the pod stays Ready while it shuts down (preStop, then SIGTERM), so its
+      // endpoint is serving and terminating until the containers have stopped.
       try {
         await this.stopHook?.(pod, st.ip);
       } catch (err) {
         console.error(`FakeKubelet: onPodStop(${namespace}/${name}, ${st.ip}) failed, deleting the pod anyway:`, err);
       }
       st.stopped = true;
+      st.ready = false;
+      await this.writeStatus(pod, st);
     }
     try {
       // With a body the apiserver ignores the query parameters, so the grace period goes in the body.

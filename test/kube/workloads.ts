@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { V1Pod } from '@kubernetes/client-node';
+import type { BackendsResponse } from '../../sidecar/admin/contract.js';
 import { BackendProcess, waitFor } from '../helpers.js';
 
 export const ROLE_LABEL = 'baton.test/role';
@@ -103,11 +104,28 @@ export class PodProcesses {
 
   readonly stop = async (pod: V1Pod): Promise<void> => {
     const name = pod.metadata!.name!;
-    await this.backends.get(name)?.signal('SIGTERM');
+    const backend = this.backends.get(name);
+    if (backend) {
+      // The preStop the docs recommend: keep serving while the sidecars move this backend's sessions off.
+      await this.drained(name, 20_000);
+      await backend.signal('SIGTERM');
+    }
     this.backends.delete(name);
     await this.sidecars.get(name)?.stop('SIGTERM');
     this.sidecars.delete(name);
   };
+
+  /** Until no sidecar has a session on the backend (or the time is up, like a preStop sleep). */
+  private async drained(backendId: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const views = await Promise.all(
+        [...this.sidecars.values()].map((s) => s.admin<BackendsResponse>('/backends').catch(() => undefined)),
+      );
+      if (views.every((v) => !v || v.backends.every((b) => b.id !== backendId || b.sessions === 0))) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 
   async stopAll(): Promise<void> {
     for (const b of this.backends.values()) await b.signal('SIGKILL');
