@@ -3,7 +3,7 @@
 // Node 20's --test takes files, not globs, so they are listed here. Extra arguments are passed to
 // node (e.g. `npm test -- --test-name-pattern=failover`); TEST_FILTER=substr limits which files run.
 import { readdirSync } from 'node:fs';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { join, relative } from 'node:path';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
@@ -16,6 +16,11 @@ const files = readdirSync(root, { recursive: true })
 if (files.length === 0) {
   console.error(`no test files under ${relative(process.cwd(), root)} matching "${filter}"`);
   process.exit(1);
+}
+// The operator tests run a real control plane; its binaries are built once per machine (about 7
+// minutes the first time, then cached), here rather than inside a test's timeout.
+if (files.some((f) => /kube|operator\.test/.test(f))) {
+  execFileSync('bash', [new URL('../scripts/ensure-kube.sh', import.meta.url).pathname], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 const child = spawn(process.execPath, ['--test', '--test-concurrency=1', ...process.argv.slice(2), ...files], {
   stdio: 'inherit',
