@@ -497,7 +497,8 @@ Backends are grouped into *revisions* by the value of the pod label \`spec.backe
    rest at once after \`drainDeadlineSeconds\`.
 5. When no session is left on the old revision and every sidecar holds the new backend set, the
    preview becomes the active revision (condition \`Promoted\`). The old one is recorded as
-   \`status.previousRevision\` and left out of the sidecars' backend set.
+   \`status.previousRevision\` and in \`status.retiredRevisions\`, and left out of the sidecars'
+   backend set; a retired revision is never taken as a new preview while it has endpoints.
 
 A rollout is **aborted** by \`${ANNOTATIONS.abort}\`, by a failed check, or when the preview loses all
 its endpoints; the active revision stays. If the active revision loses all its endpoints instead (a

@@ -41,16 +41,17 @@ const port = z.number().int().min(1).max(65535);
 
 const labelSelector = z
   .strictObject({
-    matchLabels: z.record(z.string(), z.string()).optional(),
+    matchLabels: z.record(z.string(), z.string()).optional().meta({ description: 'Labels a pod must carry, all of them.' }),
     matchExpressions: z
       .array(
         z.strictObject({
-          key: labelKey,
-          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']),
-          values: z.array(z.string()).optional(),
+          key: labelKey.meta({ description: 'The label key the requirement applies to.' }),
+          operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist']).meta({ description: 'How the label relates to the values.' }),
+          values: z.array(z.string()).optional().meta({ description: 'For In and NotIn; empty for Exists and DoesNotExist.' }),
         }),
       )
-      .optional(),
+      .optional()
+      .meta({ description: 'Label requirements a pod must meet, all of them.' }),
   })
   .meta({ description: 'A label selector, as in a Deployment.' });
 
@@ -74,13 +75,14 @@ const settings = z
 const prometheusCheck = z.strictObject({
   address: z.url().meta({ description: 'Prometheus base URL, e.g. http://prometheus.monitoring:9090.' }),
   query: z.string().min(1).meta({
-    description: 'PromQL that must hold: it passes when the result is non-empty and every value is non-zero (write a comparison, e.g. `sum(rate(errors[1m])) < 1`).',
+    description:
+      'PromQL that must hold: it passes when the result is non-empty and every value is non-zero, e.g. `(sum(rate(errors_total[1m])) or vector(0)) < bool 1` (the `or vector(0)` makes "no errors yet" a 0, the `bool` makes the comparison 1 or 0).',
   }),
 });
 
 const webhookCheck = z.strictObject({
   url: z.url().meta({ description: 'POSTed a JSON body {namespace, name, activeRevision, previewRevision}; must answer 2xx.' }),
-  timeoutSeconds: z.number().int().min(1).max(300).default(10),
+  timeoutSeconds: z.number().int().min(1).max(300).default(10).meta({ description: 'A webhook slower than this fails the check.' }),
 });
 
 const blueGreen = z.strictObject({
@@ -89,13 +91,13 @@ const blueGreen = z.strictObject({
     .default('standby')
     .meta({ description: 'How the preview revision is added to sidecars before promotion: standby (used only if the active revision has no usable backend) or disabled.' }),
   autoPromotion: z.boolean().default(true).meta({ description: 'Promote automatically once the delay has passed and the checks hold; false waits for the baton.dev/promote annotation.' }),
-  autoPromotionDelaySeconds: z.number().int().min(0).max(86_400).default(30),
+  autoPromotionDelaySeconds: z.number().int().min(0).max(86_400).default(30).meta({ description: 'How long a preview must have been ready before an automatic promotion.' }),
   migrationRate: z.number().min(0.1).max(10_000).default(50).meta({ description: 'Sessions moved per second per sidecar while the old revision drains.' }),
   drainDeadlineSeconds: z.number().int().min(1).max(86_400).default(600).meta({ description: 'After this, the remaining sessions are moved at once, ignoring the rate.' }),
   prePromotionChecks: z
     .strictObject({
-      prometheus: prometheusCheck.optional(),
-      webhook: webhookCheck.optional(),
+      prometheus: prometheusCheck.optional().meta({ description: 'A Prometheus query that must hold.' }),
+      webhook: webhookCheck.optional().meta({ description: 'An HTTP endpoint that must answer 2xx.' }),
     })
     .optional()
     .meta({ description: 'Checks that must pass before an automatic promotion; a failed check aborts the rollout.' }),
@@ -108,29 +110,31 @@ export const WsBalancerSpecSchema = z.strictObject({
       adminPort: port.default(9901).meta({ description: "The sidecar's admin API port on the pod IP." }),
       adminTokenSecretRef: z
         .strictObject({
-          name: dnsSubdomain,
-          key: z.string().min(1).max(253).default('token'),
+          name: dnsSubdomain.meta({ description: 'Name of the Secret.' }),
+          key: z.string().min(1).max(253).default('token').meta({ description: 'Key in the Secret whose value is the token.' }),
         })
         .optional()
         .meta({ description: 'Secret (in this namespace) holding the admin API bearer token.' }),
     })
-    .prefault({}),
+    .prefault({})
+    .meta({ description: 'How the operator reaches each sidecar.' }),
   backend: z.strictObject({
     service: dnsLabel.meta({ description: 'Service whose EndpointSlices (label kubernetes.io/service-name) list the backends.' }),
     port: z
       .union([port, z.string().min(1).max(15)])
       .meta({ description: "A name matches the Service port's name; a number matches the endpoint (target) port, or a slice's only port." }),
-    scheme: z.enum(['ws', 'wss']).default('ws'),
+    scheme: z.enum(['ws', 'wss']).default('ws').meta({ description: 'Scheme of the backend URLs the sidecars dial.' }),
     revisionLabel: labelKey.default('pod-template-hash').meta({ description: "Pod label whose value names a backend's revision." }),
-    weight: z.number().int().min(1).max(1000).default(1),
-  }),
+    weight: z.number().int().min(1).max(1000).default(1).meta({ description: 'Balancing weight of every backend.' }),
+  }).meta({ description: 'The backends: the endpoints of one Service.' }),
   settings,
   rollout: z
     .strictObject({
-      strategy: z.enum(['blueGreen']).default('blueGreen'),
-      blueGreen: blueGreen.prefault({}),
+      strategy: z.enum(['blueGreen']).default('blueGreen').meta({ description: 'How a new backend revision takes over.' }),
+      blueGreen: blueGreen.prefault({}).meta({ description: 'The blue/green cutover: preview, promotion, migration, abort.' }),
     })
-    .prefault({}),
+    .prefault({})
+    .meta({ description: 'What happens when a new backend revision becomes ready.' }),
 });
 
 export type WsBalancerSpec = z.output<typeof WsBalancerSpecSchema>;
