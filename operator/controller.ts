@@ -78,6 +78,8 @@ export class Controller {
   /** The object as this replica last wrote it: newer than the cache until the watch catches up. */
   private readonly written = new Map<Key, WsBalancer>();
   private readonly tokens = new Map<string, { token: string | undefined; readAt: number }>();
+  /** The sidecars that failed the last sync, per WsBalancer: an event only when that changes. */
+  private readonly syncFailures = new Map<Key, string>();
   private readonly log: Logger;
 
   constructor(private readonly opts: ControllerOptions) {
@@ -305,10 +307,13 @@ export class Controller {
       if (!p.ok) failed.push(`${p.target.name}: ${p.error}`);
     }
     const unreachable = failed.length;
-    if (unreachable > 0) {
+    const failedNames = failed.map((f) => f.slice(0, f.indexOf(':'))).join();
+    if (unreachable > 0 && this.syncFailures.get(key) !== failedNames) {
       failed = failed.slice(0, 5);
       await this.events.record(wsb.metadata, 'Warning', 'SidecarSyncFailed', `${unreachable} of ${targets.length} sidecars not synced: ${failed.join('; ')}`);
     }
+    if (unreachable > 0) this.syncFailures.set(key, failedNames);
+    else this.syncFailures.delete(key);
 
     const status = buildStatus({
       generation: wsb.metadata.generation,
@@ -336,6 +341,7 @@ export class Controller {
 
   private forget(key: Key, namespace: string, name: string): void {
     this.pushed.delete(key);
+    this.syncFailures.delete(key);
     this.written.delete(key);
     this.opts.metrics.forget(namespace, name);
   }

@@ -59,6 +59,8 @@ class OperatorProcess {
         '--lease-retry-period', '500ms',
         '--metrics-address', `127.0.0.1:${metricsPort}`,
         '--resync', '5s',
+        '--sidecar-timeout', '1s',
+        '--sidecar-attempts', '2',
       ],
       { env: { ...process.env, BATON_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -503,6 +505,33 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-purple-') && !before.includes(pod)), `sessions answered by ${[...answeredBy].join(', ')}`);
     const wsb = await getBalancer('edge');
     assert.equal(wsb.status?.activeRevision, 'purple', 'a rolling update within one revision is not a blue/green rollout');
+  });
+
+  test('a sidecar that stops answering: SidecarSyncFailed, Degraded; re-synced once it answers again', async () => {
+    const spare = [...pods.sidecars.values()].find((s) => !clientSidecars().includes(s))!;
+    spare.child!.kill('SIGSTOP');
+    try {
+      await scale('echo-purple', 3);
+      const degraded = await eventually(async () => {
+        const wsb = await getBalancer('edge');
+        return wsb.status?.sidecars?.unreachable === 1 ? wsb : undefined;
+      }, 'one sidecar unreachable', 30_000, 200);
+      assert.equal(degraded.status?.phase, 'Degraded');
+      assert.equal(condition(degraded, 'SidecarsSynced')?.reason, 'SidecarsUnreachable');
+      const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+      const failures = events.items.filter((e) => e.reason === 'SidecarSyncFailed');
+      assert.equal(failures.length, 1, 'one event while the same sidecar keeps failing');
+      assert.match(failures[0]!.note ?? '', new RegExp(`1 of 3 sidecars not synced: ${spare.name}`));
+    } finally {
+      spare.child!.kill('SIGCONT');
+    }
+    const healed = await eventually(async () => {
+      const wsb = await getBalancer('edge');
+      return wsb.status?.sidecars?.synced === 3 && wsb.status.phase === 'Healthy' ? wsb : undefined;
+    }, 'every sidecar synced again', 30_000, 200);
+    assert.equal(condition(healed, 'SidecarsSynced')?.status, 'True');
+    const held = await agreedBackends([...pods.sidecars.values()]);
+    assert.equal(held?.length, 3, 'the spare holds the same three backends as the others');
   });
 
   test('operator metrics pass promtool; /healthz and /readyz answer on every replica', async () => {
