@@ -424,19 +424,28 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     resume();
   });
 
-  test('the leader is killed mid-rollout and a sidecar restarts: the standby completes the rollout and re-syncs it', async () => {
+  test('mid-rollout a sidecar restarts (re-synced at once) and the leader is killed (the standby completes the rollout)', async () => {
     await patchBalancer('edge', { metadata: { annotations: { 'baton.dev/abort': null } } });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-purple', backendLabels('purple'), 2, BACKEND_PORT) });
     await eventually(async () => ((await sessionsOn('purple')) >= 10 ? true : undefined), '10 sessions on purple', 60_000, 100);
 
-    const leader = operators.find((o) => o.leading);
-    assert.ok(leader, 'one operator leads');
-    await leader.kill();
-    // The third sidecar (no clients) restarts mid-rollout: it comes back empty and must be re-synced.
+    // The third sidecar (no clients) restarts mid-rollout: it comes back empty and must be re-synced
+    // while the rollout is still moving sessions (not merely by the push that completes it).
     const spare = [...pods.sidecars.values()].find((s) => !clientSidecars().includes(s))!;
     await spare.stop('SIGKILL');
     await spare.start();
     await kubelet.restartContainer(NS, spare.name);
+    const reference = clientSidecars()[0]!;
+    await eventually(async () => {
+      const [mine, theirs] = await Promise.all([spare.admin<BackendsResponse>('/backends'), reference.admin<BackendsResponse>('/backends')]);
+      const ids = (v: BackendsResponse) => v.backends.map((b) => `${b.id}:${b.state}`).sort().join();
+      return mine.generation === theirs.generation && ids(mine) === ids(theirs) ? true : undefined;
+    }, 'the restarted sidecar re-synced', 10_000, 100);
+    assert.ok((await getBalancer('edge')).status?.rollout?.promotingSince, 're-synced while the rollout is still migrating');
+
+    const leader = operators.find((o) => o.leading);
+    assert.ok(leader, 'one operator leads');
+    await leader.kill();
 
     await waitForPromoted('purple', 90_000);
     await revisionGone('green');
