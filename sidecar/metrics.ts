@@ -21,20 +21,26 @@ export const DIRECTION_IN = 0;
 export const DIRECTION_OUT = 1;
 const DIRECTIONS = ['in', 'out'] as const;
 
-export type SessionEndReason =
-  | 'client-closed'
-  | 'backend-closed'
-  | 'idle-timeout'
-  | 'client-unresponsive'
-  | 'failover-deadline'
-  | 'buffer-full'
-  | 'protocol-error'
-  | 'shutdown'
-  | 'admin';
+export const SESSION_END_REASONS = [
+  'client-closed',
+  'backend-closed',
+  'idle-timeout',
+  'client-unresponsive',
+  'failover-deadline',
+  'buffer-full',
+  'protocol-error',
+  'shutdown',
+  'admin',
+] as const;
+export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
 
 /** Why a session changed backend: unplanned (first three) or planned. */
-export type SwitchReason = 'error' | 'close-code' | 'pong-timeout' | 'drain' | 'admin' | 'lifetime' | 'reload';
-export type SwitchResult = 'resumed' | 'deadline' | 'buffer-full' | 'client-gone' | 'failed';
+export const SWITCH_REASONS = ['error', 'close-code', 'pong-timeout', 'drain', 'admin', 'lifetime', 'reload'] as const;
+export type SwitchReason = (typeof SWITCH_REASONS)[number];
+export const SWITCH_RESULTS = ['resumed', 'deadline', 'buffer-full', 'client-gone', 'failed'] as const;
+export type SwitchResult = (typeof SWITCH_RESULTS)[number];
+export const MIGRATION_RESULTS = ['migrated', 'failed', 'busy', 'closed'] as const;
+export type MigrationResult = (typeof MIGRATION_RESULTS)[number];
 export type DialFailureReason = 'refused' | 'server-error' | 'connect' | 'timeout' | 'tls' | 'subprotocol' | 'other';
 
 /** What the collectors read at scrape time. */
@@ -156,6 +162,15 @@ export class SidecarMetrics {
       labelNames: ['route', 'status'],
       registers,
     });
+
+    // Every known label value starts at 0, so that rate() and increase() see the first event too
+    // (a series born at its first increment has no earlier sample to rise from).
+    for (const reason of SESSION_END_REASONS) this.sessionsClosed.inc({ reason }, 0);
+    for (const reason of SWITCH_REASONS) {
+      this.switchGap.zero({ reason });
+      for (const result of SWITCH_RESULTS) this.switches.inc({ reason, result }, 0);
+    }
+    for (const result of MIGRATION_RESULTS) this.migrations.inc({ result }, 0);
 
     const ended = this.ended;
     new Gauge({

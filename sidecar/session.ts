@@ -8,13 +8,13 @@ import type { SidecarConfig } from './config/types.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
 import type { DialResult } from './dial.js';
-import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult } from './metrics.js';
+import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult, type MigrationResult } from './metrics.js';
 import type { Logger } from './logger.js';
 
 /** Why a session left its backend (also the `reason` label of later metrics). */
 export type FailoverReason = Extract<SwitchReason, 'error' | 'close-code' | 'pong-timeout'>;
+export type { MigrationResult };
 export type MigrationReason = Extract<SwitchReason, 'drain' | 'admin' | 'lifetime' | 'reload'>;
-export type MigrationResult = 'migrated' | 'failed' | 'busy' | 'closed';
 
 export type SessionState = 'open' | 'failing-over' | 'migrating' | 'closed';
 

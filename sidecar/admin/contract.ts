@@ -49,7 +49,8 @@ export type DrainRequest = z.input<typeof DrainRequestSchema>;
 
 /**
  * PUT /v1/backends: the whole set; a generation lower than the sidecar's is refused (stale writer).
- * `drain` paces the backends this PUT drains or removes; `settings` (when given) replaces the
+ * `drain` paces the backends this PUT drains or removes (its rate is shared by them: sessions per
+ * second for the whole sidecar); `settings` (when given) replaces the
  * runtime settings (config path → value as in its environment variable, see config/managed.ts).
  */
 export const PutBackendsRequestSchema = z

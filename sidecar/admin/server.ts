@@ -360,7 +360,12 @@ export class AdminServer {
     const settingsChanged = body.settings !== undefined && sc.applySettings(body.settings);
     const changes = sc.pool.apply(body.backends, Date.now());
     const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
-    const pace = body.drain && { rate: body.drain.rate, deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000 };
+    // The rate is the sidecar's: backends draining together share it.
+    const busy = changes.toDrain.filter((id) => (sc.pool.backends.get(id)?.sessions ?? 0) > 0).length;
+    const pace = body.drain && {
+      rate: body.drain.rate === undefined ? undefined : body.drain.rate / Math.max(1, busy),
+      deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000,
+    };
     for (const id of changes.toDrain) void sc.migrateAway(id, 'drain', pace);
     if (changed || settingsChanged) {
       this.log.info(

@@ -1,0 +1,135 @@
+// "Baton rollouts": the operator's view of each WsBalancer (phase, sessions per revision during a
+// cutover, sidecar sync) and its own health; migrations come from the sidecars.
+import { dashboard, labelVariable, row, stat, stateTimeline, timeseries } from './panels.js';
+
+const WSB = 'namespace=~"$namespace", wsbalancer=~"$wsbalancer"';
+const PER_SECOND = 'suffix: /s';
+const phaseIs = (phase: string) => `baton_operator_wsbalancer_phase{${WSB}, phase="${phase}"}`;
+const durationQuantile = (q: number) => ({
+  expr: `histogram_quantile(${q}, sum by (le) (rate(baton_operator_reconcile_duration_seconds_bucket[$__rate_interval])))`,
+  legend: `p${Math.round(q * 100)}`,
+});
+
+export const rolloutDashboard = dashboard({
+  uid: 'baton-rollout',
+  title: 'Baton rollouts',
+  description: 'Blue/green rollouts of WsBalancers and the health of the Baton operator.',
+  tags: ['baton', 'operator'],
+  variables: [
+    labelVariable('namespace', 'Namespace', 'baton_operator_wsbalancer_phase', 'Namespaces with a WsBalancer.'),
+    labelVariable('wsbalancer', 'WsBalancer', 'baton_operator_wsbalancer_phase{namespace=~"$namespace"}', 'WsBalancers of the selected namespaces.'),
+  ],
+  panels: [
+    stat({ title: 'Rollouts in progress', description: 'WsBalancers in phase Progressing.', w: 6, h: 4, queries: [{ expr: `sum(${phaseIs('Progressing')})`, legend: 'progressing' }] }),
+    stat({
+      title: 'Degraded WsBalancers',
+      description: 'WsBalancers in phase Degraded: no ready active endpoint, an aborted rollout, or unreachable sidecars.',
+      w: 6,
+      h: 4,
+      queries: [{ expr: `sum(${phaseIs('Degraded')})`, legend: 'degraded' }],
+    }),
+    stat({
+      title: 'Sidecars out of sync',
+      description: 'Ready sidecars that do not hold their WsBalancer\'s backend set (unreachable included).',
+      w: 6,
+      h: 4,
+      queries: [{ expr: `sum(baton_operator_sidecars_out_of_sync{${WSB}})`, legend: 'out of sync' }],
+    }),
+    stat({
+      title: 'Operator leaders',
+      description: 'Replicas holding the leader lease: 1 is right; 0 means nothing reconciles.',
+      w: 6,
+      h: 4,
+      queries: [{ expr: 'sum(baton_operator_leader)', legend: 'leaders' }],
+    }),
+
+    row('Rollouts'),
+    stateTimeline({
+      title: 'Phase per WsBalancer',
+      description: 'Healthy, Progressing (a preview or a promotion in motion), Paused (waiting for a person) or Degraded.',
+      w: 24,
+      h: 6,
+      states: [
+        { value: 0, text: 'Healthy', color: 'green' },
+        { value: 1, text: 'Progressing', color: 'blue' },
+        { value: 2, text: 'Paused', color: 'yellow' },
+        { value: 3, text: 'Degraded', color: 'red' },
+      ],
+      queries: [
+        {
+          expr: `sum by (namespace, wsbalancer) (${phaseIs('Progressing')} or 2 * ${phaseIs('Paused')} or 3 * ${phaseIs('Degraded')})`,
+          legend: '{{namespace}}/{{wsbalancer}}',
+        },
+      ],
+    }),
+    timeseries({
+      title: 'Sessions by revision',
+      description: 'Sessions on each backend revision, summed over the sidecars: during a cutover the old revision drains into the new one.',
+      w: 12,
+      h: 9,
+      stacked: true,
+      queries: [{ expr: `sum by (wsbalancer, revision) (baton_operator_revision_sessions{${WSB}})`, legend: '{{wsbalancer}} {{revision}}' }],
+    }),
+    timeseries({
+      title: 'Session migrations (all sidecars)',
+      description: 'Sessions moved off draining backends by the sidecars, by result; a promotion drains at migrationRate per sidecar.',
+      w: 12,
+      h: 9,
+      unit: PER_SECOND,
+      queries: [{ expr: 'sum by (result) (rate(baton_migrations_total[$__rate_interval]))', legend: '{{result}}' }],
+    }),
+
+    row('Operator'),
+    timeseries({
+      title: 'Sidecars out of sync',
+      description: 'Per WsBalancer; the operator pushes the backend set again on every reconcile until they hold it.',
+      w: 8,
+      h: 8,
+      queries: [{ expr: `sum by (namespace, wsbalancer) (baton_operator_sidecars_out_of_sync{${WSB}})`, legend: '{{namespace}}/{{wsbalancer}}' }],
+    }),
+    timeseries({
+      title: 'Reconciles by result',
+      description: 'error, invalid (spec) and conflict are retried; a steady error rate means sidecars or the API server cannot be reached.',
+      w: 8,
+      h: 8,
+      unit: PER_SECOND,
+      queries: [{ expr: 'sum by (result) (rate(baton_operator_reconciles_total[$__rate_interval]))', legend: '{{result}}' }],
+    }),
+    timeseries({
+      title: 'Sidecar pushes',
+      description: 'PUT /v1/backends calls to sidecars, by result.',
+      w: 8,
+      h: 8,
+      unit: PER_SECOND,
+      queries: [{ expr: 'sum by (result) (rate(baton_operator_sidecar_pushes_total[$__rate_interval]))', legend: '{{result}}' }],
+    }),
+    timeseries({
+      title: 'Rollout steps taken',
+      description:
+        'Rollout events since the operator started, stacked by reason: each step up is one PreviewDetected, PromotionStarted, SessionsMigrated, Promoted or Aborted. (Totals, not increase(): a reason\'s series starts with its first event, which increase() cannot see.)',
+      w: 8,
+      h: 8,
+      stacked: true,
+      stepped: true,
+      queries: [{ expr: `sum by (reason) (baton_operator_rollout_events_total{${WSB}})`, legend: '{{reason}}' }],
+    }),
+    timeseries({
+      title: 'Reconcile duration',
+      description: 'Time one reconcile takes, sidecar calls included.',
+      w: 8,
+      h: 8,
+      unit: 's',
+      queries: [durationQuantile(0.5), durationQuantile(0.99)],
+    }),
+    timeseries({
+      title: 'Work queue and informer restarts',
+      description: 'WsBalancers waiting to be reconciled, and list/watch failures recovered by a restart.',
+      w: 8,
+      h: 8,
+      queries: [
+        { expr: 'max(baton_operator_queue_depth)', legend: 'queue depth' },
+        { expr: 'sum by (resource) (increase(baton_operator_informer_restarts_total[$__rate_interval]))', legend: 'restarts: {{resource}}' },
+      ],
+    }),
+  ],
+});
