@@ -625,6 +625,28 @@ describe('PUT /v1/backends: runtime settings and drain pace', () => {
     assert.equal(sidecar.sessions.size, 20);
   });
 
+  test('drain {rate: 10} is the whole sidecar\'s: two busy backends removed together share it', async () => {
+    const c = await startEchoBackend({ id: 'c', tag: true });
+    try {
+      await admin.putBackends({ generation: 1, backends: AB() });
+      const cs = await connect(20, (i) => `/shared/${i}`);
+      assert.equal(sidecar.pool.backends.get('a')!.sessions + sidecar.pool.backends.get('b')!.sessions, 20);
+      assert.ok(sidecar.pool.backends.get('a')!.sessions > 0 && sidecar.pool.backends.get('b')!.sessions > 0);
+      const started = Date.now();
+      await admin.putBackends({ generation: 2, backends: [{ id: 'c', url: c.url }], drain: { rate: 10 } });
+      await waitFor(() => sidecar.pool.backends.get('c')!.sessions === 20, '20 sessions on c', 10_000, 25);
+      const elapsed = Date.now() - started;
+      // 20 sessions at 10/s in all take ≈ 2 s; at 10/s per backend they would take ≈ 1 s.
+      assert.ok(elapsed >= 1500, `took ${elapsed} ms`);
+      for (const [i, cl] of cs.entries()) assert.equal(await backendOf(cl, `s${i}`), 'c');
+      assert.ok(cs.every((cl) => cl.closed === null));
+    } finally {
+      clients.forEach((cl) => cl.close());
+      await sidecar.stop(0);
+      await c.close();
+    }
+  });
+
   test('drain {rate: 1, deadlineSeconds: 1}: paced until the deadline, then the rest at once', async () => {
     const cs = await connect(20, (i) => `/deadline/${i}`);
     // Here a stays in the set, draining (not removed): the pace applies to it too.
