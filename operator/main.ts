@@ -1,14 +1,22 @@
 import { KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createLogger } from '../sidecar/logger.js';
+import { formatHostPort } from '../sidecar/config/schema.js';
+import type { HostPort } from '../sidecar/config/types.js';
+import { createLogger, type Logger } from '../sidecar/logger.js';
 import { Controller } from './controller.js';
 import { OperatorMetrics } from './metrics.js';
 import { parseOptions, type OperatorOptions } from './options.js';
+import { DirectoryCertificates, SecretCertificates, servingNames } from './webhook/certs.js';
+import { WebhookServer } from './webhook/server.js';
+
+/** How often the webhook reloads its certificate and, self-managed, checks whether it is due. */
+const WEBHOOK_REFRESH_MS = 10_000;
 
 /**
  * `baton operator [--flag value ...]`: check the options (exit 2 naming each bad one), serve
- * /metrics, /healthz and /readyz, run the controller; SIGTERM hands the lease over and exits 0.
+ * /metrics, /healthz and /readyz and the sidecar injection webhook, run the controller; SIGTERM
+ * hands the lease over and exits 0.
  */
 export async function runOperator(flags: Record<string, string | undefined>): Promise<void> {
   const parsed = parseOptions(flags, process.env);
@@ -36,9 +44,24 @@ export async function runOperator(flags: Record<string, string | undefined>): Pr
     metrics,
     log,
   });
-  const server = await serveProbes(o, controller, metrics);
+  let webhook: WebhookServer | undefined;
+  if (o.webhookAddress) {
+    try {
+      webhook = await startWebhook(o, o.webhookAddress, kc, controller, metrics, log);
+    } catch (err) {
+      log.fatal({ address: formatHostPort(o.webhookAddress), reason: (err as Error).message }, 'cannot start the webhook listener');
+      process.exit(1);
+    }
+  }
+  // Ready once every cache has listed (a standby is ready too: it takes over warm) and the webhook
+  // has a certificate, so that a Service sends admission requests only to replicas that can answer.
+  const notReady = () => (!controller.isReady ? 'caches not synced' : webhook && !webhook.isReady ? 'webhook not serving yet' : undefined);
+  const server = await serveProbes(o, notReady, metrics);
   const bound = server.address() as AddressInfo;
-  log.info({ identity: o.identity, namespace: o.namespace || '(all)', metrics: `${bound.address}:${bound.port}` }, 'operator starting');
+  log.info(
+    { identity: o.identity, namespace: o.namespace || '(all)', metrics: `${bound.address}:${bound.port}`, webhook: webhook ? `${o.webhookAddress!.host}:${webhook.port}` : '(off)' },
+    'operator starting',
+  );
   await controller.start();
 
   let stopping = false;
@@ -47,21 +70,35 @@ export async function runOperator(flags: Record<string, string | undefined>): Pr
     stopping = true;
     log.info({ reason: signal }, 'stopping');
     server.close();
-    void controller.stop().then(() => process.exit(0));
+    void Promise.all([controller.stop(), webhook?.stop()]).then(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function serveProbes(o: OperatorOptions, controller: Controller, metrics: OperatorMetrics): Promise<Server> {
+function startWebhook(o: OperatorOptions, address: HostPort, kc: KubeConfig, controller: Controller, metrics: OperatorMetrics, log: Logger): Promise<WebhookServer> {
+  const certificates = o.webhookCertDir
+    ? new DirectoryCertificates(o.webhookCertDir)
+    : new SecretCertificates({
+        kubeConfig: kc,
+        namespace: o.webhookServiceNamespace,
+        secret: o.webhookCertSecret,
+        webhookConfiguration: o.webhookConfiguration,
+        names: servingNames(o.webhookService, o.webhookServiceNamespace, address.host),
+        isLeader: () => controller.isLeader,
+        log,
+      });
+  return WebhookServer.start({ kubeConfig: kc, address, image: o.sidecarImage, certificates, refreshMs: WEBHOOK_REFRESH_MS, metrics, log });
+}
+
+function serveProbes(o: OperatorOptions, notReady: () => string | undefined, metrics: OperatorMetrics): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
-      // Ready once every cache has listed: a standby is ready too (it takes over warm).
-      const ready = controller.isReady;
-      res.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ok\n' : 'caches not synced\n');
+      const why = notReady();
+      res.writeHead(why ? 503 : 200, { 'content-type': 'text/plain' }).end(`${why ?? 'ok'}\n`);
     } else if (path === '/metrics') {
       void metrics.registry.metrics().then((text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text));
     } else {

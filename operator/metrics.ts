@@ -3,13 +3,17 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../sidecar/metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
 
-export type ReconcileResult = 'success' | 'error' | 'invalid' | 'conflict';
-export type PushResult = 'success' | 'failure';
+const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict'] as const;
+const PUSH_RESULTS = ['success', 'failure'] as const;
+const ROLLOUT_REASONS = ['PreviewDetected', 'PromotionStarted', 'SessionsMigrated', 'Promoted', 'Aborted'] as const;
+export type AdmissionResult = 'injected' | 'skipped' | 'rejected' | 'error';
 const PHASES: readonly Phase[] = ['Healthy', 'Progressing', 'Paused', 'Degraded'];
 
 export class OperatorMetrics {
   readonly registry = new Registry();
   readonly reconciles: Counter<'result'>;
+  /** WsBalancers whose rollout counters exist (at 0) already. */
+  private readonly known = new Set<string>();
   readonly reconcileDuration: Histogram;
   readonly queueDepth: Gauge;
   readonly pushes: Counter<'result'>;
@@ -19,6 +23,8 @@ export class OperatorMetrics {
   readonly phase: Gauge<'namespace' | 'wsbalancer' | 'phase'>;
   readonly revisionSessions: Gauge<'namespace' | 'wsbalancer' | 'revision' | 'role'>;
   readonly rolloutEvents: Counter<'namespace' | 'wsbalancer' | 'reason'>;
+  readonly webhookAdmissions: Counter<'result'>;
+  readonly webhookCertificateExpiry: Gauge;
   /** The revision series set per WsBalancer, so that stale ones can be removed. */
   private readonly revisionSeries = new Map<string, Array<{ revision: string; role: string }>>();
 
@@ -60,10 +66,28 @@ export class OperatorMetrics {
       labelNames: ['namespace', 'wsbalancer', 'reason'],
       registers,
     });
+    this.webhookAdmissions = new Counter({
+      name: 'baton_operator_webhook_admissions_total',
+      help: 'Pod admission requests answered by the sidecar injection webhook, by result (injected, skipped, rejected, error).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.webhookCertificateExpiry = new Gauge({
+      name: 'baton_operator_webhook_certificate_expiry_timestamp_seconds',
+      help: 'When the certificate the webhook serves with expires (Unix time).',
+      registers,
+    });
+    // Known label values start at 0, so that rate() and increase() see the first event too.
+    for (const result of RECONCILE_RESULTS) this.reconciles.inc({ result }, 0);
+    for (const result of PUSH_RESULTS) this.pushes.inc({ result }, 0);
   }
 
   /** Per-WsBalancer gauges from the status just computed. */
   observeStatus(namespace: string, name: string, status: WsBalancerStatus): void {
+    if (!this.known.has(`${namespace}/${name}`)) {
+      this.known.add(`${namespace}/${name}`);
+      for (const reason of ROLLOUT_REASONS) this.rolloutEvents.inc({ namespace, wsbalancer: name, reason }, 0);
+    }
     for (const p of PHASES) this.phase.set({ namespace, wsbalancer: name, phase: p }, status.phase === p ? 1 : 0);
     const sidecars = status.sidecars;
     if (sidecars) this.sidecarsOutOfSync.set({ namespace, wsbalancer: name }, sidecars.desired - sidecars.synced);
@@ -79,6 +103,8 @@ export class OperatorMetrics {
   }
 
   forget(namespace: string, name: string): void {
+    this.known.delete(`${namespace}/${name}`);
+    for (const reason of ROLLOUT_REASONS) this.rolloutEvents.remove({ namespace, wsbalancer: name, reason });
     for (const phase of PHASES) this.phase.remove({ namespace, wsbalancer: name, phase });
     this.sidecarsOutOfSync.remove({ namespace, wsbalancer: name });
     this.removeRevisionSeries(namespace, name);

@@ -20,6 +20,14 @@ export interface OperatorOptions {
   sidecarAttempts: number;
   concurrency: number;
   logLevel: LogLevel;
+  /** null: the webhook is off. */
+  webhookAddress: HostPort | null;
+  webhookService: string;
+  webhookServiceNamespace: string;
+  webhookConfiguration: string;
+  webhookCertSecret: string;
+  webhookCertDir: string;
+  sidecarImage: string;
 }
 
 interface OptionDef<K extends keyof OperatorOptions = keyof OperatorOptions> {
@@ -29,6 +37,8 @@ interface OptionDef<K extends keyof OperatorOptions = keyof OperatorOptions> {
   type: ValueType<OperatorOptions[K]>;
   default: (env: NodeJS.ProcessEnv) => OperatorOptions[K];
   doc: string;
+  /** What an explicitly empty value means, when that is not the default. */
+  empty?: OperatorOptions[K];
 }
 
 const opt = <K extends keyof OperatorOptions>(
@@ -38,7 +48,14 @@ const opt = <K extends keyof OperatorOptions>(
   type: ValueType<OperatorOptions[K]>,
   dflt: OperatorOptions[K] | ((env: NodeJS.ProcessEnv) => OperatorOptions[K]),
   doc: string,
-): OptionDef<K> => ({ key, flag, env, type, default: typeof dflt === 'function' ? dflt : () => dflt, doc });
+  extra: { empty?: OperatorOptions[K] } = {},
+): OptionDef<K> => ({ key, flag, env, type, default: typeof dflt === 'function' ? dflt : () => dflt, doc, ...extra });
+
+// Kubernetes object names: a DNS-1123 label (Services) or subdomain (most others).
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const isSubdomain = (s: string) => s.length <= 253 && s.split('.').every((part) => DNS_LABEL.test(part));
+const label = () => str({ check: (s) => DNS_LABEL.test(s), expected: 'a DNS-1123 label (lower-case letters, digits and "-", at most 63)' });
+const subdomain = () => str({ check: isSubdomain, expected: 'a DNS-1123 subdomain (lower-case letters, digits, "-" and ".")' });
 
 export const OPTIONS: ReadonlyArray<OptionDef> = [
   opt('kubeconfig', 'kubeconfig', 'KUBECONFIG', str(), '', 'Kubeconfig file; empty = the in-cluster service account (or ~/.kube/config outside a cluster).'),
@@ -56,6 +73,13 @@ export const OPTIONS: ReadonlyArray<OptionDef> = [
   opt('sidecarAttempts', 'sidecar-attempts', 'BATON_OPERATOR_SIDECAR_ATTEMPTS', int(1, 20), 3, 'Attempts per sidecar request within one reconcile (retried with backoff).'),
   opt('concurrency', 'concurrency', 'BATON_OPERATOR_CONCURRENCY', int(1, 100), 4, 'WsBalancers reconciled at the same time.'),
   opt('logLevel', 'log-level', 'BATON_LOG_LEVEL', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const), 'info', 'Log level.'),
+  opt('webhookAddress', 'webhook-address', 'BATON_OPERATOR_WEBHOOK_ADDRESS', address(), { host: '0.0.0.0', port: 9443 }, 'Address of the sidecar injection webhook (HTTPS, /mutate-pods); empty = no webhook.', { empty: null }),
+  opt('webhookService', 'webhook-service', 'BATON_OPERATOR_WEBHOOK_SERVICE', label(), 'baton-operator', "The webhook's Service: its DNS names go in the serving certificate."),
+  opt('webhookServiceNamespace', 'webhook-service-namespace', 'BATON_OPERATOR_WEBHOOK_SERVICE_NAMESPACE', label(), (env) => env.POD_NAMESPACE || 'default', "Namespace of the webhook's Service and certificate Secret (default: $POD_NAMESPACE, else \"default\")."),
+  opt('webhookConfiguration', 'webhook-configuration', 'BATON_OPERATOR_WEBHOOK_CONFIGURATION', subdomain(), 'baton-sidecar-injector', 'MutatingWebhookConfiguration whose caBundle the operator fills in.'),
+  opt('webhookCertSecret', 'webhook-cert-secret', 'BATON_OPERATOR_WEBHOOK_CERT_SECRET', subdomain(), 'baton-webhook-cert', 'Secret holding the self-managed webhook CA and serving certificate.'),
+  opt('webhookCertDir', 'webhook-cert-dir', 'BATON_OPERATOR_WEBHOOK_CERT_DIR', str(), '', 'Serve tls.crt/tls.key from this directory (e.g. cert-manager\'s Secret) instead of self-managed certificates.'),
+  opt('sidecarImage', 'sidecar-image', 'BATON_OPERATOR_SIDECAR_IMAGE', str(), 'ghcr.io/baton-dev/baton:0.1.0', 'Image of the injected sidecar (a pod can override it with baton.dev/image).'),
 ];
 
 export type OptionsResult = { ok: true; options: OperatorOptions } | { ok: false; problems: string[] };
@@ -69,6 +93,10 @@ export function parseOptions(flags: Record<string, string | undefined>, env: Nod
   for (const o of OPTIONS) {
     const fromFlag = flags[o.flag];
     const raw = fromFlag ?? env[o.env];
+    if (raw === '' && 'empty' in o) {
+      out[o.key] = o.empty;
+      continue;
+    }
     if (raw === undefined || raw === '') {
       out[o.key] = o.default(env);
       continue;

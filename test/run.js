@@ -2,7 +2,7 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with Node's built-in runner.
 // Node 20's --test takes files, not globs, so they are listed here. Extra arguments are passed to
 // node (e.g. `npm test -- --test-name-pattern=failover`); TEST_FILTER=substr limits which files run.
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
 import { join, relative } from 'node:path';
 
@@ -19,7 +19,7 @@ if (files.length === 0) {
 }
 // The operator tests run a real control plane; its binaries are built once per machine (about 7
 // minutes the first time, then cached), here rather than inside a test's timeout.
-if (files.some((f) => /kube|operator\.test/.test(f))) {
+if (files.some((f) => readFileSync(f, 'utf8').includes('kube/control-plane.js'))) {
   execFileSync('bash', [new URL('../scripts/ensure-kube.sh', import.meta.url).pathname], { stdio: ['ignore', 'ignore', 'inherit'] });
 }
 const child = spawn(process.execPath, ['--test', '--test-concurrency=1', ...process.argv.slice(2), ...files], {

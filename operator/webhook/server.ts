@@ -1,0 +1,146 @@
+// The sidecar injection webhook's HTTPS server: POST /mutate-pods answers AdmissionReviews with
+// inject.ts. It reloads its certificate from the CertificateSource every refresh, and learns once
+// from the API server's version whether sidecars can be native.
+import { VersionApi, type KubeConfig } from '@kubernetes/client-node';
+import { X509Certificate } from 'node:crypto';
+import { createServer, type Server } from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { HostPort } from '../../sidecar/config/types.js';
+import type { Logger } from '../../sidecar/logger.js';
+import type { AdmissionResult, OperatorMetrics } from '../metrics.js';
+import type { CertificateSource, ServingPair } from './certs.js';
+import { admit, parseAdmissionReview, supportsNativeSidecars } from './inject.js';
+
+export const WEBHOOK_PATH = '/mutate-pods';
+/** A pod is at most ~1.5 MB in etcd; a review carries it once on CREATE. */
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+/** Retry pace while there is no certificate or server version yet. */
+const STARTING_REFRESH_MS = 1000;
+
+export interface WebhookServerOptions {
+  kubeConfig: KubeConfig;
+  address: HostPort;
+  /** The operator's sidecar image (--sidecar-image). */
+  image: string;
+  certificates: CertificateSource;
+  /** How often the certificate is reloaded (and, self-managed, checked for renewal). */
+  refreshMs: number;
+  metrics: OperatorMetrics;
+  log: Logger;
+}
+
+export class WebhookServer {
+  private readonly server: Server;
+  private served: ServingPair | undefined;
+  private nativeSidecars: boolean | undefined;
+  private readonly stopping = new AbortController();
+  private loop: Promise<void> | undefined;
+  private lastProblem = '';
+
+  private constructor(private readonly o: WebhookServerOptions) {
+    // No certificate yet: handshakes fail until the first one is loaded.
+    this.server = createServer({}, (req, res) => void this.handle(req, res));
+  }
+
+  /** Binds the address (failing if it cannot), then loads the certificate in the background. */
+  static async start(o: WebhookServerOptions): Promise<WebhookServer> {
+    const w = new WebhookServer(o);
+    await new Promise<void>((resolve, reject) => {
+      w.server.once('error', reject);
+      w.server.listen(o.address.port, o.address.host, () => resolve());
+    });
+    w.loop = w.refreshLoop();
+    return w;
+  }
+
+  /** Serving with a certificate, and knows which sidecar form to inject. */
+  get isReady(): boolean {
+    return this.served !== undefined && this.nativeSidecars !== undefined;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.loop;
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private async refreshLoop(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      try {
+        await this.refresh();
+        this.problem('');
+      } catch (err) {
+        this.problem((err as Error).message);
+      }
+      await sleep(this.isReady ? this.o.refreshMs : STARTING_REFRESH_MS, undefined, { signal: this.stopping.signal }).catch(() => undefined);
+    }
+  }
+
+  private async refresh(): Promise<void> {
+    if (this.nativeSidecars === undefined) {
+      const version = await this.o.kubeConfig.makeApiClient(VersionApi).getCode();
+      this.nativeSidecars = supportsNativeSidecars(version);
+      const form = this.nativeSidecars ? 'native sidecar (init container, restartPolicy Always)' : 'regular container';
+      this.o.log.info({ version: version.gitVersion, form }, 'webhook injects the sidecar as a ' + form);
+    }
+    const pair = await this.o.certificates.load();
+    if (!pair || (pair.cert === this.served?.cert && pair.key === this.served?.key)) return;
+    // Throws on a key that does not match its certificate: the previous pair keeps serving.
+    this.server.setSecureContext({ cert: pair.cert, key: pair.key });
+    this.served = pair;
+    const notAfter = new X509Certificate(pair.cert).validTo;
+    this.o.metrics.webhookCertificateExpiry.set(Date.parse(notAfter) / 1000);
+    this.o.log.info({ notAfter }, 'webhook serving certificate loaded');
+  }
+
+  /** Logs a refresh problem when it first appears, not on every retry. */
+  private problem(message: string): void {
+    if (message && message !== this.lastProblem) this.o.log.warn({ reason: message }, 'webhook certificate not refreshed');
+    this.lastProblem = message;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const reply = (status: number, body: string, type = 'text/plain') => res.writeHead(status, { 'content-type': type }).end(body);
+    if ((req.url ?? '').split('?')[0] !== WEBHOOK_PATH) return void reply(404, 'not found\n');
+    if (req.method !== 'POST') return void reply(405, 'POST only\n');
+    if (this.nativeSidecars === undefined) return void reply(503, 'the API server version is not known yet\n');
+    let review;
+    try {
+      review = parseAdmissionReview(JSON.parse(await readBody(req)));
+    } catch (err) {
+      this.o.metrics.webhookAdmissions.inc({ result: 'error' });
+      return void reply(400, `${(err as Error).message}\n`);
+    }
+    const { answer, injection } = admit(review, { image: this.o.image, nativeSidecars: this.nativeSidecars });
+    const result: AdmissionResult = injection.action === 'inject' ? 'injected' : injection.action === 'reject' ? 'rejected' : 'skipped';
+    this.o.metrics.webhookAdmissions.inc({ result });
+    const pod = review.request.object?.metadata;
+    const where = { namespace: review.request.namespace, pod: pod?.name || `${pod?.generateName ?? ''}*` };
+    if (injection.action === 'inject') this.o.log.info({ ...where, image: injection.settings.image }, 'sidecar injected');
+    else if (injection.action === 'reject') this.o.log.info({ ...where, reason: injection.message }, 'pod rejected');
+    else this.o.log.debug({ ...where, reason: injection.reason }, 'pod left alone');
+    reply(200, JSON.stringify(answer), 'application/json');
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new Error(`the body is larger than ${MAX_BODY_BYTES} bytes`));
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,370 @@
+// The sidecar injection webhook end to end on a real control plane (kube-apiserver 1.20, RBAC on):
+// the operator runs as a process with the chart's RBAC rules, creates its certificate Secret, fills
+// in the caBundle of a url-based MutatingWebhookConfiguration, and the API server calls it over
+// HTTPS for every pod created. 1.20 has no native sidecars, so the regular-container form is used.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import {
+  AdmissionregistrationV1Api,
+  CoreV1Api,
+  PatchStrategy,
+  RbacAuthorizationV1Api,
+  setHeaderOptions,
+  type V1Container,
+  type V1Pod,
+  type V1PolicyRule,
+  type V1Secret,
+} from '@kubernetes/client-node';
+import { parse } from 'yaml';
+import { OperatorMetrics } from '../operator/metrics.js';
+import { DirectoryCertificates, fromSecret, issueCa, issueServing, splitPem } from '../operator/webhook/certs.js';
+import { WebhookServer } from '../operator/webhook/server.js';
+import { createLogger } from '../sidecar/logger.js';
+import { makePki } from './certs.js';
+import { freePort } from './helpers.js';
+import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
+import { apiCode, eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const NS = 'app';
+const OPERATOR_NS = 'baton-system';
+const CONFIGURATION = 'baton-sidecar-injector';
+const CERT_SECRET = 'baton-webhook-cert';
+const IMAGE = 'example.invalid/baton:webhook-test';
+const ADMIN_TOKEN = 'webhook-test-admin-token';
+const DAY = 24 * 3600 * 1000;
+
+/** A `baton operator` process with the webhook on; its JSON log lines are kept. */
+class OperatorProcess {
+  readonly child: ChildProcess;
+  readonly lines: Array<Record<string, unknown>> = [];
+
+  constructor(
+    kubeconfig: string,
+    webhookPort: number,
+    readonly metricsPort: number,
+  ) {
+    this.child = spawn(
+      process.execPath,
+      [
+        `${root}bin/baton.js`, 'operator',
+        '--kubeconfig', kubeconfig,
+        '--leader-elect', 'false',
+        '--metrics-address', `127.0.0.1:${metricsPort}`,
+        '--webhook-address', `127.0.0.1:${webhookPort}`,
+        '--webhook-service', 'baton-operator',
+        '--webhook-service-namespace', OPERATOR_NS,
+        '--webhook-configuration', CONFIGURATION,
+        '--webhook-cert-secret', CERT_SECRET,
+        '--sidecar-image', IMAGE,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let pending = '';
+    this.child.stdout!.on('data', (chunk: Buffer) => {
+      pending += chunk.toString();
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) !== -1) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (process.env.BATON_TEST_LOG) process.stderr.write(`[operator] ${line}\n`);
+        try {
+          this.lines.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          // not a log line
+        }
+      }
+    });
+  }
+
+  logged(msg: string): boolean {
+    return this.lines.some((l) => l.msg === msg);
+  }
+
+  async kill(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** The certificate a TLS server on 127.0.0.1:port presents. */
+function servedCertificate(port: number): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const raw = socket.getPeerCertificate().raw;
+      socket.end();
+      resolve(new X509Certificate(raw));
+    });
+    socket.once('error', reject);
+  });
+}
+
+const sameCert = (a: X509Certificate, pem: string) => a.fingerprint256 === new X509Certificate(pem).fingerprint256;
+/** client-node's model objects as plain JSON, to compare with literals. */
+const plain = (value: unknown): unknown => JSON.parse(JSON.stringify(value));
+
+describe('sidecar injection webhook on a real API server', { timeout: 180_000 }, () => {
+  let cp: ControlPlane;
+  let core: CoreV1Api;
+  let admission: AdmissionregistrationV1Api;
+  let operatorKubeconfig: string;
+  let webhookPort: number;
+  let operator: OperatorProcess | undefined;
+  const cleanups: Array<() => Promise<void> | void> = [];
+
+  const startOperator = async () => {
+    operator = new OperatorProcess(operatorKubeconfig, webhookPort, await freePort());
+    return operator;
+  };
+  const readSecret = () => core.readNamespacedSecret({ namespace: OPERATOR_NS, name: CERT_SECRET });
+  const caBundle = async () => {
+    const config = await admission.readMutatingWebhookConfiguration({ name: CONFIGURATION });
+    return Buffer.from(config.webhooks![0]!.clientConfig.caBundle ?? '', 'base64').toString('utf8');
+  };
+
+  let pods = 0;
+  const createPod = (annotations: Record<string, string> | undefined, containers: V1Container[] = [{ name: 'app', image: 'example.invalid/app:1' }]) =>
+    core.createNamespacedPod({ namespace: NS, body: { metadata: { name: `pod-${++pods}`, ...(annotations ? { annotations } : {}) }, spec: { containers } } });
+  /** The message of the API server's refusal to create the pod. */
+  const refusal = async (annotations: Record<string, string>): Promise<string> => {
+    try {
+      await createPod(annotations);
+    } catch (err) {
+      assert.equal(apiCode(err), 400, String(err));
+      return (JSON.parse((err as { body: string }).body) as { message: string }).message;
+    }
+    assert.fail('the pod was created');
+  };
+  const sidecarOf = (pod: V1Pod) => pod.spec!.containers.find((c) => c.name === 'baton');
+
+  before(async () => {
+    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
+    await cp.ensureNamespace(OPERATOR_NS);
+    await cp.ensureNamespace(NS);
+    const admin = cp.kubeConfig();
+    core = admin.makeApiClient(CoreV1Api);
+    admission = admin.makeApiClient(AdmissionregistrationV1Api);
+
+    // The operator's ServiceAccount with the chart's rules, nothing more.
+    const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
+    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+    await core.createNamespacedServiceAccount({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' } } });
+    const subjects = [{ kind: 'ServiceAccount', name: 'baton-operator', namespace: OPERATOR_NS }];
+    const roleRef = (kind: string) => ({ apiGroup: 'rbac.authorization.k8s.io', kind, name: 'baton-operator' });
+    await rbac.createClusterRole({ body: { metadata: { name: 'baton-operator' }, rules: rules.clusterRules } });
+    await rbac.createClusterRoleBinding({ body: { metadata: { name: 'baton-operator' }, roleRef: roleRef('ClusterRole'), subjects } });
+    await rbac.createNamespacedRole({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, rules: rules.namespaceRules } });
+    await rbac.createNamespacedRoleBinding({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, roleRef: roleRef('Role'), subjects } });
+    operatorKubeconfig = cp.writeKubeconfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator'));
+
+    // The chart's webhook, but url-based (no Service needed) and failing closed, so that a webhook
+    // that does not answer fails the test's pod creation instead of silently skipping injection.
+    webhookPort = await freePort();
+    await admission.createMutatingWebhookConfiguration({
+      body: {
+        metadata: { name: CONFIGURATION },
+        webhooks: [
+          {
+            name: 'inject.baton.dev',
+            admissionReviewVersions: ['v1'],
+            sideEffects: 'None',
+            failurePolicy: 'Fail',
+            timeoutSeconds: 5,
+            clientConfig: { url: `https://127.0.0.1:${webhookPort}/mutate-pods` },
+            rules: [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }],
+            namespaceSelector: { matchLabels: { 'baton.dev/test-injection': 'on' } },
+          },
+        ],
+      },
+    });
+    await core.patchNamespace({ name: NS, body: { metadata: { labels: { 'baton.dev/test-injection': 'on' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    await startOperator();
+  });
+
+  after(async () => {
+    await operator?.kill();
+    for (const c of cleanups.reverse()) await c();
+    await cp?.stop();
+  });
+
+  test('the operator creates its certificate Secret, fills in the caBundle and serves that certificate', async () => {
+    const bundle = await eventually(async () => (await caBundle()) || undefined, 'the caBundle filled in', 20_000);
+    const certs = fromSecret(await readSecret());
+    assert.equal((await readSecret()).type, 'kubernetes.io/tls');
+    assert.equal(bundle, certs.caBundle);
+    const ca = new X509Certificate(bundle);
+    const serving = new X509Certificate(certs.cert!);
+    assert.ok(serving.checkIssued(ca) && serving.verify(ca.publicKey), 'the serving certificate is issued by the CA in the caBundle');
+    assert.deepEqual(serving.subjectAltName!.split(', ').sort(), [
+      'DNS:baton-operator.baton-system.svc',
+      'DNS:baton-operator.baton-system.svc.cluster.local',
+      'IP Address:127.0.0.1',
+    ]);
+    await eventually(async () => (sameCert(await servedCertificate(webhookPort), certs.cert!) ? true : undefined), 'the webhook serving the certificate of the Secret');
+  });
+
+  test('an annotated pod is stored with the sidecar, which starts with the token and the config', async () => {
+    const [listenPort, adminPort] = [await freePort(), await freePort()];
+    await core.createNamespacedConfigMap({ namespace: NS, body: { metadata: { name: 'edge-baton' }, data: { 'baton.yaml': 'admin:\n  metricsRequireToken: true\n' } } });
+    const pod = await createPod(
+      { 'baton.dev/inject': 'true', 'baton.dev/listen-port': String(listenPort), 'baton.dev/admin-port': String(adminPort), 'baton.dev/config': 'edge-baton' },
+      [{ name: 'app', image: 'example.invalid/app:1', ports: [{ containerPort: 9000 }] }],
+    );
+    assert.deepEqual(pod.spec!.containers.map((c) => c.name), ['app', 'baton']);
+    assert.equal(pod.metadata!.labels?.['baton.dev/sidecar'], 'true');
+    const c = sidecarOf(pod)!;
+    assert.equal(c.image, IMAGE);
+    assert.deepEqual(c.args, ['sidecar', '--config', '/etc/baton/baton.yaml']);
+    const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value ?? plain(e.valueFrom)]));
+    assert.deepEqual(env, {
+      BATON_LISTEN_ADDRESS: `0.0.0.0:${listenPort}`,
+      BATON_ADMIN_ADDRESS: `0.0.0.0:${adminPort}`,
+      BATON_ADMIN_TOKEN: { secretKeyRef: { name: 'baton-admin', key: 'token' } },
+      NODE_OPTIONS: '--max-semi-space-size=4',
+    });
+    assert.equal(c.livenessProbe?.httpGet?.path, '/healthz');
+    assert.equal(c.livenessProbe?.httpGet?.port, adminPort);
+    assert.equal(c.readinessProbe?.httpGet?.path, '/readyz');
+    assert.equal(c.readinessProbe?.httpGet?.port, adminPort);
+    assert.deepEqual(plain(c.volumeMounts?.find((m) => m.name === 'baton-config')), { name: 'baton-config', mountPath: '/etc/baton', readOnly: true });
+    assert.equal(pod.spec!.volumes?.find((v) => v.name === 'baton-config')?.configMap?.name, 'edge-baton');
+    assert.equal(c.securityContext?.readOnlyRootFilesystem, true);
+    assert.deepEqual(c.securityContext?.capabilities?.drop, ['ALL']);
+
+    // Run the container as a kubelet would: its args and env (the token from the Secret), the
+    // ConfigMap's files where its mount is.
+    const dir = mkdtempSync(join(tmpdir(), 'baton-webhook-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const configMap = await core.readNamespacedConfigMap({ namespace: NS, name: 'edge-baton' });
+    for (const [key, text] of Object.entries(configMap.data ?? {})) writeFileSync(join(dir, key), text);
+    const mount = c.volumeMounts![0]!.mountPath;
+    const args = c.args!.map((a) => (a.startsWith(`${mount}/`) ? join(dir, a.slice(mount.length + 1)) : a));
+    const processEnv: Record<string, string> = { PATH: process.env.PATH ?? '' };
+    for (const e of c.env!) {
+      const ref = e.valueFrom?.secretKeyRef;
+      processEnv[e.name] = ref ? Buffer.from((await core.readNamespacedSecret({ namespace: NS, name: ref.name! })).data![ref.key]!, 'base64').toString() : e.value!;
+    }
+    const token = processEnv.BATON_ADMIN_TOKEN!;
+    assert.equal(token, ADMIN_TOKEN);
+    const sidecar = spawn(process.execPath, [`${root}bin/baton.js`, ...args], { env: processEnv, stdio: 'ignore' });
+    cleanups.push(() => void sidecar.kill('SIGKILL'));
+    const admin = `http://127.0.0.1:${adminPort}`;
+    await eventually(async () => ((await fetch(`${admin}${c.livenessProbe!.httpGet!.path}`)).status === 200 ? true : undefined), 'the sidecar answering its liveness probe');
+    // Not ready until the operator gives it backends.
+    assert.equal((await fetch(`${admin}${c.readinessProbe!.httpGet!.path}`)).status, 503);
+    assert.equal((await fetch(`${admin}/v1/status`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+    assert.equal((await fetch(`${admin}/metrics`)).status, 401, 'the ConfigMap config (admin.metricsRequireToken) is loaded');
+  });
+
+  test('an unannotated pod is stored untouched', async () => {
+    const pod = await createPod(undefined);
+    assert.deepEqual(pod.spec!.containers.map((c) => c.name), ['app']);
+    assert.equal(pod.metadata!.labels?.['baton.dev/sidecar'], undefined);
+    assert.equal(pod.spec!.volumes?.some((v) => v.name === 'baton-config') ?? false, false);
+  });
+
+  test('a pod with a bad annotation is refused, naming the annotation and its value', async () => {
+    const denied = 'admission webhook "inject.baton.dev" denied the request: ';
+    assert.equal(await refusal({ 'baton.dev/inject': 'yes please' }), `${denied}baton.dev/inject: "yes please" is not "true" or "false"`);
+    assert.equal(await refusal({ 'baton.dev/inject': 'true', 'baton.dev/listen-port': '70000' }), `${denied}baton.dev/listen-port: "70000" is not a port number (1-65535)`);
+    assert.equal(
+      await refusal({ 'baton.dev/inject': 'true', 'baton.dev/listen-port': '9000', 'baton.dev/admin-port': '9000' }),
+      `${denied}baton.dev/admin-port: "9000" is also the listen port (baton.dev/listen-port); the sidecar needs two ports`,
+    );
+  });
+
+  test('a restarted operator reuses the certificate in the Secret; its metrics count the injection', async () => {
+    const before = await readSecret();
+    await operator!.kill();
+    const restarted = await startOperator();
+    const cert = fromSecret(before).cert!;
+    await eventually(async () => (sameCert(await servedCertificate(webhookPort), cert) ? true : undefined), 'the restarted operator serving the certificate of the Secret', 20_000);
+    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })));
+    assert.equal((await readSecret()).metadata!.resourceVersion, before.metadata!.resourceVersion);
+    assert.equal(restarted.logged('issuing the webhook certificate'), false);
+
+    const text = await fetch(`http://127.0.0.1:${restarted.metricsPort}/metrics`).then((r) => r.text());
+    ensurePrometheus();
+    assert.equal(promtoolCheckMetrics(text), '');
+    assert.match(text, /^baton_operator_webhook_admissions_total\{result="injected"\} 1$/m);
+    const expiry = Date.parse(new X509Certificate(cert).validTo) / 1000;
+    assert.match(text, new RegExp(`^baton_operator_webhook_certificate_expiry_timestamp_seconds ${expiry}$`, 'm'));
+  });
+
+  test('a CA with less than a third of its lifetime left is replaced; the old CA stays trusted meanwhile', async () => {
+    await operator!.kill();
+    // A CA of five years issued four years ago, and a serving certificate from it.
+    const issued = new Date(Date.now() - 4 * 365 * DAY);
+    const oldCa = await issueCa(issued);
+    const oldServing = await issueServing(oldCa, { dns: ['baton-operator.baton-system.svc', 'baton-operator.baton-system.svc.cluster.local'], ips: ['127.0.0.1'] }, new Date());
+    const secret: V1Secret = await readSecret();
+    secret.data = {
+      'ca.crt': Buffer.from(oldCa.cert).toString('base64'),
+      'ca.key': Buffer.from(oldCa.key).toString('base64'),
+      'tls.crt': Buffer.from(oldServing.cert).toString('base64'),
+      'tls.key': Buffer.from(oldServing.key).toString('base64'),
+    };
+    await core.replaceNamespacedSecret({ namespace: OPERATOR_NS, name: CERT_SECRET, body: secret });
+
+    const restarted = await startOperator();
+    const bundle = await eventually(async () => {
+      const b = splitPem(await caBundle());
+      return b.length === 2 ? b : undefined;
+    }, 'a caBundle with the new and the old CA', 20_000);
+    assert.equal(bundle[1], oldCa.cert);
+    const renewed = fromSecret(await readSecret());
+    assert.equal(renewed.caBundle, bundle.join(''));
+    assert.ok(new X509Certificate(renewed.cert!).checkIssued(new X509Certificate(bundle[0]!)), 'the new serving certificate is issued by the new CA');
+    assert.ok(restarted.logged('issuing the webhook certificate'));
+    await eventually(async () => (sameCert(await servedCertificate(webhookPort), renewed.cert!) ? true : undefined), 'the webhook serving the renewed certificate');
+    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })), 'the API server trusts the renewed certificate');
+  });
+
+  test('cert-manager: the certificate comes from a directory, is reloaded when it changes, and nothing is written', async () => {
+    await operator!.kill();
+    const pki = makePki();
+    cleanups.push(() => pki.cleanup());
+    const dir = mkdtempSync(join(tmpdir(), 'baton-webhook-certs-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(join(dir, 'tls.crt'), pki.server.cert);
+    writeFileSync(join(dir, 'tls.key'), pki.server.key);
+    // What cert-manager's CA injector does: the caBundle is its CA.
+    const encodedCa = pki.ca.cert.toString('base64');
+    await admission.patchMutatingWebhookConfiguration(
+      { name: CONFIGURATION, body: [{ op: 'add', path: '/webhooks/0/clientConfig/caBundle', value: encodedCa }] },
+      setHeaderOptions('Content-Type', PatchStrategy.JsonPatch),
+    );
+    const secretVersion = (await readSecret()).metadata!.resourceVersion;
+
+    const webhook = await WebhookServer.start({
+      kubeConfig: cp.kubeConfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator')),
+      address: { host: '127.0.0.1', port: webhookPort },
+      image: IMAGE,
+      certificates: new DirectoryCertificates(dir),
+      refreshMs: 100,
+      metrics: new OperatorMetrics(),
+      log: createLogger('warn', 'webhook-test'),
+    });
+    cleanups.push(() => webhook.stop());
+    await eventually(async () => (webhook.isReady ? true : undefined), 'the webhook serving');
+    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })), 'injected with the certificate from the directory');
+
+    const next = await issueServing(await issueCa(new Date()), { dns: [], ips: ['127.0.0.1'] }, new Date());
+    writeFileSync(join(dir, 'tls.key'), next.key);
+    writeFileSync(join(dir, 'tls.crt'), next.cert);
+    await eventually(async () => (sameCert(await servedCertificate(webhookPort), next.cert) ? true : undefined), 'the webhook serving the replaced certificate');
+    const config = await admission.readMutatingWebhookConfiguration({ name: CONFIGURATION });
+    assert.equal(config.webhooks![0]!.clientConfig.caBundle, encodedCa);
+    assert.equal((await readSecret()).metadata!.resourceVersion, secretVersion);
+  });
+});
