@@ -150,7 +150,11 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     image: { repository: 'registry.example.com/baton', tag: '9.9.9', pullPolicy: 'Always' },
     resources: { requests: { cpu: '200m', memory: '300Mi' }, limits: { cpu: 2, memory: '1Gi' } },
     webhook: { enabled: false },
-    monitoring: { serviceMonitor: { enabled: true, interval: '15s', labels: { release: 'prom' } }, prometheusRule: { enabled: true } },
+    monitoring: {
+      serviceMonitor: { enabled: true, interval: '15s', labels: { release: 'prom' } },
+      podMonitor: { enabled: true, interval: '20s' },
+      prometheusRule: { enabled: true },
+    },
     dashboards: { enabled: false },
     operator: { watchNamespace: 'apps', logLevel: 'debug', leaderElection: { leaseDuration: '30s' } },
   };
@@ -321,6 +325,7 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
         'Role',
         'RoleBinding',
         'Service',
+        'PodMonitor',
         'ServiceAccount',
         'ServiceMonitor',
         // A PrometheusRule only with the repository's alerts to carry.
@@ -351,6 +356,10 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     assert.equal(monitor.metadata.labels!.release, 'prom');
     assert.deepEqual(monitor.spec.selector.matchLabels, one<V1Service>(r, 'Service').spec!.selector);
     assert.deepEqual(monitor.spec.endpoints, [{ port: 'metrics', path: '/metrics', interval: '15s' }]);
+    // The sidecars: every injected pod, by the label and the admin port name the webhook gives it.
+    const pods = one<Manifest & { spec: { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: Array<Record<string, string>> } }>(r, 'PodMonitor', 'baton-sidecars');
+    assert.deepEqual(pods.spec.selector.matchLabels, { 'baton.dev/sidecar': 'true' });
+    assert.deepEqual(pods.spec.podMetricsEndpoints, [{ port: 'baton-admin', path: '/metrics', interval: '20s' }]);
   });
 
   test('cert-manager: an Issuer and a Certificate, the CA injected, the certificate mounted at /certs', async () => {
@@ -410,8 +419,13 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     assert.equal(one<V1ConfigMap>(auto, 'ConfigMap').metadata!.labels!.grafana_dashboard, '1');
     const both = await render({}, { chart: full.chart, extra: ['--api-versions', 'monitoring.coreos.com/v1/ServiceMonitor', '--api-versions', 'monitoring.coreos.com/v1/PrometheusRule'] });
     assert.ok(kinds(both).includes('PrometheusRule'));
-    const off = await render({ monitoring: { serviceMonitor: { enabled: false }, prometheusRule: { enabled: false } }, dashboards: { enabled: false } }, { chart: full.chart, extra: ['--api-versions', 'monitoring.coreos.com/v1/ServiceMonitor', '--api-versions', 'monitoring.coreos.com/v1/PrometheusRule'] });
-    assert.deepEqual(kinds(off).filter((k) => ['ServiceMonitor', 'PrometheusRule', 'ConfigMap'].includes(k)), []);
+    const withPods = await render({}, { chart: full.chart, extra: ['--api-versions', 'monitoring.coreos.com/v1/PodMonitor'] });
+    assert.ok(kinds(withPods).includes('PodMonitor'), 'auto: a PodMonitor where the cluster serves them');
+    const off = await render(
+      { monitoring: { serviceMonitor: { enabled: false }, podMonitor: { enabled: false }, prometheusRule: { enabled: false } }, dashboards: { enabled: false } },
+      { chart: full.chart, extra: ['--api-versions', 'monitoring.coreos.com/v1/ServiceMonitor', '--api-versions', 'monitoring.coreos.com/v1/PodMonitor', '--api-versions', 'monitoring.coreos.com/v1/PrometheusRule'] },
+    );
+    assert.deepEqual(kinds(off).filter((k) => ['ServiceMonitor', 'PodMonitor', 'PrometheusRule', 'ConfigMap'].includes(k)), []);
   });
 
   test('values that break the schema are refused, naming the value', async () => {
