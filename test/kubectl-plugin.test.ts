@@ -8,18 +8,15 @@ import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
-  ApiextensionsV1Api,
   CustomObjectsApi,
   EventsV1Api,
-  loadYaml,
   PatchStrategy,
   setHeaderOptions,
   V1MicroTime,
-  type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import { ANNOTATIONS, API_VERSION, GROUP, KIND, PLURAL, VERSION, type WsBalancer, type WsBalancerStatus } from '../operator/api/wsbalancer.js';
-import { eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+import { installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const NS = 'shop';
@@ -108,14 +105,7 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
     const admin = cp.kubeConfig();
     custom = admin.makeApiClient(CustomObjectsApi);
 
-    // The CRD from crds/, as a user installs it (loadYaml keeps the x-kubernetes-* keys).
-    const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(`${root}crds/baton.dev_wsbalancers.yaml`, 'utf8'));
-    const apiext = admin.makeApiClient(ApiextensionsV1Api);
-    await apiext.createCustomResourceDefinition({ body: crd });
-    await eventually(async () => {
-      const got = await apiext.readCustomResourceDefinition({ name: crd.metadata!.name! });
-      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
-    }, 'CRD established');
+    await installCrd(admin);
 
     // Timed when written, so the ages status shows are the ones set there (3m, 5m).
     written = rolloutStatus(Date.now());

@@ -9,16 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
   AppsV1Api,
-  ApiextensionsV1Api,
   CoreV1Api,
   CustomObjectsApi,
   EventsV1Api,
-  loadYaml,
   PatchStrategy,
   RbacAuthorizationV1Api,
   setHeaderOptions,
   type KubeConfig,
-  type V1CustomResourceDefinition,
   type V1Deployment,
   type V1PolicyRule,
 } from '@kubernetes/client-node';
@@ -27,7 +24,7 @@ import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
-import { eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
@@ -218,15 +215,7 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     core = admin.makeApiClient(CoreV1Api);
     custom = admin.makeApiClient(CustomObjectsApi);
 
-    // The CRD from crds/, exactly as a user installs it.
-    // loadYaml maps x-kubernetes-* keys onto client-node's model (a plain parse would lose them).
-    const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(`${root}crds/baton.dev_wsbalancers.yaml`, 'utf8'));
-    const apiext = admin.makeApiClient(ApiextensionsV1Api);
-    await apiext.createCustomResourceDefinition({ body: crd });
-    await eventually(async () => {
-      const got = await apiext.readCustomResourceDefinition({ name: crd.metadata!.name! });
-      return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
-    }, 'CRD established');
+    await installCrd(admin);
 
     // The operator's ServiceAccount with the chart's rules, nothing more.
     const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };

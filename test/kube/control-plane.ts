@@ -6,7 +6,7 @@ import { request } from 'node:https';
 import { constants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { ApiextensionsV1Api, CoreV1Api, KubeConfig, loadYaml, type V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { freePort } from '../../tools/free-port.js';
 
@@ -45,6 +45,21 @@ let binDir: string | undefined;
 export function kubeBinDir(): string {
   binDir ??= execFileSync('bash', [ensureScript], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 30 * 60_000 }).trim();
   return binDir;
+}
+
+/**
+ * Installs the WsBalancer CRD from crds/, exactly as a user does, and waits until it is Established.
+ * loadYaml maps the x-kubernetes-* keys onto client-node's model (a plain YAML parse would lose them).
+ */
+export async function installCrd(kc: KubeConfig): Promise<void> {
+  const file = fileURLToPath(new URL('../../../crds/baton.dev_wsbalancers.yaml', import.meta.url));
+  const crd = loadYaml<V1CustomResourceDefinition>(readFileSync(file, 'utf8'));
+  const apiext = kc.makeApiClient(ApiextensionsV1Api);
+  await apiext.createCustomResourceDefinition({ body: crd });
+  await eventually(async () => {
+    const got = await apiext.readCustomResourceDefinition({ name: crd.metadata!.name! });
+    return got.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ? true : undefined;
+  }, 'CRD established');
 }
 
 /** Polls `probe` until it returns something other than undefined (errors count as "not yet"). */
