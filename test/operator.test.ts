@@ -3,109 +3,30 @@
 // operator runs as separate processes with only the chart's permissions, and real ws clients keep
 // sessions open through rollouts.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import {
   AppsV1Api,
   CoreV1Api,
   CustomObjectsApi,
   EventsV1Api,
   PatchStrategy,
-  RbacAuthorizationV1Api,
   setHeaderOptions,
   type KubeConfig,
   type V1Deployment,
-  type V1PolicyRule,
 } from '@kubernetes/client-node';
-import { parse } from 'yaml';
 import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, operatorKubeconfig } from './kube/operator-process.js';
 import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
 const NS = 'app';
 const OPERATOR_NS = 'baton-system';
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-
-/** A `baton operator` process with the ServiceAccount token the chart's RBAC applies to. */
-class OperatorProcess {
-  child: ChildProcess;
-  readonly lines: Array<Record<string, unknown>> = [];
-
-  constructor(
-    readonly identity: string,
-    kubeconfig: string,
-    readonly metricsPort: number,
-  ) {
-    this.child = spawn(
-      process.execPath,
-      [
-        `${root}bin/baton.js`,
-        'operator',
-        '--kubeconfig', kubeconfig,
-        '--identity', identity,
-        '--lease-namespace', OPERATOR_NS,
-        '--lease-duration', '3s',
-        '--lease-retry-period', '500ms',
-        '--metrics-address', `127.0.0.1:${metricsPort}`,
-        '--resync', '5s',
-        '--sidecar-timeout', '1s',
-        '--sidecar-attempts', '2',
-        // Both replicas run on one host: no admission webhook (test/webhook.test.ts covers it).
-        '--webhook-address', '',
-      ],
-      { env: { ...process.env, BATON_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    let pending = '';
-    this.child.stdout!.on('data', (chunk: Buffer) => {
-      pending += chunk.toString();
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) !== -1) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        if (process.env.BATON_TEST_LOG) process.stderr.write(`[${identity}] ${line}\n`);
-        try {
-          this.lines.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          // not a log line
-        }
-      }
-    });
-  }
-
-  get alive(): boolean {
-    return this.child.exitCode === null && this.child.signalCode === null;
-  }
-
-  /** Alive, and its log's last word on the lease is that it leads. */
-  get leading(): boolean {
-    if (!this.alive) return false;
-    const changes = this.lines.filter((l) => l.msg === 'became the leader' || l.msg === 'no longer the leader');
-    return changes.at(-1)?.msg === 'became the leader';
-  }
-
-  async metric(name: string): Promise<number> {
-    const text = await fetch(`http://127.0.0.1:${this.metricsPort}/metrics`).then((r) => r.text());
-    return text
-      .split('\n')
-      .filter((l) => l.startsWith(name))
-      .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
-  }
-
-  async kill(): Promise<void> {
-    if (!this.alive) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill('SIGKILL');
-    await exited;
-  }
-}
 
 function deployment(name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment {
   return {
@@ -166,12 +87,21 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
   let custom: CustomObjectsApi;
   let kubelet: FakeKubelet;
   let pods: PodProcesses;
-  let operatorKubeconfig: string;
+  let kubeconfig: string;
   const operators: OperatorProcess[] = [];
   const sessions: TrackedSession[] = [];
 
   const startOperator = async (identity: string): Promise<OperatorProcess> => {
-    const op = new OperatorProcess(identity, operatorKubeconfig, await freePort());
+    const op = new OperatorProcess(identity, kubeconfig, await freePort(), [
+      '--lease-namespace', OPERATOR_NS,
+      '--lease-duration', '3s',
+      '--lease-retry-period', '500ms',
+      '--resync', '5s',
+      '--sidecar-timeout', '1s',
+      '--sidecar-attempts', '2',
+      // Both replicas run on one host: no admission webhook (test/webhook.test.ts covers it).
+      '--webhook-address', '',
+    ]);
     operators.push(op);
     return op;
   };
@@ -218,18 +148,7 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     await installCrd(admin);
 
     // The operator's ServiceAccount with the chart's rules, nothing more.
-    const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
-    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
-    await core.createNamespacedServiceAccount({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' } } });
-    const subject = [{ kind: 'ServiceAccount', name: 'baton-operator', namespace: OPERATOR_NS }];
-    await rbac.createClusterRole({ body: { metadata: { name: 'baton-operator' }, rules: rules.clusterRules } });
-    await rbac.createClusterRoleBinding({ body: { metadata: { name: 'baton-operator' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'baton-operator' }, subjects: subject } });
-    await rbac.createNamespacedRole({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, rules: rules.namespaceRules } });
-    await rbac.createNamespacedRoleBinding({
-      namespace: OPERATOR_NS,
-      body: { metadata: { name: 'baton-operator' }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: 'baton-operator' }, subjects: subject },
-    });
-    operatorKubeconfig = cp.writeKubeconfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator'));
+    kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
 
     await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
     pods = new PodProcesses(ADMIN_TOKEN);

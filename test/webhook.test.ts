@@ -3,9 +3,9 @@
 // in the caBundle of a url-based MutatingWebhookConfiguration, and the API server calls it over
 // HTTPS for every pod created. 1.20 has no native sidecars, so the regular-container form is used.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -15,14 +15,11 @@ import {
   AdmissionregistrationV1Api,
   CoreV1Api,
   PatchStrategy,
-  RbacAuthorizationV1Api,
   setHeaderOptions,
   type V1Container,
   type V1Pod,
-  type V1PolicyRule,
   type V1Secret,
 } from '@kubernetes/client-node';
-import { parse } from 'yaml';
 import { OperatorMetrics } from '../operator/metrics.js';
 import { DirectoryCertificates, fromSecret, issueCa, issueServing, splitPem } from '../operator/webhook/certs.js';
 import { WebhookServer } from '../operator/webhook/server.js';
@@ -31,6 +28,7 @@ import { makePki } from './certs.js';
 import { freePort } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
 import { apiCode, eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+import { OperatorProcess, operatorKubeconfig } from './kube/operator-process.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const NS = 'app';
@@ -40,61 +38,6 @@ const CERT_SECRET = 'baton-webhook-cert';
 const IMAGE = 'example.invalid/baton:webhook-test';
 const ADMIN_TOKEN = 'webhook-test-admin-token';
 const DAY = 24 * 3600 * 1000;
-
-/** A `baton operator` process with the webhook on; its JSON log lines are kept. */
-class OperatorProcess {
-  readonly child: ChildProcess;
-  readonly lines: Array<Record<string, unknown>> = [];
-
-  constructor(
-    kubeconfig: string,
-    webhookPort: number,
-    readonly metricsPort: number,
-  ) {
-    this.child = spawn(
-      process.execPath,
-      [
-        `${root}bin/baton.js`, 'operator',
-        '--kubeconfig', kubeconfig,
-        '--leader-elect', 'false',
-        '--metrics-address', `127.0.0.1:${metricsPort}`,
-        '--webhook-address', `127.0.0.1:${webhookPort}`,
-        '--webhook-service', 'baton-operator',
-        '--webhook-service-namespace', OPERATOR_NS,
-        '--webhook-configuration', CONFIGURATION,
-        '--webhook-cert-secret', CERT_SECRET,
-        '--sidecar-image', IMAGE,
-      ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
-    );
-    let pending = '';
-    this.child.stdout!.on('data', (chunk: Buffer) => {
-      pending += chunk.toString();
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) !== -1) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        if (process.env.BATON_TEST_LOG) process.stderr.write(`[operator] ${line}\n`);
-        try {
-          this.lines.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          // not a log line
-        }
-      }
-    });
-  }
-
-  logged(msg: string): boolean {
-    return this.lines.some((l) => l.msg === msg);
-  }
-
-  async kill(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = new Promise((r) => this.child.once('exit', r));
-    this.child.kill('SIGKILL');
-    await exited;
-  }
-}
 
 /** The certificate a TLS server on 127.0.0.1:port presents. */
 function servedCertificate(port: number): Promise<X509Certificate> {
@@ -116,13 +59,21 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
   let cp: ControlPlane;
   let core: CoreV1Api;
   let admission: AdmissionregistrationV1Api;
-  let operatorKubeconfig: string;
+  let kubeconfig: string;
   let webhookPort: number;
   let operator: OperatorProcess | undefined;
   const cleanups: Array<() => Promise<void> | void> = [];
 
   const startOperator = async () => {
-    operator = new OperatorProcess(operatorKubeconfig, webhookPort, await freePort());
+    operator = new OperatorProcess('operator', kubeconfig, await freePort(), [
+      '--leader-elect', 'false',
+      '--webhook-address', `127.0.0.1:${webhookPort}`,
+      '--webhook-service', 'baton-operator',
+      '--webhook-service-namespace', OPERATOR_NS,
+      '--webhook-configuration', CONFIGURATION,
+      '--webhook-cert-secret', CERT_SECRET,
+      '--sidecar-image', IMAGE,
+    ]);
     return operator;
   };
   const readSecret = () => core.readNamespacedSecret({ namespace: OPERATOR_NS, name: CERT_SECRET });
@@ -155,16 +106,7 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     admission = admin.makeApiClient(AdmissionregistrationV1Api);
 
     // The operator's ServiceAccount with the chart's rules, nothing more.
-    const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
-    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
-    await core.createNamespacedServiceAccount({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' } } });
-    const subjects = [{ kind: 'ServiceAccount', name: 'baton-operator', namespace: OPERATOR_NS }];
-    const roleRef = (kind: string) => ({ apiGroup: 'rbac.authorization.k8s.io', kind, name: 'baton-operator' });
-    await rbac.createClusterRole({ body: { metadata: { name: 'baton-operator' }, rules: rules.clusterRules } });
-    await rbac.createClusterRoleBinding({ body: { metadata: { name: 'baton-operator' }, roleRef: roleRef('ClusterRole'), subjects } });
-    await rbac.createNamespacedRole({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, rules: rules.namespaceRules } });
-    await rbac.createNamespacedRoleBinding({ namespace: OPERATOR_NS, body: { metadata: { name: 'baton-operator' }, roleRef: roleRef('Role'), subjects } });
-    operatorKubeconfig = cp.writeKubeconfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator'));
+    kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
 
     // The chart's webhook, but url-based (no Service needed) and failing closed, so that a webhook
     // that does not answer fails the test's pod creation instead of silently skipping injection.
