@@ -36,7 +36,6 @@ export function matchesSelector(labels: Record<string, string> | undefined, sele
 export interface SidecarTarget {
   /** Pod name. */
   name: string;
-  uid: string;
   /** http://podIP:adminPort */
   adminUrl: string;
 }
@@ -52,7 +51,7 @@ export function sidecarTargets(pods: readonly V1Pod[], namespace: string, spec: 
     const ip = pod.status?.podIP;
     if (pod.metadata?.namespace !== namespace || !ip || pod.status?.phase !== 'Running') continue;
     if (!matchesSelector(pod.metadata.labels, spec.sidecarSelector)) continue;
-    out.push({ name: pod.metadata.name!, uid: pod.metadata.uid ?? pod.metadata.name!, adminUrl: `http://${hostOf(ip)}:${spec.sidecar.adminPort}` });
+    out.push({ name: pod.metadata.name!, adminUrl: `http://${hostOf(ip)}:${spec.sidecar.adminPort}` });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -60,9 +60,9 @@ function specOf(o: SpecOptions = {}): WsBalancerSpec {
   return checked.spec;
 }
 
-function pod(name: string, o: { ns?: string; ip?: string | null; phase?: string; labels?: Record<string, string>; uid?: string } = {}): V1Pod {
+function pod(name: string, o: { ns?: string; ip?: string | null; phase?: string; labels?: Record<string, string> } = {}): V1Pod {
   return {
-    metadata: { name, namespace: o.ns ?? NS, labels: o.labels ?? { app: 'gateway' }, ...(o.uid ? { uid: o.uid } : {}) },
+    metadata: { name, namespace: o.ns ?? NS, labels: o.labels ?? { app: 'gateway' } },
     status: {
       ...(o.ip === null ? {} : { podIP: o.ip ?? '10.0.0.1' }),
       phase: o.phase ?? 'Running',
@@ -173,8 +173,8 @@ describe('sidecarTargets', () => {
   test('only running pods with a podIP, in the namespace, matching the selector; sorted by name', () => {
     const spec = specOf({ adminPort: 9911 });
     const pods = [
-      pod('gw-c', { ip: '10.0.0.3', uid: 'uid-c' }),
-      pod('gw-a', { ip: '10.0.0.1', uid: 'uid-a' }),
+      pod('gw-c', { ip: '10.0.0.3' }),
+      pod('gw-a', { ip: '10.0.0.1' }),
       // Not Ready is fine: a sidecar turns ready only once the push has given it backends.
       pod('gw-pending', { ip: '10.0.0.4', phase: 'Pending' }),
       pod('gw-done', { ip: '10.0.0.7', phase: 'Succeeded' }),
@@ -184,9 +184,9 @@ describe('sidecarTargets', () => {
       pod('gw-b', { ip: '10.0.0.2' }),
     ];
     assert.deepEqual(sidecarTargets(pods, NS, spec), [
-      { name: 'gw-a', uid: 'uid-a', adminUrl: 'http://10.0.0.1:9911' },
-      { name: 'gw-b', uid: 'gw-b', adminUrl: 'http://10.0.0.2:9911' },
-      { name: 'gw-c', uid: 'uid-c', adminUrl: 'http://10.0.0.3:9911' },
+      { name: 'gw-a', adminUrl: 'http://10.0.0.1:9911' },
+      { name: 'gw-b', adminUrl: 'http://10.0.0.2:9911' },
+      { name: 'gw-c', adminUrl: 'http://10.0.0.3:9911' },
     ]);
   });
 

@@ -174,8 +174,8 @@ async function rolloutScenario(): Promise<Scenario> {
   const s1 = await startSidecar('', { BATON_ADMIN_TOKEN: TOKEN });
   const s2AdminPort = await freePort();
   const targets: SidecarTarget[] = [
-    { name: 'chat-sidecar-0', uid: 'chat-sidecar-0', adminUrl: `http://127.0.0.1:${s1.sidecar.adminAddress!.port}` },
-    { name: 'chat-sidecar-1', uid: 'chat-sidecar-1', adminUrl: `http://127.0.0.1:${s2AdminPort}` },
+    { name: 'chat-sidecar-0', adminUrl: `http://127.0.0.1:${s1.sidecar.adminAddress!.port}` },
+    { name: 'chat-sidecar-1', adminUrl: `http://127.0.0.1:${s2AdminPort}` },
   ];
 
   // The operator's reconcile of one WsBalancer (operator/controller.ts), without the API server:
