@@ -1,6 +1,6 @@
 // A WebSocket echo backend for the demo, the tests and the benchmark.
 // As a process: node dist/tools/echo-backend.js --port 9001 [--host 127.0.0.1] [--id a] [--tag]
-//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer]
+//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer] [--answer-delay MIN-MAX]
 // It prints one JSON line {"event":"listening",...} when ready; with --report it also prints one
 // line per connection (path, headers, protocol) so a test can see what the sidecar sent.
 // A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
@@ -24,6 +24,11 @@ export interface EchoBackendOptions {
    * (a CALLRESULT for the same id; the benchmark's codec traffic).
    */
   ocppAnswer?: boolean;
+  /**
+   * Answer each message after a random delay in [min, max] ms, in order per connection (a backend
+   * doing async work: a database call, a queue). Unset = answer at once.
+   */
+  answerDelayMs?: readonly [number, number];
   /** Hold each handshake this long before answering (a slow backend). */
   handshakeDelayMs?: number;
   /** Subprotocol to pick when offered; default: the first one offered. */
@@ -71,6 +76,16 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
   });
   wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
     ws.on('error', () => {});
+    const answer = (data: Buffer, isBinary: boolean) => {
+      if (opts.ocppAnswer && !isBinary && data[1] === 0x32 /* "2" */ && data[0] === 0x5b /* "[" */) {
+        const reply = Buffer.from(data);
+        reply[1] = 0x33; // "3": CALLRESULT
+        ws.send(reply, { binary: false });
+      } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
+      else ws.send(data, { binary: isBinary });
+    };
+    // Delayed answers keep their order: each is due no earlier than the one before it.
+    let lastDueAt = 0;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary && data[0] === 0x5f && data.length < 200 && CLOSE_COMMAND.compare(data, 0, 8) === 0) {
         const [code, ...reason] = data.subarray(8).toString().split(' ');
@@ -78,12 +93,13 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
         else ws.close(Number(code), reason.join(' '));
         return;
       }
-      if (opts.ocppAnswer && !isBinary && data[1] === 0x32 /* "2" */ && data[0] === 0x5b /* "[" */) {
-        const answer = Buffer.from(data);
-        answer[1] = 0x33; // "3": CALLRESULT
-        ws.send(answer, { binary: false });
-      } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
-      else ws.send(data, { binary: isBinary });
+      const delay = opts.answerDelayMs;
+      if (!delay) return answer(data, isBinary);
+      const now = Date.now();
+      lastDueAt = Math.max(lastDueAt, now + delay[0] + Math.random() * (delay[1] - delay[0]));
+      // Like any server, it answers only while the connection is open: a close handshake that
+      // completed first loses the answer.
+      setTimeout(() => ws.readyState === ws.OPEN && answer(data, isBinary), lastDueAt - now);
     });
     opts.onConnection?.(
       { backend: id, path: req.url ?? '', headers: req.headers, protocol: ws.protocol, extensions: ws.extensions },
@@ -124,6 +140,7 @@ async function main(): Promise<void> {
       protocol: { type: 'string' },
       report: { type: 'boolean', default: false },
       'ocpp-answer': { type: 'boolean', default: false },
+      'answer-delay': { type: 'string' },
     },
   });
   const backend = await startEchoBackend({
@@ -134,12 +151,20 @@ async function main(): Promise<void> {
     handshakeDelayMs: Number(values['handshake-delay']),
     protocol: values.protocol,
     ocppAnswer: values['ocpp-answer'],
+    answerDelayMs: values['answer-delay'] === undefined ? undefined : delayRange(values['answer-delay']),
     onConnection: values.report ? (info) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...info })}\n`) : undefined,
   });
   process.stdout.write(`${JSON.stringify({ event: 'listening', id: values.id, port: backend.port, pid: process.pid })}\n`);
   const stop = () => void backend.close().then(() => process.exit(0));
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/** "MIN-MAX" in ms, e.g. "1-200". */
+function delayRange(text: string): [number, number] {
+  const m = /^(\d+)-(\d+)$/.exec(text);
+  if (!m || Number(m[1]) > Number(m[2])) throw new Error(`--answer-delay: expected MIN-MAX in ms (e.g. 1-200), got "${text}"`);
+  return [Number(m[1]), Number(m[2])];
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) void main();
