@@ -2,7 +2,8 @@ import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
 import type { BackendSpec, BackendState, SidecarConfig } from './config/types.js';
-import type { OutgoingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { WebSocket } from 'ws';
 import { dialBackend, type DialContext, type DialResult } from './dial.js';
 import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
@@ -13,7 +14,8 @@ import type { SidecarMetrics } from './metrics.js';
 
 /** A backend as the sidecar runs it: its spec plus live health and session count. */
 export class Backend {
-  sessions = 0;
+  /** Legs open to it (a migrating session counts on both backends until the switch). */
+  private legs = 0;
   health: HealthStatus = 'healthy';
   phiValue = 0;
   /** Set by a pong or probe since the last tick; the tick turns it into one φ heartbeat. */
@@ -41,6 +43,13 @@ export class Backend {
   get id(): string {
     return this.spec.id;
   }
+  get sessions(): number {
+    return this.legs;
+  }
+  /** Only the pool changes the count (BackendPool.attach/detach). */
+  countLeg(delta: 1 | -1): void {
+    this.legs += delta;
+  }
   get state(): BackendState {
     return this.spec.state;
   }
@@ -54,6 +63,33 @@ export interface DrainPace {
 }
 
 export type DialOutcome = 'success' | 'failure' | 'refused' | 'aborted';
+
+/** What a session (or a new client) asks the pool to connect to. */
+export interface ConnectRequest {
+  /** For logs. */
+  session: string;
+  path: string;
+  protocols: readonly string[];
+  headers: OutgoingHttpHeaders;
+  /** Consistent-hash key. */
+  key: string | undefined;
+  /** Only this backend (a named migration target); otherwise the balancer chooses. */
+  target: string | null;
+  /** Never this backend (the one the session is leaving). */
+  exclude: string | null;
+  /** The subprotocol the client already agreed on; a backend that picks another can't serve it. */
+  protocol: string | null;
+  /** A 3xx/4xx answer ends the attempt and goes to the client (new sessions); otherwise the next backend is tried. */
+  relayRefusal: boolean;
+  signal?: AbortSignal;
+}
+
+export type ConnectResult =
+  | { ok: true; backend: Backend; socket: WebSocket; headers: IncomingHttpHeaders }
+  | { ok: false; kind: 'refused'; backend: Backend; status: number; headers: IncomingHttpHeaders; body: Buffer }
+  /** No backend could be chosen, or every one chosen failed. */
+  | { ok: false; kind: 'none' }
+  | { ok: false; kind: 'aborted' };
 
 /**
  * The set of backends and the one place that decides where a session goes. Sockets stay out of
@@ -78,7 +114,7 @@ export class BackendPool {
   }
 
   /** Picks a backend and claims a dial on it (the breaker's half-open trial, when that applies). */
-  choose(key: string | undefined, excluded: Set<string>, now: number): Backend | undefined {
+  private choose(key: string | undefined, excluded: Set<string>, now: number): Backend | undefined {
     const views = this.views;
     views.length = 0;
     for (const b of this.backends.values()) {
@@ -112,8 +148,60 @@ export class BackendPool {
     return chosen;
   }
 
+  /**
+   * The one dial policy of the handshake, failover and migration paths: one pass over the
+   * backends the balancer offers (breaker trials claimed, each failed backend excluded from the
+   * rest of the pass), until one opens.
+   */
+  async connect(req: ConnectRequest): Promise<ConnectResult> {
+    const excluded = new Set<string>();
+    if (req.exclude !== null) excluded.add(req.exclude);
+    for (;;) {
+      if (req.signal?.aborted) return { ok: false, kind: 'aborted' };
+      const backend = this.pick(req, excluded);
+      if (!backend) return { ok: false, kind: 'none' };
+      const result = await this.dial(backend, req.path, req.protocols, req.headers, req.signal);
+      if (result.ok) {
+        if (req.protocol === null || result.socket.protocol === req.protocol) {
+          return { ok: true, backend, socket: result.socket, headers: result.headers };
+        }
+        result.socket.terminate();
+        this.log.warn({ session: req.session, backend: backend.id, reason: `subprotocol "${result.socket.protocol}" != "${req.protocol}"` }, 'backend dial rejected');
+      } else if (result.kind === 'aborted') {
+        return result;
+      } else if (result.kind === 'refused' && req.relayRefusal) {
+        return { ok: false, kind: 'refused', backend, status: result.status, headers: result.headers, body: result.body };
+      } else {
+        this.log.info(
+          { session: req.session, backend: backend.id, reason: result.kind === 'error' ? result.reason : `refused with ${result.status}` },
+          'backend dial failed',
+        );
+      }
+      if (req.target !== null) return { ok: false, kind: 'none' };
+      excluded.add(backend.id);
+    }
+  }
+
+  private pick(req: ConnectRequest, excluded: Set<string>): Backend | undefined {
+    if (req.target === null) return this.choose(req.key, excluded, Date.now());
+    const target = this.backends.get(req.target);
+    // A named target is tried even when the balancer would skip it (the operator asked for it).
+    return target && !excluded.has(target.id) && target.breaker.tryAcquire(Date.now(), true) ? target : undefined;
+  }
+
+  /** A session's leg has opened on `backend`. */
+  attach(backend: Backend): void {
+    backend.countLeg(1);
+  }
+
+  /** A session's leg to `backend` is gone; a removed backend leaves once its last leg has. */
+  detach(backend: Backend): void {
+    backend.countLeg(-1);
+    if (backend.removing && backend.sessions === 0) this.forgetDrained();
+  }
+
   /** Dials a backend for a session's path and feeds the outcome to its breaker. */
-  async dial(
+  private async dial(
     backend: Backend,
     path: string,
     protocols: readonly string[],

@@ -4,7 +4,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { WebSocket } from 'ws';
 import type { SidecarConfig } from './config/types.js';
-import type { DialFailureReason } from './metrics.js';
+import type { DialFailureReason } from './vocabulary.js';
 
 /** How a dial ended. `refused` is the backend answering the handshake with a non-101 status. */
 export type DialResult =

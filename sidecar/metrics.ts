@@ -2,9 +2,25 @@
 // in plain numbers on the hot path and turned into samples when scraped; prom-client's own
 // label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
-import type { Backend } from './backends.js';
 import type { CodecStats } from './codecs/tracker.js';
-import type { Session } from './session.js';
+import {
+  BACKEND_STATES,
+  CUT_DRAIN_ENDS,
+  DIAL_FAILURE_REASONS,
+  DIAL_RESULTS,
+  DRAIN_ENDS,
+  HEALTH_STATUSES,
+  MIGRATION_RESULTS,
+  SESSION_END_REASONS,
+  SESSION_STATES,
+  SWITCH_REASONS,
+  SWITCH_RESULTS,
+  type BackendState,
+  type DialFailureReason,
+  type HealthStatus,
+  type SessionEndReason,
+  type SessionStateName,
+} from './vocabulary.js';
 
 /** prom-client's process and Node.js metrics, minus the ones Prometheus's lint rejects. */
 export function collectProcessMetrics(registry: Registry): void {
@@ -21,32 +37,31 @@ export const DIRECTION_IN = 0;
 export const DIRECTION_OUT = 1;
 const DIRECTIONS = ['in', 'out'] as const;
 
-export const SESSION_END_REASONS = [
-  'client-closed',
-  'backend-closed',
-  'idle-timeout',
-  'client-unresponsive',
-  'failover-deadline',
-  'buffer-full',
-  'protocol-error',
-  'shutdown',
-  'admin',
-] as const;
-export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
+/** A session's counters, as the collectors and the end-of-session fold read them. */
+export interface SessionCounters {
+  readonly backend: { readonly id: string } | null;
+  readonly state: SessionStateName;
+  readonly messagesIn: number;
+  readonly messagesOut: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly bufferedBytes: number;
+  readonly bufferedMessages: number;
+}
 
-/** Why a session changed backend: unplanned (first three) or planned. */
-export const SWITCH_REASONS = ['error', 'close-code', 'pong-timeout', 'drain', 'admin', 'lifetime', 'reload'] as const;
-export type SwitchReason = (typeof SWITCH_REASONS)[number];
-export const SWITCH_RESULTS = ['resumed', 'deadline', 'buffer-full', 'client-gone', 'failed'] as const;
-export type SwitchResult = (typeof SWITCH_RESULTS)[number];
-export const MIGRATION_RESULTS = ['migrated', 'failed', 'busy', 'closed'] as const;
-export type MigrationResult = (typeof MIGRATION_RESULTS)[number];
-export type DialFailureReason = 'refused' | 'server-error' | 'connect' | 'timeout' | 'tls' | 'subprotocol' | 'other';
+/** A backend's live figures, as the collectors read them. */
+export interface BackendGauges {
+  readonly id: string;
+  readonly sessions: number;
+  readonly state: BackendState;
+  readonly health: HealthStatus;
+  readonly phiValue: number;
+}
 
 /** What the collectors read at scrape time. */
 export interface MetricsSource {
-  sessions(): Iterable<Session>;
-  backends(): Iterable<Backend>;
+  sessions(): Iterable<SessionCounters>;
+  backends(): Iterable<BackendGauges>;
   frontendPaused(): boolean;
   codecs(): ReadonlyMap<string, { stats: CodecStats }>;
 }
@@ -106,6 +121,8 @@ export class SidecarMetrics {
   readonly dials: Counter<'backend' | 'result'>;
   readonly dialFailures: Counter<'backend' | 'reason'>;
   readonly migrations: Counter<'result'>;
+  readonly migrationDrain: Histogram<'ended'>;
+  readonly migrationCutoffs: Counter<'ended'>;
   readonly replayed: Counter;
   readonly adminRequests: Counter<'route' | 'status'>;
 
@@ -151,6 +168,21 @@ export class SidecarMetrics {
       labelNames: ['result'],
       registers,
     });
+    this.migrationDrain = new Histogram({
+      name: 'baton_migration_drain_seconds',
+      help:
+        "Time a planned migration held the client's messages while the old backend finished, by how that ended (quiet, settled, old-closed, feed-bound, drain-timeout).",
+      labelNames: ['ended'],
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.migrationCutoffs = new Counter({
+      name: 'baton_migration_cutoffs_total',
+      help:
+        'Planned migrations that let the old backend go at a bound (feed-bound, drain-timeout) with no codec to replay what it still owed: answers it had not yet sent are lost.',
+      labelNames: ['ended'],
+      registers,
+    });
     this.replayed = new Counter({
       name: 'baton_replayed_messages_total',
       help: 'Client messages held during a failover or migration and then delivered to the new backend.',
@@ -171,6 +203,8 @@ export class SidecarMetrics {
       for (const result of SWITCH_RESULTS) this.switches.inc({ reason, result }, 0);
     }
     for (const result of MIGRATION_RESULTS) this.migrations.inc({ result }, 0);
+    for (const ended of DRAIN_ENDS) this.migrationDrain.zero({ ended });
+    for (const ended of CUT_DRAIN_ENDS) this.migrationCutoffs.inc({ ended }, 0);
 
     const ended = this.ended;
     new Gauge({
@@ -192,9 +226,10 @@ export class SidecarMetrics {
       labelNames: ['state'],
       registers,
       collect() {
-        const counts: Record<string, number> = { open: 0, 'failing-over': 0, migrating: 0 };
-        for (const s of source.sessions()) counts[s.state] = (counts[s.state] ?? 0) + 1;
-        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+        const counts = new Map<SessionStateName, number>();
+        for (const state of SESSION_STATES) if (state !== 'closed') counts.set(state, 0);
+        for (const s of source.sessions()) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+        for (const [state, n] of counts) this.set({ state }, n);
       },
     });
     new Gauge({
@@ -205,7 +240,7 @@ export class SidecarMetrics {
       collect() {
         this.reset();
         for (const b of source.backends()) {
-          for (const state of ['enabled', 'disabled', 'draining']) this.set({ backend: b.id, state }, b.state === state ? 1 : 0);
+          for (const state of BACKEND_STATES) this.set({ backend: b.id, state }, b.state === state ? 1 : 0);
         }
       },
     });
@@ -217,7 +252,7 @@ export class SidecarMetrics {
       collect() {
         this.reset();
         for (const b of source.backends()) {
-          for (const status of ['healthy', 'suspect', 'ejected', 'tripped']) this.set({ backend: b.id, status }, b.health === status ? 1 : 0);
+          for (const status of HEALTH_STATUSES) this.set({ backend: b.id, status }, b.health === status ? 1 : 0);
         }
       },
     });
@@ -316,7 +351,7 @@ export class SidecarMetrics {
   }
 
   /** Folds an ended session's counters into the totals. */
-  sessionEnded(s: Session, reason: SessionEndReason): void {
+  sessionEnded(s: SessionCounters, reason: SessionEndReason): void {
     this.sessionsClosed.inc({ reason });
     this.ended.messagesIn += s.messagesIn;
     this.ended.messagesOut += s.messagesOut;
@@ -335,9 +370,7 @@ export class SidecarMetrics {
 
   /** Drops a removed backend's label values so label sets stay bounded as backends come and go. */
   forgetBackend(backend: string): void {
-    for (const result of ['success', 'failure', 'refused']) this.dials.remove({ backend, result });
-    for (const reason of ['refused', 'server-error', 'connect', 'timeout', 'tls', 'subprotocol', 'other']) {
-      this.dialFailures.remove({ backend, reason });
-    }
+    for (const result of DIAL_RESULTS) this.dials.remove({ backend, result });
+    for (const reason of DIAL_FAILURE_REASONS) this.dialFailures.remove({ backend, reason });
   }
 }

@@ -1,22 +1,26 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
-import { backoffDelay } from './backoff.js';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
-import type { SidecarConfig } from './config/types.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
-import type { DialResult } from './dial.js';
-import { DIRECTION_IN, DIRECTION_OUT, type SessionEndReason, type SidecarMetrics, type SwitchReason, type SwitchResult, type MigrationResult } from './metrics.js';
+import type { SidecarConfig } from './config/types.js';
 import type { Logger } from './logger.js';
-
-/** Why a session left its backend (also the `reason` label of later metrics). */
-export type FailoverReason = Extract<SwitchReason, 'error' | 'close-code' | 'pong-timeout'>;
-export type { MigrationResult };
-export type MigrationReason = Extract<SwitchReason, 'drain' | 'admin' | 'lifetime' | 'reload'>;
-
-export type SessionState = 'open' | 'failing-over' | 'migrating' | 'closed';
+import { DIRECTION_IN, DIRECTION_OUT, type SidecarMetrics } from './metrics.js';
+import { openState, step, type Effect, type Leg, type MachinePolicy, type SessionEvent, type SessionState } from './session-machine.js';
+import {
+  CUT_DRAIN_ENDS,
+  FAILOVER_REASONS,
+  STATE_OF_PHASE,
+  type MigrationReason,
+  type MigrationResult,
+  type SessionEndReason,
+  type SessionPhase,
+  type SessionStateName,
+  type FailoverReason,
+  type SwitchReason,
+} from './vocabulary.js';
 
 /** What a session needs from the sidecar that owns it. */
 export interface SessionHost {
@@ -47,12 +51,17 @@ const SEND_BINARY = { binary: true } as const;
 const SEND_TEXT = { binary: false } as const;
 const OPEN = WebSocket.OPEN;
 
-// Listeners are shared functions (no closure per socket): each socket points at its session.
+// Listeners are shared functions (no closure per socket): each socket points at its session, and
+// each backend leg carries its number in the session's machine.
 const kSession = Symbol('session');
-type TaggedSocket = WebSocket & { [kSession]: Session };
+const kLeg = Symbol('leg');
+type TaggedSocket = WebSocket & { [kSession]: Session; [kLeg]: number };
 
 function sessionOf(ws: WebSocket): Session {
   return (ws as TaggedSocket)[kSession];
+}
+function legNoOf(ws: WebSocket): number {
+  return (ws as TaggedSocket)[kLeg];
 }
 
 function onClientMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
@@ -79,7 +88,6 @@ function onSocketError(this: WebSocket, err: Error & { code?: string }): void {
   if (s) s.socketError(this, err);
 }
 
-
 /** ws error codes that mean the peer broke the protocol, with the close code they deserve. */
 const PROTOCOL_ERROR_CODES: Record<string, number> = {
   WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 1009,
@@ -105,16 +113,24 @@ interface Buffered {
 const scratchIds: string[] = [];
 
 /**
- * One client's WebSocket session and the backend leg that currently serves it. The client leg
- * lives as long as the session; backend legs come and go (failover, planned migration).
+ * One client's WebSocket session: the relay between the client leg and the backend leg that
+ * currently serves it, and the I/O of its state machine (session-machine.ts), which decides
+ * everything else. The client leg lives as long as the session; backend legs come and go.
  */
 export class Session {
   readonly id: string;
   readonly path: string;
   readonly remoteAddress: string;
   readonly startedAt: number;
-  state: SessionState = 'open';
+  /** The serving backend and its leg (null while failing over). */
   backend: Backend | null;
+  private leg: WebSocket | null;
+  /** A leg dialled and not yet serving: a failover's or migration's target (kept paused). */
+  private nextLeg: WebSocket | null = null;
+  private nextBackend: Backend | null = null;
+  private machine: SessionState;
+  /** False while the client's messages are held (failing over, or draining the old backend). */
+  private relaying = true;
   failovers = 0;
   messagesIn = 0;
   messagesOut = 0;
@@ -129,27 +145,19 @@ export class Session {
   legPingAt = 0;
   private clientPingDue: number;
   private legPingDue = 0;
-
-  private leg: WebSocket | null;
-  /** Bumped whenever the session loses or changes its backend leg (codec: whose calls are whose). */
-  private legGeneration = 0;
+  /** The serving leg's number: whose backend calls the client's answers belong to (codec). */
+  private legGeneration = 1;
   private readonly codec: ActiveCodec | null;
   private readonly tracker: RequestTracker | null;
-  /** Planned migration: the new leg, opened and paused until the old one has finished. */
-  private nextLeg: WebSocket | null = null;
-  private nextBackend: Backend | null = null;
-  private migrationDone: ((r: MigrationResult) => void) | null = null;
-  /** A planned migration is dialling its target (the session is still open on the old leg). */
-  private migrationDialling: AbortController | null = null;
-  private drainTimer: NodeJS.Timeout | null = null;
   private buffer: Buffered[] = [];
   bufferedBytes = 0;
-  /** The failover loop's cancel switch (client gone, session closed). */
-  private failoverAbort: AbortController | null = null;
+  /** Cancels the dial or wait under way (a client gone, a session closed). */
+  private pending: AbortController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  /** The migration under way, answered when it ends; and a request being decided right now. */
+  private migrationWaiter: ((r: MigrationResult) => void) | null = null;
+  private refusal: MigrationResult | null = null;
   private legProtocolError = 0;
-  /** The backend switch under way (failover or migration), for the failover metrics. */
-  private switchReason: SwitchReason | null = null;
-  private switchStartedAt = 0;
   private clientPaused = false;
   private legPaused = false;
   private toLegDrains = 0;
@@ -182,6 +190,10 @@ export class Session {
       this.leg?.resume();
     }
   };
+  private readonly onTimer = (): void => {
+    this.timer = null;
+    this.dispatch({ type: 'timer' });
+  };
 
   constructor(
     private readonly host: SessionHost,
@@ -209,14 +221,25 @@ export class Session {
     client.on('close', onClientClose);
     client.on('pong', onClientPong);
     client.on('error', onSocketError);
+    this.machine = openState(backend.id);
     this.backend = backend;
     this.leg = leg;
-    this.attachLeg(backend, leg);
+    this.listen(leg, this.machine.legs);
+    host.pool.attach(backend);
+    this.startServing(leg);
   }
 
-  /** Read through a getter so checks after an await aren't narrowed away by the compiler. */
+  /** The session's state as users see it (admin API, metrics). */
+  get state(): SessionStateName {
+    return STATE_OF_PHASE[this.machine.phase.name];
+  }
+
+  get phase(): SessionPhase {
+    return this.machine.phase.name;
+  }
+
   get closed(): boolean {
-    return this.state === 'closed';
+    return this.machine.phase.name === 'closed';
   }
 
   get bufferedMessages(): number {
@@ -243,35 +266,37 @@ export class Session {
       else if (kind === 'response') {
         const verdict = this.tracker!.clientAnswered(scratchIds, this.legGeneration);
         if (verdict === 'orphan' && this.host.config.codec.orphanAnswers === 'drop') return;
+        // While the old backend drains, the answers to its own calls still go to it.
+        if (verdict === 'forward' && !this.relaying && this.leg !== null && this.leg.readyState === OPEN) {
+          this.send(this.leg, data, isBinary, null);
+          return;
+        }
       } else if (kind === 'malformed') codec.stats.malformed++;
     }
-    this.toBackend(data, isBinary, requestIds);
+    const leg = this.leg;
+    if (this.relaying && leg !== null && leg.readyState === OPEN) this.send(leg, data, isBinary, requestIds);
+    else if (!this.closed) this.enqueue(data, isBinary, requestIds);
   }
 
-  /** Sends to the backend leg, or holds the message while there is no open leg. */
-  private toBackend(data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
-    const leg = this.leg;
-    if (this.state === 'open' && leg !== null && leg.readyState === OPEN) {
-      if (this.corkedLeg === null) {
-        this.corkedLeg = tcpOf(leg);
-        this.corkedLeg.cork();
-        process.nextTick(this.uncorkLeg);
-      }
-      if (leg.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
-        // The backend is slower than the client: stop reading the client until this is written.
-        this.toLegDrains++;
-        leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onLegDrained);
-        if (!this.clientPaused) {
-          this.clientPaused = true;
-          this.client.pause();
-        }
-      } else {
-        leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
-      }
-      if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
-      return;
+  /** Sends to a backend leg, pausing the client while that leg's queue is over the high-water mark. */
+  private send(leg: WebSocket, data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
+    if (this.corkedLeg === null) {
+      this.corkedLeg = tcpOf(leg);
+      this.corkedLeg.cork();
+      process.nextTick(this.uncorkLeg);
     }
-    if (this.state !== 'closed') this.enqueue(data, isBinary, requestIds);
+    if (leg.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
+      // The backend is slower than the client: stop reading the client until this is written.
+      this.toLegDrains++;
+      leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onLegDrained);
+      if (!this.clientPaused) {
+        this.clientPaused = true;
+        this.client.pause();
+      }
+    } else {
+      leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
+    }
+    if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
   }
 
   fromBackend(leg: WebSocket, data: Buffer, isBinary: boolean): void {
@@ -291,22 +316,30 @@ export class Session {
     this.active = true;
     this.host.metrics.messageSize.observe(DIRECTION_OUT, data.length);
     const client = this.client;
-    if (client.readyState !== OPEN) return;
-    if (this.corkedClient === null) {
-      this.corkedClient = tcpOf(client);
-      this.corkedClient.cork();
-      process.nextTick(this.uncorkClient);
-    }
-    if (client.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
-      this.toClientDrains++;
-      client.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onClientDrained);
-      if (!this.legPaused) {
-        this.legPaused = true;
-        leg.pause();
+    if (client.readyState === OPEN) {
+      if (this.corkedClient === null) {
+        this.corkedClient = tcpOf(client);
+        this.corkedClient.cork();
+        process.nextTick(this.uncorkClient);
       }
-    } else {
-      client.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
+      if (client.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
+        this.toClientDrains++;
+        client.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onClientDrained);
+        if (!this.legPaused) {
+          this.legPaused = true;
+          leg.pause();
+        }
+      } else {
+        client.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
+      }
     }
+    // Held while a leg serves: the old backend of a migration is being drained.
+    if (!this.relaying) this.dispatch({ type: 'old-message', leg: legNoOf(leg), settled: this.settled });
+  }
+
+  /** The codec has no request of the serving leg left unanswered. */
+  private get settled(): boolean {
+    return this.tracker !== null && this.tracker.size === 0;
   }
 
   private enqueue(data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
@@ -323,52 +356,7 @@ export class Session {
     this.bufferedBytes += data.length;
   }
 
-  private flush(): void {
-    const buffered = this.buffer;
-    this.buffer = [];
-    this.bufferedBytes = 0;
-    // Codec sessions: requests the lost backend never answered go first, in their original order.
-    this.tracker?.replay((data, isBinary) => this.toBackend(data, isBinary, null));
-    if (buffered.length > 0) this.host.metrics.replayed.inc(buffered.length);
-    for (const m of buffered) this.toBackend(m.data, m.isBinary, m.requestIds);
-  }
-
-  // ---- leg lifecycle -----------------------------------------------------------------------
-
-  private attachLeg(backend: Backend, leg: WebSocket): void {
-    (leg as TaggedSocket)[kSession] = this;
-    leg.on('message', onLegMessage);
-    leg.on('close', onLegClose);
-    leg.on('pong', onLegPong);
-    leg.removeAllListeners('error');
-    leg.on('error', onSocketError);
-    leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
-    backend.sessions++;
-    this.legPingAt = 0;
-    this.legPingDue = Date.now() + this.host.config.session.pingInterval;
-    this.legProtocolError = 0;
-  }
-
-  /** Leaves the current backend: the leg is closed (or killed) and no longer heard. */
-  private detachLeg(code: number | null, reason: string): void {
-    const leg = this.leg;
-    const backend = this.backend;
-    this.leg = null;
-    this.backend = null;
-    this.legGeneration++;
-    if (backend) {
-      backend.sessions--;
-      if (backend.removing && backend.sessions === 0) this.host.pool.forgetDrained();
-    }
-    this.toLegDrains = 0;
-    this.toClientDrains = 0;
-    this.legPaused = false;
-    if (this.clientPaused) {
-      this.clientPaused = false;
-      this.client.resume();
-    }
-    if (leg) closeLeg(leg, code, reason);
-  }
+  // ---- socket events -----------------------------------------------------------------------
 
   socketError(ws: WebSocket, err: Error & { code?: string }): void {
     const protocolCode = err.code ? PROTOCOL_ERROR_CODES[err.code] : undefined;
@@ -381,32 +369,8 @@ export class Session {
   }
 
   legClosed(leg: WebSocket, code: number, reason: Buffer): void {
-    if (leg === this.nextLeg) {
-      // The migration target died before the switch; finishMigration() will fail over.
-      this.nextLeg = null;
-      return;
-    }
-    if (leg !== this.leg) return;
-    if (this.state === 'migrating') {
-      this.finishMigration();
-      return;
-    }
-    if (this.state !== 'open') return;
-    const backendId = this.backend?.id;
-    if (this.legProtocolError) {
-      const closeCode = this.legProtocolError;
-      this.host.log.warn({ session: this.id, backend: backendId, reason: `backend protocol error (${closeCode})` }, 'closing session');
-      this.close('protocol-error', closeCode, closeCode === 1009 ? 'backend message too big' : 'backend protocol error', null);
-      return;
-    }
-    // 1006: no close frame (reset, EOF, error) — always a failover trigger.
-    if (code === 1006 || this.host.config.failover.closeCodes.includes(code)) {
-      void this.failover(code === 1006 ? 'error' : 'close-code', `backend closed with ${code}`);
-      return;
-    }
-    // The backend ended the session deliberately: the client gets its code and reason.
-    this.host.log.info({ session: this.id, backend: backendId, reason: `backend closed with ${code}`, code }, 'session closed by backend');
-    this.close('backend-closed', code, reason.toString(), null);
+    const protocolError = leg === this.leg ? this.legProtocolError : 0;
+    this.dispatch({ type: 'leg-closed', leg: legNoOf(leg), code, reason: reason.toString(), protocolError });
   }
 
   legPong(leg: WebSocket): void {
@@ -416,224 +380,260 @@ export class Session {
   }
 
   clientClosed(code: number, reason: Buffer): void {
-    if (this.state === 'closed') return;
-    this.host.log.info({ session: this.id, backend: this.backend?.id, reason: `client closed with ${code}`, code }, 'session closed by client');
-    const toBackend = code === 1005 ? null : isSendableCloseCode(code) ? code : 1001;
-    this.close('client-closed', null, reason.toString(), toBackend);
+    this.dispatch({ type: 'client-closed', code: code === 1005 ? null : code, reason: reason.toString() });
   }
 
-  // ---- failover (unplanned) ----------------------------------------------------------------
-
-  private startSwitch(reason: SwitchReason): void {
-    this.switchReason = reason;
-    this.switchStartedAt = performance.now();
-  }
-
-  /** Counts the switch under way once, with its result (and its gap when it resumed). */
-  private endSwitch(result: SwitchResult): void {
-    const reason = this.switchReason;
-    if (reason === null) return;
-    this.switchReason = null;
-    const m = this.host.metrics;
-    m.switches.inc({ reason, result });
-    if (result === 'resumed') m.switchGap.observe({ reason }, (performance.now() - this.switchStartedAt) / 1000);
-  }
-
-  /** The backend leg is gone: hold the client, buffer its messages, and find another backend. */
-  async failover(reason: FailoverReason, detail: string): Promise<void> {
-    if (this.state !== 'open' && this.state !== 'migrating') return;
-    const failed = this.backend;
-    const host = this.host;
-    const f = host.config.failover;
-    this.cancelMigration();
-    this.detachLeg(1001, 'failing over');
-    this.state = 'failing-over';
-    this.failovers++;
-    this.startSwitch(reason);
-    const started = Date.now();
-    const deadline = started + f.deadline;
-    host.log.warn({ session: this.id, backend: failed?.id, reason, detail }, 'backend lost: failing over');
-    const abort = new AbortController();
-    this.failoverAbort = abort;
-    const excluded = new Set<string>();
-    if (failed) excluded.add(failed.id);
-    let pass = 0;
-    while (this.state === 'failing-over') {
-      const now = Date.now();
-      if (now >= deadline) {
-        host.log.warn({ session: this.id, reason: 'deadline', detail: `no backend within ${f.deadline}ms` }, 'failover gave up: closing client');
-        this.close('failover-deadline', 1013, 'no backend available', null);
-        return;
-      }
-      const backend = host.pool.choose(this.init.hashKey, excluded, now);
-      if (backend) {
-        const result = await this.dialTo(backend, true, abort.signal);
-        if (this.state !== 'failing-over') {
-          if (result.ok) result.socket.terminate();
-          return;
-        }
-        if (result.ok) {
-          this.failoverAbort = null;
-          this.adopt(backend, result.socket);
-          this.endSwitch('resumed');
-          host.log.info(
-            { session: this.id, backend: backend.id, reason, previous: failed?.id, gapMs: Date.now() - started, replayed: this.buffer.length },
-            'failover complete',
-          );
-          this.flush();
-          return;
-        }
-        excluded.add(backend.id);
-        continue; // try the next backend at once; back off only after a whole pass
-      }
-      excluded.clear();
-      const wait = Math.min(backoffDelay(pass++, f.backoff), deadline - Date.now());
-      if (wait > 0) await host.pool.waitForBackend(wait, abort.signal);
-    }
-  }
-
-  private async dialTo(backend: Backend, reconnect: boolean, signal?: AbortSignal): Promise<DialResult> {
-    const host = this.host;
-    const headers = reconnect ? this.reconnectHeaders() : this.init.headers;
-    const result = await host.pool.dial(backend, this.path, this.init.protocols, headers, signal);
-    if (result.ok && result.socket.protocol !== this.protocol) {
-      // The client already agreed on a subprotocol; a backend that picks another can't serve it.
-      result.socket.terminate();
-      host.log.warn({ session: this.id, backend: backend.id, reason: `subprotocol "${result.socket.protocol}" != "${this.protocol}"` }, 'backend dial rejected');
-      return { ok: false, kind: 'error', reason: 'subprotocol mismatch', cause: 'subprotocol' };
-    }
-    if (!result.ok && result.kind !== 'aborted') {
-      host.log.info(
-        { session: this.id, backend: backend.id, reason: result.kind === 'error' ? result.reason : `refused with ${result.status}` },
-        'backend dial failed',
-      );
-    }
-    return result;
-  }
-
-  private reconnectHeaders(): OutgoingHttpHeaders {
-    const h = this.host.config.failover.reconnectHeader;
-    return { ...this.init.headers, [h.name]: h.value };
-  }
-
-  private adopt(backend: Backend, leg: WebSocket): void {
-    this.backend = backend;
-    this.leg = leg;
-    this.attachLeg(backend, leg);
-    this.state = 'open';
-  }
-
-  // ---- planned migration ----------------------------------------------------------------
+  // ---- requests from the sidecar ------------------------------------------------------------
 
   /**
-   * Moves the session to another backend without losing a message: the new leg is opened first;
-   * then client messages are held, the old backend gets a 1001 close and its remaining messages
-   * are delivered until its close arrives (or drainTimeout); then the held messages go to the new
-   * leg. Lossless for a backend that answers in order.
+   * Moves the session to another backend (`target`, or the balancer's choice) without losing a
+   * message: see session-machine.ts for the course; counted in baton_migrations_total.
    */
-  async migrate(reason: MigrationReason, target?: Backend): Promise<MigrationResult> {
-    const result = await this.migrateOnce(reason, target);
-    this.host.metrics.migrations.inc({ result });
-    return result;
-  }
-
-  private async migrateOnce(reason: MigrationReason, target?: Backend): Promise<MigrationResult> {
-    if (this.state === 'closed') return 'closed';
-    if (this.state !== 'open' || this.migrationDialling || this.nextLeg) return 'busy';
-    const host = this.host;
-    const from = this.backend;
-    const excluded = new Set<string>();
-    if (from) excluded.add(from.id);
-    let backend = target;
-    if (backend === from) return 'failed';
-    if (backend) {
-      if (!backend.breaker.tryAcquire(Date.now(), true)) return 'failed';
-    } else {
-      backend = host.pool.choose(this.init.hashKey, excluded, Date.now());
-    }
-    if (!backend) {
-      host.log.warn({ session: this.id, backend: from?.id, reason, detail: 'no other usable backend' }, 'migration not possible');
-      return 'failed';
-    }
-    const abort = new AbortController();
-    this.migrationDialling = abort;
-    const result = await this.dialTo(backend, true, abort.signal);
-    this.migrationDialling = null;
-    if (!result.ok) return this.closed ? 'closed' : 'failed';
-    if (this.closed || this.state !== 'open' || this.leg === null) {
-      // The old leg failed meanwhile; the failover already looks after the session.
-      result.socket.terminate();
-      return this.closed ? 'closed' : 'failed';
-    }
-    // It stays paused (as dialBackend() hands it over): its messages must come after everything
-    // the old backend still sends.
-    const next = result.socket;
-    (next as TaggedSocket)[kSession] = this;
-    next.on('close', onLegClose);
-    this.nextLeg = next;
-    this.nextBackend = backend;
-    backend.sessions++; // counted now so the balancer sees it; attachLeg() won't count it again
-    this.state = 'migrating';
-    this.startSwitch(reason);
-    host.log.info({ session: this.id, backend: from?.id, target: backend.id, reason }, 'migrating session');
-    const done = new Promise<MigrationResult>((resolve) => {
-      this.migrationDone = resolve;
+  migrate(reason: MigrationReason, target?: string): Promise<MigrationResult> {
+    this.refusal = null;
+    this.dispatch({ type: 'migrate', reason, target: target ?? null });
+    const refused = this.refusal as MigrationResult | null;
+    const result = refused !== null ? Promise.resolve(refused) : new Promise<MigrationResult>((resolve) => (this.migrationWaiter = resolve));
+    return result.then((r) => {
+      this.host.metrics.migrations.inc({ result: r });
+      return r;
     });
-    this.drainTimer = setTimeout(() => {
-      this.drainTimer = null;
-      host.log.warn({ session: this.id, backend: from?.id, reason: 'drain-timeout' }, 'old backend did not close in time');
-      this.finishMigration();
-    }, host.config.failover.drainTimeout);
-    this.leg.close(1001, 'session migrating');
-    return done;
   }
 
-  /** The old leg has closed (or timed out): switch to the new one and release held messages. */
-  private finishMigration(): void {
-    if (this.state !== 'migrating') return;
-    if (this.drainTimer) clearTimeout(this.drainTimer);
-    this.drainTimer = null;
-    const next = this.nextLeg;
-    const nextBackend = this.nextBackend!;
-    const resolve = this.migrationDone;
-    this.nextLeg = null;
-    this.nextBackend = null;
-    this.migrationDone = null;
-    nextBackend.sessions--; // attachLeg() counts it again
-    this.detachLeg(null, 'migrated');
-    if (next === null || next.readyState !== OPEN) {
-      // The new backend died while the old one drained: an ordinary failover from here.
-      this.state = 'open';
-      this.endSwitch('failed');
-      resolve?.('failed');
-      void this.failover('error', 'migration target closed before the switch');
+  /**
+   * Ends the session. clientCode null = the client leg is already closing; backendCode null =
+   * close the backend without a code (or it is already closing).
+   */
+  close(why: SessionEndReason, clientCode: number | null, reason: string, backendCode: number | null): void {
+    this.dispatch({ type: 'close', why, clientCode, reason, backendCode });
+  }
+
+  // ---- the machine's I/O ---------------------------------------------------------------------
+
+  private policy(): MachinePolicy {
+    const { failover, migration } = this.host.config;
+    return {
+      failoverDeadline: failover.deadline,
+      backoff: failover.backoff,
+      closeCodes: failover.closeCodes,
+      drainTimeout: failover.drainTimeout,
+      quietPeriod: migration.quietPeriod,
+      maxQuietWait: migration.maxQuietWait,
+      codec: this.codec !== null,
+      random: Math.random,
+    };
+  }
+
+  private dispatch(event: SessionEvent): void {
+    const { state, effects } = step(this.machine, event, Date.now(), this.policy());
+    this.machine = state;
+    for (const effect of effects) this.apply(effect);
+  }
+
+  private apply(e: Effect): void {
+    const host = this.host;
+    switch (e.kind) {
+      case 'dial':
+        void this.dial(e.leg, e.target, e.exclude);
+        return;
+      case 'abort-dial':
+        this.pending?.abort();
+        return;
+      case 'wait-for-backend': {
+        const abort = new AbortController();
+        this.pending = abort;
+        void host.pool.waitForBackend(e.ms, abort.signal).then(() => {
+          if (this.pending === abort) this.pending = null;
+          this.dispatch({ type: 'wait-over' });
+        });
+        return;
+      }
+      case 'timer':
+        if (this.timer) clearTimeout(this.timer);
+        this.timer = e.at === null ? null : setTimeout(this.onTimer, Math.max(0, e.at - Date.now()));
+        return;
+      case 'close-leg': {
+        const leg = this.legByNo(e.leg);
+        if (leg) closeLeg(leg, e.code, e.reason);
+        return;
+      }
+      case 'drop-leg':
+        this.dropLeg(e.leg, e.code, e.reason, e.terminate);
+        return;
+      case 'serve':
+        this.serve(e.leg);
+        return;
+      case 'hold':
+        this.relaying = false;
+        return;
+      case 'failover-started':
+        this.failovers++;
+        host.log.warn({ session: this.id, backend: e.failed, reason: e.reason, detail: e.detail }, 'backend lost: failing over');
+        return;
+      case 'switch-ended':
+        host.metrics.switches.inc({ reason: e.reason, result: e.result });
+        if (e.result === 'resumed') host.metrics.switchGap.observe({ reason: e.reason }, (Date.now() - e.startedAt) / 1000);
+        if (e.result === 'resumed' && isFailover(e.reason)) {
+          const gapMs = Date.now() - e.startedAt;
+          host.log.info({ session: this.id, backend: this.backend?.id, reason: e.reason, gapMs }, 'failover complete');
+        }
+        return;
+      case 'drain-ended': {
+        host.metrics.migrationDrain.observe({ ended: e.ended }, e.heldMs / 1000);
+        const fields = { session: this.id, backend: e.from, target: e.to, reason: e.ended, heldMs: e.heldMs };
+        if (CUT_DRAIN_ENDS.includes(e.ended) && this.tracker === null) {
+          host.metrics.migrationCutoffs.inc({ ended: e.ended });
+          host.log.warn(fields, 'old backend let go before it was quiet: answers it still owed are lost');
+        } else host.log.info(fields, 'migration complete');
+        return;
+      }
+      case 'migration-ended': {
+        const waiter = this.migrationWaiter;
+        this.migrationWaiter = null;
+        waiter?.(e.result);
+        return;
+      }
+      case 'migration-refused':
+        this.refusal = e.result;
+        return;
+      case 'close-client':
+        if (e.code !== null && this.client.readyState === OPEN) {
+          if (isSendableCloseCode(e.code)) this.client.close(e.code, truncateReason(e.reason));
+          else this.client.close();
+        }
+        return;
+      case 'ended':
+        this.ended(e.why, e.detail);
+        return;
+    }
+  }
+
+  /** One pass over the backends for the machine's dial `no`; its outcome becomes a 'dialled' event. */
+  private async dial(no: number, target: string | null, exclude: string | null): Promise<void> {
+    const abort = new AbortController();
+    this.pending = abort;
+    const h = this.host.config.failover.reconnectHeader;
+    const result = await this.host.pool.connect({
+      session: this.id,
+      path: this.path,
+      protocols: this.init.protocols,
+      headers: { ...this.init.headers, [h.name]: h.value },
+      key: this.init.hashKey,
+      target,
+      exclude,
+      protocol: this.protocol,
+      relayRefusal: false,
+      signal: abort.signal,
+    });
+    if (this.pending === abort) this.pending = null;
+    if (result.ok) {
+      // Kept paused (as dialled) until it serves: its messages must come after the old leg's.
+      this.nextLeg = result.socket;
+      this.nextBackend = result.backend;
+      this.listen(result.socket, no);
+      this.host.pool.attach(result.backend);
+    }
+    const lastActiveAt = this.active ? Date.now() : this.lastActivity;
+    this.dispatch({ type: 'dialled', leg: no, backend: result.ok ? result.backend.id : null, lastActiveAt, settled: this.settled });
+  }
+
+  private legByNo(no: number): WebSocket | null {
+    if (this.leg !== null && legNoOf(this.leg) === no) return this.leg;
+    if (this.nextLeg !== null && legNoOf(this.nextLeg) === no) return this.nextLeg;
+    return null;
+  }
+
+  /** Tags a backend leg with its session and number and hears its close (its messages: once serving). */
+  private listen(leg: WebSocket, no: number): void {
+    const tagged = leg as TaggedSocket;
+    tagged[kSession] = this;
+    tagged[kLeg] = no;
+    leg.on('close', onLegClose);
+    leg.removeAllListeners('error');
+    leg.on('error', onSocketError);
+  }
+
+  /** The session stops hearing a leg: it is closed (or cut) and leaves its backend's count. */
+  private dropLeg(no: number, code: number | null, reason: string, terminate: boolean): void {
+    let leg: WebSocket;
+    let backend: Backend;
+    if (this.leg !== null && legNoOf(this.leg) === no) {
+      leg = this.leg;
+      backend = this.backend!;
+      this.leg = null;
+      this.backend = null;
+      this.legGeneration = 0;
+      this.toLegDrains = 0;
+      this.toClientDrains = 0;
+      this.legPaused = false;
+      if (this.clientPaused) {
+        this.clientPaused = false;
+        this.client.resume();
+      }
+    } else if (this.nextLeg !== null && legNoOf(this.nextLeg) === no) {
+      leg = this.nextLeg;
+      backend = this.nextBackend!;
+      this.nextLeg = null;
+      this.nextBackend = null;
+    } else {
       return;
     }
-    next.removeListener('close', onLegClose);
-    this.adopt(nextBackend, next);
-    this.endSwitch('resumed');
-    this.host.log.info({ session: this.id, backend: nextBackend.id, reason: 'migrated', replayed: this.buffer.length }, 'migration complete');
-    this.flush();
-    resolve?.('migrated');
+    this.host.pool.detach(backend);
+    if (terminate) leg.terminate();
+    else closeLeg(leg, code, reason);
   }
 
-  private cancelMigration(): void {
-    if (this.drainTimer) clearTimeout(this.drainTimer);
-    this.drainTimer = null;
-    const next = this.nextLeg;
-    if (this.nextBackend) this.nextBackend.sessions--;
-    this.nextLeg = null;
-    this.nextBackend = null;
-    if (next) next.terminate();
-    const resolve = this.migrationDone;
-    this.migrationDone = null;
-    resolve?.(this.state === 'closed' ? 'closed' : 'failed');
+  /** The machine's serving leg from now on: the next leg moves in (or the old one stays), then held messages go. */
+  private serve(leg: Leg): void {
+    if (this.leg === null || legNoOf(this.leg) !== leg.no) {
+      const next = this.nextLeg!;
+      this.leg = next;
+      this.backend = this.nextBackend;
+      this.nextLeg = null;
+      this.nextBackend = null;
+      this.legGeneration = leg.no;
+      this.startServing(next);
+      // Codec sessions: requests the previous backend never answered go first, in their order.
+      this.tracker?.replay((data, isBinary) => this.send(next, data, isBinary, null));
+    }
+    this.relaying = true;
+    const buffered = this.buffer;
+    this.buffer = [];
+    this.bufferedBytes = 0;
+    if (buffered.length > 0) this.host.metrics.replayed.inc(buffered.length);
+    for (const m of buffered) this.fromHeld(m);
+  }
+
+  private fromHeld(m: Buffered): void {
+    const leg = this.leg;
+    if (this.relaying && leg !== null && leg.readyState === OPEN) this.send(leg, m.data, m.isBinary, m.requestIds);
+    else if (!this.closed) this.enqueue(m.data, m.isBinary, m.requestIds);
+  }
+
+  private startServing(leg: WebSocket): void {
+    leg.on('message', onLegMessage);
+    leg.on('pong', onLegPong);
+    leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
+    this.legPingAt = 0;
+    this.legPingDue = Date.now() + this.host.config.session.pingInterval;
+    this.legProtocolError = 0;
+  }
+
+  private ended(why: SessionEndReason, detail: string): void {
+    this.relaying = false;
+    this.pending?.abort();
+    this.pending = null;
+    this.buffer = [];
+    this.bufferedBytes = 0;
+    const level = why === 'failover-deadline' || why === 'protocol-error' || why === 'buffer-full' ? 'warn' : 'info';
+    this.host.log[level]({ session: this.id, reason: why, detail }, 'session closed');
+    this.host.sessionClosed(this, why);
   }
 
   // ---- heartbeats and timers (driven by the sidecar's tick) ------------------------------
 
   tick(now: number): void {
-    if (this.state === 'closed') return;
+    if (this.closed) return;
     const s = this.host.config.session;
     if (this.active) {
       this.active = false;
@@ -641,14 +641,12 @@ export class Session {
     }
     this.tracker?.expire(now);
     if (s.idleTimeout > 0 && now - this.lastActivity >= s.idleTimeout) {
-      this.host.log.info({ session: this.id, backend: this.backend?.id, reason: 'idle-timeout' }, 'closing idle session');
       this.close('idle-timeout', 1001, 'idle timeout', 1001);
       return;
     }
     // Client leg: a missing pong means the client is gone (a paused socket can't read its pong).
     if (this.clientPongAt > 0) {
       if (!this.clientPaused && now - this.clientPongAt >= s.pongTimeout) {
-        this.host.log.info({ session: this.id, backend: this.backend?.id, reason: 'client-pong-timeout' }, 'client unresponsive: closing session');
         this.client.terminate();
         this.close('client-unresponsive', null, 'client unresponsive', 1001);
         return;
@@ -659,10 +657,10 @@ export class Session {
       this.client.ping();
     }
     const leg = this.leg;
-    if (this.state !== 'open' || leg === null) return;
+    if (!this.relaying || leg === null) return;
     if (this.legPingAt > 0) {
       if (!this.legPaused && now - this.legPingAt >= s.pongTimeout) {
-        void this.failover('pong-timeout', `no pong within ${s.pongTimeout}ms`);
+        this.dispatch({ type: 'pong-timeout', leg: legNoOf(leg) });
         return;
       }
     } else if (now >= this.legPingDue && leg.readyState === OPEN) {
@@ -681,30 +679,6 @@ export class Session {
     // ±10% so sessions opened together don't all migrate together.
     return life > 0 ? now + life * (0.9 + Math.random() * 0.2) : Infinity;
   }
-
-  // ---- closing ---------------------------------------------------------------------------
-
-  /**
-   * Ends the session. clientCode null = the client leg is already closing; backendCode null =
-   * close the backend without a code (or it is already closing).
-   */
-  close(why: SessionEndReason, clientCode: number | null, reason: string, backendCode: number | null): void {
-    if (this.state === 'closed') return;
-    this.endSwitch(why === 'failover-deadline' ? 'deadline' : why === 'buffer-full' ? 'buffer-full' : 'client-gone');
-    this.state = 'closed';
-    this.failoverAbort?.abort();
-    this.failoverAbort = null;
-    this.migrationDialling?.abort();
-    this.cancelMigration();
-    this.buffer = [];
-    this.bufferedBytes = 0;
-    this.detachLeg(backendCode, reason);
-    if (clientCode !== null && this.client.readyState === OPEN) {
-      if (isSendableCloseCode(clientCode)) this.client.close(clientCode, truncateReason(reason));
-      else this.client.close();
-    }
-    this.host.sessionClosed(this, why);
-  }
 }
 
 function closeLeg(leg: WebSocket, code: number | null, reason: string): void {
@@ -715,6 +689,10 @@ function closeLeg(leg: WebSocket, code: number | null, reason: string): void {
     return;
   }
   leg.close(isSendableCloseCode(code) ? code : 1001, truncateReason(reason));
+}
+
+function isFailover(reason: SwitchReason): reason is FailoverReason {
+  return (FAILOVER_REASONS as readonly SwitchReason[]).includes(reason);
 }
 
 function truncateReason(reason: string): string {

@@ -5,18 +5,21 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import { AdminServer } from './admin/server.js';
-import { Backend, BackendPool } from './backends.js';
+import type { PutBackendsRequestSchema, PutBackendsResponse } from './admin/contract.js';
+import { AdminServer, type AdminPort, type DrainPaceRequest, type PutBackendsRefusal } from './admin/server.js';
+import { BackendPool } from './backends.js';
 import { CodecRouter, loadCodecs } from './codecs/registry.js';
-import { withManagedSettings } from './config/managed.js';
+import { settingsOrderProblem, withManagedSettings } from './config/managed.js';
 import { setValueAt, valueAt } from './config/paths.js';
 import { RESTART_KEYS } from './config/schema.js';
 import type { SidecarConfig } from './config/types.js';
 import { dialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from './logger.js';
-import { SidecarMetrics, type SessionEndReason } from './metrics.js';
-import { Session, type MigrationReason, type MigrationResult, type SessionHost } from './session.js';
+import { SidecarMetrics } from './metrics.js';
+import { Session, type SessionHost } from './session.js';
+import type { MigrationReason, MigrationResult, SessionEndReason } from './vocabulary.js';
+import type { z } from 'zod';
 
 // Per-request facts handed from the upgrade handler to ws's handshake callbacks.
 const kProtocol = Symbol('backendProtocol');
@@ -31,7 +34,7 @@ const MIGRATION_CONCURRENCY = 32;
 /** How often a draining backend that still has sessions is drained again. */
 const DRAIN_RETRY_MS = 1000;
 
-export class Sidecar implements SessionHost {
+export class Sidecar implements SessionHost, AdminPort {
   config: SidecarConfig;
   readonly pool: BackendPool;
   readonly sessions = new Map<string, Session>();
@@ -171,28 +174,26 @@ export class Sidecar implements SessionHost {
 
     // One pass over the backends: 3xx/4xx is the backend's answer to this client; 5xx and
     // network errors try the next one.
-    const excluded = new Set<string>();
-    let backend: Backend | undefined;
-    let leg: WebSocket | undefined;
-    let responseHeaders: IncomingHttpHeaders = {};
-    while ((backend = this.pool.choose(hashKey, excluded, Date.now()))) {
-      const result = await this.pool.dial(backend, path, protocols, headers);
-      if (result.ok) {
-        leg = result.socket;
-        responseHeaders = result.headers;
-        break;
-      }
+    const result = await this.pool.connect({
+      session: id,
+      path,
+      protocols,
+      headers,
+      key: hashKey,
+      target: null,
+      exclude: null,
+      protocol: null,
+      relayRefusal: true,
+    });
+    if (!result.ok) {
       if (result.kind === 'refused') {
-        this.log.info({ session: id, backend: backend.id, reason: `backend refused with ${result.status}`, path }, 'handshake refused');
+        this.log.info({ session: id, backend: result.backend.id, reason: `backend refused with ${result.status}`, path }, 'handshake refused');
         return respond(socket, result.status, result.body, relayedHeaders(result.headers));
       }
-      this.log.warn({ session: id, backend: backend.id, reason: result.kind === 'error' ? result.reason : result.kind }, 'backend dial failed');
-      excluded.add(backend.id);
-    }
-    if (!backend || !leg) {
       this.log.warn({ session: id, reason: 'no backend available', path }, 'handshake failed: 502');
       return respond(socket, 502, 'no backend available');
     }
+    const { backend, socket: leg, headers: responseHeaders } = result;
     if (this.stopping) {
       leg.terminate();
       return;
@@ -256,8 +257,7 @@ export class Sidecar implements SessionHost {
   migrateSession(id: string, reason: MigrationReason, targetId?: string): Promise<MigrationResult> | undefined {
     const session = this.sessions.get(id);
     if (!session) return undefined;
-    const target = targetId ? this.pool.backends.get(targetId) : undefined;
-    return session.migrate(reason, target);
+    return session.migrate(reason, targetId);
   }
 
   /**
@@ -265,11 +265,7 @@ export class Sidecar implements SessionHost {
    * started at the backend's drain rate when it has one; past its deadline the rest start without
    * the rate. A given pace replaces the backend's. Stops early if the backend is enabled again.
    */
-  async migrateAway(
-    backendId: string,
-    reason: MigrationReason,
-    pace?: { rate?: number; deadlineMs?: number },
-  ): Promise<Record<MigrationResult, number>> {
+  async migrateAway(backendId: string, reason: MigrationReason, pace?: DrainPaceRequest): Promise<Record<MigrationResult, number>> {
     const counts: Record<MigrationResult, number> = { migrated: 0, failed: 0, busy: 0, closed: 0 };
     const target = this.pool.backends.get(backendId);
     if (target && pace) {
@@ -346,6 +342,44 @@ export class Sidecar implements SessionHost {
       this.ticker = setInterval(() => this.tick(), tickInterval(config));
     }
     return { backends, restartNeeded };
+  }
+
+  setFrontendPaused(paused: boolean): void {
+    this.frontendPaused = paused;
+  }
+
+  /**
+   * PUT /v1/backends: the whole backend set (and runtime settings) from the operator. An older
+   * generation than the applied one is refused; the same body twice changes nothing.
+   */
+  putBackends(body: z.output<typeof PutBackendsRequestSchema>): PutBackendsResponse | PutBackendsRefusal {
+    const { generation } = body;
+    const current = this.backendsGeneration;
+    if (generation < current) {
+      const message = `generation ${generation} is older than the applied generation ${current}`;
+      return { refused: { status: 409, code: 'stale_generation', message, field: 'generation' } };
+    }
+    const disorder = body.settings && settingsOrderProblem(body.settings, this.fileConfig);
+    if (disorder) return { refused: { status: 400, code: 'invalid_field', message: disorder.message, field: `settings.${disorder.path}` } };
+    // Set first: from now on a settings reload must not re-apply the file's backends.
+    this.backendsGeneration = generation;
+    const settingsChanged = body.settings !== undefined && this.applySettings(body.settings);
+    const changes = this.pool.apply(body.backends, Date.now());
+    const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
+    // The rate is the sidecar's: backends draining together share it.
+    const busy = changes.toDrain.filter((id) => (this.pool.backends.get(id)?.sessions ?? 0) > 0).length;
+    const pace = body.drain && {
+      rate: body.drain.rate === undefined ? undefined : body.drain.rate / Math.max(1, busy),
+      deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000,
+    };
+    for (const id of changes.toDrain) void this.migrateAway(id, 'drain', pace);
+    if (changed || settingsChanged) {
+      this.log.info(
+        { generation, added: changes.added, updated: changes.updated, removed: changes.removed, settings: settingsChanged ? body.settings : undefined, reason: 'admin put' },
+        'backends replaced',
+      );
+    }
+    return { generation, settingsChanged, added: changes.added, updated: changes.updated, removed: changes.removed, changed };
   }
 
   /** Replaces the admin API's settings (already checked); false when they are the same as before. */

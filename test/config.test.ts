@@ -81,6 +81,7 @@ const DEFAULTS: SidecarConfig = {
     reconnectHeader: { name: 'X-Balancer-Reconnect', value: '1' },
     drainTimeout: 10_000,
   },
+  migration: { quietPeriod: 300, maxQuietWait: 2_000 },
   balancer: { algorithm: 'least-sessions', hashKey: { source: 'path', name: '' }, slowStart: 0 },
   health: {
     breaker: { threshold: 5, openBase: 1_000, openMax: 30_000 },

@@ -5,12 +5,15 @@ import { z } from 'zod';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../close-codes.js';
 import { checkManagedSetting } from '../config/managed.js';
 import { BACKEND_ID, checkBackendUrl } from '../config/schema.js';
+import { BACKEND_STATES, type HealthStatus, type MigrationResult, type SessionStateName } from '../vocabulary.js';
+
+export type { SessionStateName };
 
 export const API_PREFIX = '/v1';
 
 // ---- shared pieces ------------------------------------------------------------------------------
 
-export const BackendStateSchema = z.enum(['enabled', 'disabled', 'draining']);
+export const BackendStateSchema = z.enum(BACKEND_STATES);
 export type BackendStateName = z.infer<typeof BackendStateSchema>;
 
 const backendId = z.string().regex(BACKEND_ID, 'must be 1..128 characters from A-Z a-z 0-9 . _ : -');
@@ -93,12 +96,9 @@ export type CloseSessionRequest = z.input<typeof CloseSessionRequestSchema>;
 
 // ---- responses ----------------------------------------------------------------------------------
 
-export type HealthStatusName = 'healthy' | 'suspect' | 'ejected' | 'tripped';
-export type SessionStateName = 'open' | 'failing-over' | 'migrating' | 'closed';
-export type MigrationResultName = 'migrated' | 'failed' | 'busy' | 'closed';
 
 export interface BackendView extends BackendDefinition {
-  health: { status: HealthStatusName; phi: number; consecutiveFailures: number };
+  health: { status: HealthStatus; phi: number; consecutiveFailures: number };
   sessions: number;
 }
 
@@ -165,7 +165,7 @@ export interface DrainResponse {
 
 export interface MigrateSessionResponse {
   id: string;
-  result: MigrationResultName;
+  result: MigrationResult;
   backend: string | null;
 }
 

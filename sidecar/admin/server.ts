@@ -6,12 +6,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import type { z } from 'zod';
-import type { Backend } from '../backends.js';
-import { settingsOrderProblem } from '../config/managed.js';
+import type { Backend, BackendPool, DrainPace } from '../backends.js';
 import type { SidecarConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
+import type { SidecarMetrics } from '../metrics.js';
 import type { Session } from '../session.js';
-import type { Sidecar } from '../sidecar.js';
+import type { MigrationReason } from '../vocabulary.js';
 import {
   AddBackendRequestSchema,
   API_PREFIX,
@@ -35,6 +35,29 @@ import {
 } from './contract.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
+
+/** What the admin API may read and do in the sidecar (the sidecar implements it). */
+export interface AdminPort {
+  readonly metrics: SidecarMetrics;
+  readonly pool: BackendPool;
+  readonly sessions: ReadonlyMap<string, Session>;
+  readonly startedAt: number;
+  readonly configGeneration: number;
+  readonly backendsGeneration: number;
+  readonly managedSettings: Readonly<Record<string, string>>;
+  readonly frontendPaused: boolean;
+  setFrontendPaused(paused: boolean): void;
+  /** Moves a backend's sessions off it in the background, at `pace` when given. */
+  migrateAway(backendId: string, reason: MigrationReason, pace?: DrainPaceRequest): Promise<unknown>;
+  /** PUT /v1/backends, already validated; a refusal names its field. */
+  putBackends(body: z.output<typeof PutBackendsRequestSchema>): PutBackendsResponse | PutBackendsRefusal;
+}
+
+export type DrainPaceRequest = Omit<DrainPace, 'deadlineAt'> & { deadlineMs?: number };
+
+export interface PutBackendsRefusal {
+  refused: { status: number; code: ErrorCode; message: string; field: string };
+}
 
 /** A failed request: becomes `{ error: { code, message, field } }` with `status`. */
 class AdminError extends Error {
@@ -123,7 +146,7 @@ export class AdminServer {
   private readonly version: string;
 
   constructor(
-    private readonly sidecar: Sidecar,
+    private readonly sidecar: AdminPort,
     private readonly admin: SidecarConfig['admin'],
     private readonly log: Logger,
   ) {
@@ -288,7 +311,7 @@ export class AdminServer {
         const target = body.backend === undefined ? undefined : sc.pool.backends.get(body.backend);
         if (body.backend !== undefined && !target) throw new AdminError(404, 'not_found', `no backend "${body.backend}"`, 'backend');
         if (target && target === session.backend) throw new AdminError(409, 'conflict', `the session is already on "${target.id}"`, 'backend');
-        const result = await session.migrate('admin', target);
+        const result = await session.migrate('admin', target?.id);
         const reply: MigrateSessionResponse = { id: session.id, result, backend: session.backend?.id ?? null };
         if (result === 'migrated') return { status: 200, body: reply };
         throw new AdminError(409, result === 'busy' ? 'conflict' : 'migration_failed', `migration ${result}: ${session.backend ? `still on "${session.backend.id}"` : 'no backend'}`);
@@ -318,7 +341,7 @@ export class AdminServer {
   }
 
   private setPaused(paused: boolean): Reply {
-    this.sidecar.frontendPaused = paused;
+    this.sidecar.setFrontendPaused(paused);
     this.log.info({ reason: paused ? 'admin pause' : 'admin resume' }, paused ? 'frontend paused' : 'frontend resumed');
     const reply: FrontendResponse = { frontendPaused: paused };
     return { status: 200, body: reply };
@@ -347,33 +370,12 @@ export class AdminServer {
 
   /** The declarative form: same body twice changes nothing; an older generation is refused. */
   private putBackends(body: z.output<typeof PutBackendsRequestSchema>): PutBackendsResponse {
-    const sc = this.sidecar;
-    const { generation } = body;
-    const current = sc.backendsGeneration;
-    if (generation < current) {
-      throw new AdminError(409, 'stale_generation', `generation ${generation} is older than the applied generation ${current}`, 'generation');
+    const result = this.sidecar.putBackends(body);
+    if ('refused' in result) {
+      const r = result.refused;
+      throw new AdminError(r.status, r.code, r.message, r.field);
     }
-    const disorder = body.settings && settingsOrderProblem(body.settings, sc.fileConfig);
-    if (disorder) throw new AdminError(400, 'invalid_field', disorder.message, `settings.${disorder.path}`);
-    // Set first: from now on a settings reload must not re-apply the file's backends.
-    sc.backendsGeneration = generation;
-    const settingsChanged = body.settings !== undefined && sc.applySettings(body.settings);
-    const changes = sc.pool.apply(body.backends, Date.now());
-    const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
-    // The rate is the sidecar's: backends draining together share it.
-    const busy = changes.toDrain.filter((id) => (sc.pool.backends.get(id)?.sessions ?? 0) > 0).length;
-    const pace = body.drain && {
-      rate: body.drain.rate === undefined ? undefined : body.drain.rate / Math.max(1, busy),
-      deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000,
-    };
-    for (const id of changes.toDrain) void sc.migrateAway(id, 'drain', pace);
-    if (changed || settingsChanged) {
-      this.log.info(
-        { generation, added: changes.added, updated: changes.updated, removed: changes.removed, settings: settingsChanged ? body.settings : undefined, reason: 'admin put' },
-        'backends replaced',
-      );
-    }
-    return { generation, settingsChanged, added: changes.added, updated: changes.updated, removed: changes.removed, changed };
+    return result;
   }
 
   private sessions(url: URL): SessionsResponse {

@@ -2,14 +2,14 @@
 // backend views; the only state is the round-robin counters. Called per session / per attempt,
 // not per message, but still written to avoid per-call array copies.
 
-import type { HealthStatus } from '../health/ejection.js';
+import type { BackendState, HealthStatus } from '../vocabulary.js';
 
 export interface BackendView {
   id: string;
   /** 1..1000 */
   weight: number;
   standby: boolean;
-  state: 'enabled' | 'disabled' | 'draining';
+  state: BackendState;
   /** Current sessions on it. */
   sessions: number;
   health: HealthStatus;

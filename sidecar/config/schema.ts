@@ -5,9 +5,9 @@
 // that each entry's value type and default match the field's type.
 
 import { isIP } from 'node:net';
+import { BACKEND_STATES, type BackendState } from '../vocabulary.js';
 import type {
   BackendSpec,
-  BackendState,
   HashKey,
   HostPort,
   SidecarConfig,
@@ -471,7 +471,6 @@ export function hashKey(): ValueType<HashKey> {
 
 export const BACKEND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const BACKEND_ID_HINT = '1..128 characters from A-Z a-z 0-9 . _ : -';
-const BACKEND_STATES: readonly BackendState[] = ['enabled', 'disabled', 'draining'];
 const BACKEND_KEYS = ['id', 'url', 'weight', 'standby', 'labels', 'state'];
 
 /** Checks a backend URL; returns the default id (host:port, default port filled in) or a message. */
@@ -738,7 +737,9 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('failover.backoff.jitter', float(0, 1), 0.2, 'Random spread applied to each delay (0.2 = ±20%).'),
   key('failover.reconnectHeader.name', headerName(), 'X-Balancer-Reconnect', 'Header added to the upgrade request of a failover dial.'),
   key('failover.reconnectHeader.value', str({ check: (s) => !/[\r\n\0]/.test(s), expected: 'a valid header value' }), '1', 'Value of that header.'),
-  key('failover.drainTimeout', duration({ min: 1 }), 10 * S, "Planned migration: how long to wait for the old backend's close before switching anyway."),
+  key('failover.drainTimeout', duration({ min: 1 }), 10 * S, 'Planned migration: the longest the old backend is given to finish (answer, go quiet, close) before the session switches anyway.'),
+  key('migration.quietPeriod', duration({ min: 1 }), 300, 'Planned migration without a codec: the old backend is done once it has sent nothing for this long; set it above its slowest answer.'),
+  key('migration.maxQuietWait', duration({ min: 1 }), 2 * S, 'Planned migration without a codec: a backend that never goes quiet (a live feed) is let go after this long; what it sends after is lost.'),
 
   key('balancer.algorithm', oneOf(['least-sessions', 'round-robin', 'consistent-hash'] as const), 'least-sessions', 'How a new session picks a backend.'),
   key('balancer.hashKey', hashKey(), { source: 'path', name: '' }, 'What consistent-hash hashes: path, header:NAME or query:NAME.'),
@@ -801,6 +802,7 @@ export function keyDef<P extends ConfigPath>(path: P): KeyDef<P> {
 export const ORDERED_KEYS: ReadonlyArray<readonly [ConfigPath, ConfigPath, string]> = [
   ['failover.backoff.initial', 'failover.backoff.max', 'the first reconnect delay must not exceed the largest'],
   ['health.breaker.openBase', 'health.breaker.openMax', 'the first open period must not exceed the longest'],
+  ['migration.quietPeriod', 'migration.maxQuietWait', 'the quiet period must not exceed the longest wait for it'],
 ];
 
 export const RESTART_KEYS: readonly string[] = SCHEMA.filter((k) => k.restart).map((k) => k.path);

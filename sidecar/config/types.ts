@@ -5,7 +5,9 @@
 /** Milliseconds. */
 export type Millis = number;
 
-export type BackendState = 'enabled' | 'disabled' | 'draining';
+import type { BackendState } from '../vocabulary.js';
+
+export type { BackendState };
 
 export interface BackendSpec {
   /** Unique, [A-Za-z0-9._:-]{1,128}. Defaults to the URL's host:port. */
@@ -94,8 +96,14 @@ export interface SidecarConfig {
     bufferMaxMessages: number;
     backoff: { initial: Millis; max: Millis; multiplier: number; jitter: number };
     reconnectHeader: { name: string; value: string };
-    /** Planned migration: how long to wait for the old backend's close before switching anyway. */
+    /** Planned migration: the longest the old backend is given to finish before the switch. */
     drainTimeout: Millis;
+  };
+  migration: {
+    /** Without a codec, the old backend is done once it has sent nothing for this long. */
+    quietPeriod: Millis;
+    /** Without a codec, a backend that never goes quiet (a live feed) is let go after this long. */
+    maxQuietWait: Millis;
   };
   balancer: {
     algorithm: BalancingAlgorithm;

@@ -3,7 +3,9 @@
 // simultaneously the likelier culprit is us or the network, and ejecting them all would turn a
 // partial degradation into a full outage.
 
-export type HealthStatus = 'healthy' | 'suspect' | 'ejected' | 'tripped';
+import type { HealthStatus } from '../vocabulary.js';
+
+export type { HealthStatus };
 
 export interface HealthInput {
   id: string;
