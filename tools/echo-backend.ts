@@ -84,8 +84,28 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
       } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
       else ws.send(data, { binary: isBinary });
     };
-    // Delayed answers keep their order: each is due no earlier than the one before it.
+    // Delayed answers keep their order: each is due no earlier than the one before it, and they
+    // leave from one FIFO queue (timers with close deadlines do not reliably fire in the order
+    // they were set: setTimeout counts from the event loop's cached clock, not Date.now()).
     let lastDueAt = 0;
+    const due: { at: number; data: Buffer; isBinary: boolean }[] = [];
+    let timer: NodeJS.Timeout | null = null;
+    const release = () => {
+      timer = null;
+      const now = Date.now();
+      while (due.length > 0 && due[0]!.at <= now) {
+        const next = due.shift()!;
+        // Like any server, it answers only while the connection is open: a close handshake that
+        // completed first loses the answer.
+        if (ws.readyState === ws.OPEN) answer(next.data, next.isBinary);
+      }
+      if (due.length > 0) timer = setTimeout(release, Math.max(1, Math.ceil(due[0]!.at - now)));
+    };
+    ws.on('close', () => {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      due.length = 0;
+    });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (!isBinary && data[0] === 0x5f && data.length < 200 && CLOSE_COMMAND.compare(data, 0, 8) === 0) {
         const [code, ...reason] = data.subarray(8).toString().split(' ');
@@ -97,9 +117,8 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
       if (!delay) return answer(data, isBinary);
       const now = Date.now();
       lastDueAt = Math.max(lastDueAt, now + delay[0] + Math.random() * (delay[1] - delay[0]));
-      // Like any server, it answers only while the connection is open: a close handshake that
-      // completed first loses the answer.
-      setTimeout(() => ws.readyState === ws.OPEN && answer(data, isBinary), lastDueAt - now);
+      due.push({ at: lastDueAt, data, isBinary });
+      if (timer === null) timer = setTimeout(release, Math.max(1, Math.ceil(lastDueAt - now)));
     });
     opts.onConnection?.(
       { backend: id, path: req.url ?? '', headers: req.headers, protocol: ws.protocol, extensions: ws.extensions },
