@@ -3,7 +3,7 @@
 // bars. Every server runs in its own process; the load generator runs in this one. All on
 // 127.0.0.1. See docs/performance.md for what each figure means.
 //
-//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover] [--rounds N]
+//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,codec,migration] [--rounds N]
 //                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 //
 // It reports; a missed bar is not an error. It exits non-zero only when the harness itself fails.
@@ -12,18 +12,25 @@ import { availableParallelism, cpus, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { AdminClient } from '../sidecar/admin/client.js';
+import { keyDef } from '../sidecar/config/schema.js';
 import {
   closeAll,
+  cpuShare,
+  cpuSnapshot,
   openIdleSessions,
   runFailoverTrial,
   runHandshakes,
   runLatency,
   runThroughput,
+  startMigrationTraffic,
   type CpuShare,
+  type DrainWindow,
   type HandshakePlan,
   type HandshakeResult,
   type LatencyPlan,
   type LatencyResult,
+  type MigrationTally,
   type ThroughputResult,
   type WatchedProcess,
 } from './loadgen.js';
@@ -45,7 +52,7 @@ import { distributionOf, formatNumber, formatRatio, renderTable, type Distributi
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'codec'] as const;
+const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'codec', 'migration'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -56,6 +63,22 @@ interface Plan {
   /** Wait after opening/closing idle sessions before reading RSS (the sidecar can't be told to GC). */
   rssSettleMs: number;
   failoverTrials: number;
+  migration: MigrationPlan;
+}
+
+interface MigrationPlan {
+  sessions: number;
+  /** Each session sends a message this often. */
+  sendEveryMs: number;
+  /** The echo backends' --answer-delay (MIN-MAX ms). */
+  answerDelay: string;
+  warmupMs: number;
+  /** Steady traffic before each drain (the comparison window is taken from its end). */
+  steadyMs: number;
+  /** 1: drain a (its sessions go to b); 2: then enable a and drain b too. */
+  drains: number;
+  /** A drain not finished after this is reported as timed out. */
+  drainTimeoutMs: number;
 }
 
 const FULL_PLAN: Plan = {
@@ -65,6 +88,7 @@ const FULL_PLAN: Plan = {
   idleSessions: 2000,
   rssSettleMs: 1000,
   failoverTrials: 40,
+  migration: { sessions: 200, sendEveryMs: 20, answerDelay: '1-200', warmupMs: 1000, steadyMs: 3000, drains: 2, drainTimeoutMs: 15_000 },
 };
 
 const QUICK_PLAN: Plan = {
@@ -74,6 +98,7 @@ const QUICK_PLAN: Plan = {
   idleSessions: 500,
   rssSettleMs: 500,
   failoverTrials: 8,
+  migration: { ...FULL_PLAN.migration, sessions: 100, warmupMs: 500, steadyMs: 1500, drains: 1 },
 };
 
 /** The bench stops itself (killing everything it started) if it ever runs this long. */
@@ -124,6 +149,33 @@ interface Results {
   failover?: { gaps: Distribution; trials: number; timeouts: number };
   /** The same OCPP traffic through a sidecar without and with the ocpp codec. */
   codec?: { none: ThroughputResult; ocpp: ThroughputResult };
+  migration?: MigrationResult;
+}
+
+interface DrainResult {
+  from: string;
+  to: string;
+  /** Sessions on the backend when the drain started (the drain's answer). */
+  sessions: number;
+  /** Drain request → the backend seen with 0 sessions (null: not within drainTimeoutMs). */
+  ms: number | null;
+  /** baton_migrations_total by result over this drain. */
+  migrations: Record<string, number>;
+}
+
+interface MigrationResult {
+  drains: DrainResult[];
+  /** Extra latency (round trip − the backend's answer delay), ms, of the drained backends' sessions. */
+  steady: Distribution;
+  drainWindow: Distribution;
+  held: Distribution;
+  /** Mean of baton_migration_drain_seconds over the drains, ms (undefined: the sidecar has no such metric). */
+  meanDrainHoldMs: number | undefined;
+  /** migration.quietPeriod, ms (the default: the bench does not set it). */
+  quietPeriod: number;
+  tally: MigrationTally;
+  /** From the end of the warm-up to the end of the last drain. */
+  cpu: CpuShare;
 }
 
 interface Environment {
@@ -212,6 +264,7 @@ async function main(): Promise<void> {
   if (sections.has('rss')) await runRssSection(options, env, results);
   if (sections.has('failover')) await runFailoverSection(options, results);
   if (sections.has('codec')) await runCodecSection(options, results);
+  if (sections.has('migration')) await runMigrationSection(options, results);
 
   log('');
   log(report(options, env, results));
@@ -462,6 +515,150 @@ async function runFailoverSection(options: Options, results: Results): Promise<v
   log(`failover gap over ${plan.failoverTrials} trials: p50 ${formatNumber(d.p50)} ms, p99 ${formatNumber(d.p99)} ms, max ${formatNumber(d.max)} ms (${timeouts} without failover)`);
 }
 
+// ---- section 7: planned migration ---------------------------------------------------------------
+
+/** How often the drained backend's session count is polled (the drain time's resolution). */
+const DRAIN_POLL_MS = 10;
+/** After a drain, before reading /metrics and going on: the last held and late answers come back. */
+const AFTER_DRAIN_MS = 1000;
+/** At the end: how long the clients wait for answers still due before counting the rest as lost. */
+const FINAL_WAIT_MS = 1000;
+
+/**
+ * Two tagged echo backends that answer late (--answer-delay), behind one sidecar, and sessions
+ * sending steadily through it. Drains one backend through the admin API (no rate: as fast as the
+ * sidecar goes) and times the request to the backend's last session gone; optionally enables it
+ * again and drains the other. The clients time each message's round trip minus the backend's own
+ * delay (stamped in the answer), and count lost, duplicated and reordered answers.
+ */
+async function runMigrationSection(options: Options, results: Results): Promise<void> {
+  const mp = options.plan.migration;
+  const backendArgs = ['--answer-delay', mp.answerDelay, '--stamp-delay'];
+  const backends: EchoBackendProcess[] = [];
+  for (const id of ['a', 'b']) backends.push(await startEchoBackend(id, await freePort(), true, backendArgs));
+  const sidecar = await startSidecar({ backends: backends.map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags, admin: true });
+  const admin = new AdminClient({ baseUrl: sidecar.adminUrl! });
+  const maxDurationMs = mp.warmupMs + mp.drains * (mp.steadyMs + mp.drainTimeoutMs + AFTER_DRAIN_MS) + 5000;
+  const traffic = await startMigrationTraffic(sidecar.url, { sessions: mp.sessions, sendEveryMs: mp.sendEveryMs, maxDurationMs });
+  const drains: DrainResult[] = [];
+  const windows: { drain: DrainWindow; steadyFrom: number }[] = [];
+  let holdSum = 0;
+  let holdCount = 0;
+  let holdMetric = true;
+  const watched = [
+    { role: 'proxy', pid: sidecar.proc.pid },
+    ...backends.map((b) => ({ role: `backend ${b.id}`, pid: b.proc.pid })),
+  ];
+  let tally: MigrationTally | undefined;
+  let cpu: CpuShare | undefined;
+  try {
+    await sleep(mp.warmupMs);
+    const cpuFrom = cpuSnapshot(watched);
+    let [from, to] = ['a', 'b'];
+    for (let i = 0; i < mp.drains; i++) {
+      await sleep(mp.steadyMs);
+      const before = await readMetrics(sidecar.adminUrl!);
+      const servedBy = traffic.servedBy();
+      const at = performance.now();
+      const answer = await admin.drainBackend(from);
+      let until: number | null = null;
+      while (performance.now() - at < mp.drainTimeoutMs) {
+        const view = (await admin.backends()).backends.find((b) => b.id === from);
+        if (view?.sessions === 0) {
+          until = performance.now();
+          break;
+        }
+        await sleep(DRAIN_POLL_MS);
+      }
+      await sleep(AFTER_DRAIN_MS);
+      const after = await readMetrics(sidecar.adminUrl!);
+      const sessions = servedBy.flatMap((id, s) => (id === from ? [s] : []));
+      windows.push({ drain: { backend: from, from: at, until: until ?? performance.now(), sessions }, steadyFrom: at - mp.steadyMs });
+      const migrations = seriesDelta(before, after, 'baton_migrations_total', 'result');
+      const hold = seriesDelta(before, after, 'baton_migration_drain_seconds_sum');
+      const holds = seriesDelta(before, after, 'baton_migration_drain_seconds_count');
+      if (hold === undefined || holds === undefined) holdMetric = false;
+      else {
+        holdSum += hold.total;
+        holdCount += holds.total;
+      }
+      const ms = until === null ? null : until - at;
+      drains.push({ from, to, sessions: answer.sessions, ms, migrations: migrations?.byLabel ?? {} });
+      log(
+        `migration drain ${from} → ${to}: ${answer.sessions} sessions ` +
+          (ms === null ? `not drained within ${mp.drainTimeoutMs} ms` : `in ${formatNumber(ms)} ms, ${formatNumber((1000 * answer.sessions) / ms)} sessions/s`) +
+          ` (migrations: ${migrationsLabel(migrations?.byLabel ?? {})}; mean baton_migration_drain_seconds: ` +
+          (hold && holds && holds.total > 0 ? `${formatNumber((1000 * hold.total) / holds.total)} ms over ${holds.total})` : 'n/a)'),
+      );
+      await admin.enableBackend(from);
+      [from, to] = [to, from];
+    }
+    cpu = cpuShare(watched, cpuFrom, cpuSnapshot(watched));
+  } finally {
+    tally = await traffic.stop(FINAL_WAIT_MS);
+    await stopSidecar(sidecar);
+    for (const b of backends) await b.proc.stop('SIGKILL');
+  }
+
+  // The comparison window: the same sessions, the same length as the drain, just before it.
+  const steady = windows.flatMap(({ drain, steadyFrom }) => [...traffic.extraLatency(drain.sessions, Math.max(steadyFrom, 2 * drain.from - drain.until), drain.from)]);
+  const steadyDist = distributionOf(Float64Array.from(steady), steady.length);
+  const during = windows.flatMap(({ drain }) => [...traffic.extraLatency(drain.sessions, drain.from, drain.until)]);
+  // A round trip's own share of the extra latency: the steady p99 (capped by heldExtraLatency()).
+  const held = windows.flatMap(({ drain }) => [...traffic.heldExtraLatency(drain, steadyDist.p99)]);
+  results.migration = {
+    drains,
+    steady: steadyDist,
+    drainWindow: distributionOf(Float64Array.from(during), during.length),
+    held: distributionOf(Float64Array.from(held), held.length),
+    meanDrainHoldMs: holdMetric && holdCount > 0 ? (1000 * holdSum) / holdCount : undefined,
+    quietPeriod: keyDef('migration.quietPeriod').default,
+    tally,
+    cpu: cpu!,
+  };
+  const m = results.migration;
+  const d = (x: Distribution) => `p50 ${formatNumber(x.p50)} ms, p99 ${formatNumber(x.p99)} ms (${x.count})`;
+  log(`migration extra latency: steady ${d(m.steady)}; during the drain ${d(m.drainWindow)}; held ${d(m.held)}`);
+  log(`migration clients: ${tallyLabel(tally)}; CPU ${cpuLabel(m.cpu)}`);
+}
+
+/** Every sample of the sidecar's /metrics, by series ("name{labels}" as printed) → value. */
+async function readMetrics(adminUrl: string): Promise<Map<string, number>> {
+  const res = await fetch(`${adminUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`GET /metrics answered ${res.status}`);
+  const series = new Map<string, number>();
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    series.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return series;
+}
+
+/**
+ * The change of a metric between two readings: in total, and by the value of one label. Undefined
+ * when the sidecar doesn't have the metric.
+ */
+function seriesDelta(
+  before: Map<string, number>,
+  after: Map<string, number>,
+  name: string,
+  label?: string,
+): { total: number; byLabel: Record<string, number> } | undefined {
+  let found = false;
+  let total = 0;
+  const byLabel: Record<string, number> = {};
+  for (const [series, value] of after) {
+    if (series !== name && !series.startsWith(`${name}{`)) continue;
+    found = true;
+    const delta = value - (before.get(series) ?? 0);
+    total += delta;
+    const key = label ? new RegExp(`[{,]${label}="([^"]*)"`).exec(series)?.[1] : undefined;
+    if (key !== undefined) byLabel[key] = (byLabel[key] ?? 0) + delta;
+  }
+  return found ? { total, byLabel } : undefined;
+}
+
 // ---- report --------------------------------------------------------------------------------------
 
 function sizeLabel(bytes: number): string {
@@ -472,6 +669,24 @@ function cpuLabel(cpu: CpuShare): string {
   return Object.entries(cpu)
     .map(([role, pct]) => `${role} ${pct.toFixed(0)}%`)
     .join(', ');
+}
+
+function migrationsLabel(byResult: Record<string, number>): string {
+  const parts = Object.entries(byResult)
+    .filter(([, n]) => n > 0)
+    .map(([result, n]) => `${n} ${result}`);
+  return parts.length > 0 ? parts.join(', ') : 'none counted';
+}
+
+function tallyLabel(t: MigrationTally): string {
+  return (
+    `${count(t.lost)} lost answers, ${count(t.duplicates)} duplicates, ${count(t.outOfOrder)} out of order, ` +
+    `${count(t.closed)} sessions closed (of ${count(t.sent)} messages)`
+  );
+}
+
+function count(n: number): string {
+  return n.toLocaleString('en-US');
 }
 
 function rssLabel(r: RssResult): string {
@@ -561,7 +776,7 @@ function report(options: Options, env: Environment, results: Results): string {
   out.push(
     `throughput: ${tp.connections} connections × ${tp.window} in flight, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
       `latency: ${plan.latency.connections} connections, ${plan.latency.payloadBytes} B; handshakes: concurrency ${plan.handshakes.concurrency}, ${plan.handshakes.measureMs} ms; ` +
-      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials` +
+      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; migration: ${plan.migration.sessions} sessions` +
       (options.rounds > 1 ? `; ${options.rounds} interleaved rounds per target, the least disturbed kept` : ''),
   );
   out.push('');
@@ -581,6 +796,61 @@ function report(options: Options, env: Environment, results: Results): string {
         ],
       ),
     );
+  }
+  const mg = results.migration;
+  if (mg) {
+    const mp = plan.migration;
+    out.push('');
+    out.push(
+      `Planned migration (${mp.sessions} sessions through the sidecar, each sending a text message every ${mp.sendEveryMs} ms; ` +
+        `backends answer each after ${mp.answerDelay} ms, in order; drain without a rate; migration.quietPeriod: ${mg.quietPeriod} ms, the default):`,
+    );
+    out.push(
+      renderTable(
+        ['drain', 'sessions', 'time, ms', 'sessions/s', 'migrations'],
+        mg.drains.map((d) => [
+          `${d.from} → ${d.to}`,
+          String(d.sessions),
+          d.ms === null ? `> ${mp.drainTimeoutMs}` : formatNumber(d.ms),
+          d.ms === null ? '—' : formatNumber((1000 * d.sessions) / d.ms),
+          migrationsLabel(d.migrations),
+        ]),
+      ),
+    );
+    out.push('');
+    const row = (label: string, x: Distribution) => [label, formatNumber(x.p50), formatNumber(x.p99), formatNumber(x.max), formatNumber(x.mean), String(x.count)];
+    const diff = (label: string, x: Distribution, base: Distribution) => [
+      label,
+      formatNumber(x.p50 - base.p50),
+      formatNumber(x.p99 - base.p99),
+      '',
+      formatNumber(x.mean - base.mean),
+      '',
+    ];
+    out.push(
+      renderTable(
+        ['extra latency (round trip − backend delay), ms', 'p50', 'p99', 'max', 'mean', 'messages'],
+        [
+          row('steady (same sessions, same length before the drain)', mg.steady),
+          row('during the drain (all of their messages)', mg.drainWindow),
+          row('held (sent while their session was migrating)', mg.held),
+          diff('  held − steady', mg.held, mg.steady),
+          diff('  during the drain − steady', mg.drainWindow, mg.steady),
+        ],
+      ),
+    );
+    // A held message waits for the rest of its session's hold; of a hold, the quiet period is the
+    // part the sidecar adds (the rest is the old backend still answering, and its close).
+    const share =
+      mg.meanDrainHoldMs === undefined || mg.meanDrainHoldMs === 0
+        ? 'n/a (no baton_migration_drain_seconds)'
+        : `${((100 * Math.min(mg.quietPeriod, mg.meanDrainHoldMs)) / mg.meanDrainHoldMs).toFixed(0)}% (quiet period ${mg.quietPeriod} ms of a mean hold of ${formatNumber(mg.meanDrainHoldMs)} ms, baton_migration_drain_seconds)`;
+    out.push(`quiet period's share of a migration's hold: ${share}`);
+    out.push(`clients: ${tallyLabel(mg.tally)}`);
+    out.push(`CPU from the warm-up's end to the last drain's, % of one core: ${cpuLabel(mg.cpu)}`);
+    if ((mg.cpu.other ?? 0) >= NOISY_OTHER_CPU_PCT) {
+      out.push(`WARNING: other processes used ${mg.cpu.other!.toFixed(0)}% of a core during the migration section: rerun on a quiet machine.`);
+    }
   }
   if (cpuRows.length > 0) {
     out.push('');

@@ -115,14 +115,14 @@ export interface WatchedProcess {
  */
 export type CpuShare = Record<string, number>;
 
-interface CpuSnapshot {
+export interface CpuSnapshot {
   at: number;
   own: number;
   machine: number;
   children: number[];
 }
 
-function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
+export function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
   const own = process.cpuUsage();
   return {
     at: performance.now(),
@@ -132,7 +132,7 @@ function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
   };
 }
 
-function cpuShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
+export function cpuShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
   const wall = to.at - from.at;
   const pct = (ms: number) => (100 * ms) / wall;
   const share: CpuShare = { loadgen: pct(to.own - from.own) };
@@ -421,4 +421,166 @@ export async function runFailoverTrial(url: string, kill: (backendId: string) =>
     clearInterval(sender);
     await closeAll([ws]);
   }
+}
+
+// ---- 6. planned migration under steady traffic --------------------------------------------------
+
+export interface MigrationTrafficPlan {
+  sessions: number;
+  /** Each session sends one text message this often, whatever comes back. */
+  sendEveryMs: number;
+  /** The longest the traffic may run: sizes the per-message records (a full session stops sending). */
+  maxDurationMs: number;
+}
+
+/** What the clients saw over the whole run. */
+export interface MigrationTally {
+  sent: number;
+  /** Messages never answered (by the end of stop()'s wait). */
+  lost: number;
+  /** Answers received more than once (each extra copy counts). */
+  duplicates: number;
+  /** First answers that came after the answer to a later message of the same session. */
+  outOfOrder: number;
+  /** Sessions the sidecar closed (the bench closes none before stop()). */
+  closed: number;
+}
+
+/** One drain as the traffic saw it. */
+export interface DrainWindow {
+  /** The drained backend's (one-character) id. */
+  backend: string;
+  /** performance.now() at the drain request, and when the backend was seen with no session left. */
+  from: number;
+  until: number;
+  /** Indices of the sessions its latest answer came from at `from`. */
+  sessions: readonly number[];
+}
+
+export interface MigrationTraffic {
+  /** Per session, the backend (one-character id) that answered its latest message ('' before any). */
+  servedBy(): string[];
+  /** Extra latency (ms) of the answered messages these sessions sent in [from, until). */
+  extraLatency(sessions: readonly number[], from: number, until: number): Float64Array;
+  /**
+   * Extra latency (ms) of the messages sent while their session was migrating: held by the sidecar,
+   * then delivered to the new backend. Per session, the first answer from another backend than
+   * the drained one (message k) tells when the held messages reached the new backend: at about
+   * sentAt(k) + extra(k). The messages that backend answered and that were sent more than
+   * `transitMs` (a normal round trip's share of the extra latency) before that were held; the
+   * margin is at most half the send period, so k itself, when not held, counts only if its round
+   * trip took that much longer than usual.
+   */
+  heldExtraLatency(drain: DrainWindow, transitMs: number): Float64Array;
+  /** Stops sending, waits up to `waitMs` for the answers still due, closes every session, and tallies. */
+  stop(waitMs: number): Promise<MigrationTally>;
+}
+
+/** One session's messages, indexed by sequence number. */
+interface SessionRecord {
+  ws: WebSocket;
+  sent: number;
+  sentAt: Float64Array;
+  /** Round trip minus the backend's stamped hold (ms), of the first answer. */
+  extraMs: Float64Array;
+  /** Char code of the backend that first answered (0 = unanswered). */
+  by: Uint8Array;
+  answers: Uint8Array;
+  highest: number;
+  lastBy: number;
+  closed: boolean;
+}
+
+/**
+ * `sessions` clients of a sidecar in front of echo backends started with `--tag --answer-delay
+ * MIN-MAX --stamp-delay`. Each sends its sequence number as a text message every `sendEveryMs`
+ * (the sessions' sends are spread over the period); the answer "<id>|<seq>|<held ms>" says which
+ * backend answered and how long it held the message, which is subtracted from the round trip.
+ */
+export async function startMigrationTraffic(url: string, plan: MigrationTrafficPlan): Promise<MigrationTraffic> {
+  // One handshake at a time, so a least-sessions balancer splits the sessions evenly.
+  const sockets = await connectMany(url, plan.sessions, 1);
+  const capacity = Math.ceil(plan.maxDurationMs / plan.sendEveryMs) + 16;
+  const tally = { duplicates: 0, outOfOrder: 0 };
+  const records: SessionRecord[] = sockets.map((ws) => ({
+    ws,
+    sent: 0,
+    sentAt: new Float64Array(capacity),
+    extraMs: new Float64Array(capacity),
+    by: new Uint8Array(capacity),
+    answers: new Uint8Array(capacity),
+    highest: -1,
+    lastBy: 0,
+    closed: false,
+  }));
+  const timers: NodeJS.Timeout[] = [];
+  records.forEach((r, i) => {
+    r.ws.on('close', () => (r.closed = true));
+    r.ws.on('message', (data: Buffer) => {
+      const now = performance.now();
+      const bar = data.indexOf(0x7c, 2); // "<id>|<seq>|<held>"
+      if (data[1] !== 0x7c || bar < 0) return;
+      const seq = Number(data.toString('latin1', 2, bar));
+      if (!(seq >= 0 && seq < r.sent)) return;
+      r.lastBy = data[0];
+      if (r.answers[seq] < 255) r.answers[seq]++;
+      if (r.answers[seq] > 1) {
+        tally.duplicates++;
+        return;
+      }
+      r.by[seq] = data[0];
+      r.extraMs[seq] = now - r.sentAt[seq] - Number(data.toString('latin1', bar + 1));
+      if (seq < r.highest) tally.outOfOrder++;
+      else r.highest = seq;
+    });
+    const send = () => {
+      if (r.closed || r.sent >= capacity) return;
+      r.sentAt[r.sent] = performance.now();
+      r.ws.send(String(r.sent++), SEND_TEXT);
+    };
+    timers.push(
+      setTimeout(() => {
+        send();
+        timers.push(setInterval(send, plan.sendEveryMs));
+      }, (i * plan.sendEveryMs) / plan.sessions),
+    );
+  });
+
+  const collect = (sessions: readonly number[], pick: (r: SessionRecord, out: number[]) => void): Float64Array => {
+    const out: number[] = [];
+    for (const i of sessions) pick(records[i], out);
+    return Float64Array.from(out);
+  };
+  const unanswered = () => records.reduce((sum, r) => sum + r.answers.subarray(0, r.sent).reduce((n, a) => n + (a === 0 ? 1 : 0), 0), 0);
+
+  return {
+    servedBy: () => records.map((r) => (r.lastBy ? String.fromCharCode(r.lastBy) : '')),
+    extraLatency: (sessions, from, until) =>
+      collect(sessions, (r, out) => {
+        for (let seq = 0; seq < r.sent; seq++) if (r.by[seq] && r.sentAt[seq] >= from && r.sentAt[seq] < until) out.push(r.extraMs[seq]);
+      }),
+    heldExtraLatency: (drain, transitMs) =>
+      collect(drain.sessions, (r, out) => {
+        const old = drain.backend.charCodeAt(0);
+        let seq = 0;
+        while (seq < r.sent && (r.sentAt[seq] < drain.from || !r.by[seq] || r.by[seq] === old)) seq++;
+        if (seq === r.sent) return; // never answered by another backend
+        const heldUntil = r.sentAt[seq] + r.extraMs[seq] - Math.min(transitMs, plan.sendEveryMs / 2);
+        for (; seq < r.sent && r.sentAt[seq] < heldUntil; seq++) if (r.by[seq] && r.by[seq] !== old) out.push(r.extraMs[seq]);
+      }),
+    stop: async (waitMs) => {
+      for (const t of timers) clearInterval(t);
+      const until = performance.now() + waitMs;
+      while (performance.now() < until && unanswered() > 0) await sleep(20);
+      const result: MigrationTally = {
+        sent: records.reduce((sum, r) => sum + r.sent, 0),
+        lost: unanswered(),
+        duplicates: tally.duplicates,
+        outOfOrder: tally.outOfOrder,
+        closed: records.filter((r) => r.closed).length,
+      };
+      await closeAll(sockets);
+      return result;
+    },
+  };
 }

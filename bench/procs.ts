@@ -196,6 +196,8 @@ export interface SidecarOptions {
   logLevel?: 'warn' | 'info';
   /** codec.default for every session (default none). */
   codec?: 'none' | 'ocpp';
+  /** Put the admin API on a known free port (default: port 0, unused by the bench) and return its URL. */
+  admin?: boolean;
 }
 
 /** What the GC hook prints after a forced full GC (bytes, from process.memoryUsage()). */
@@ -217,12 +219,15 @@ process.on('SIGUSR2', () => {
 export interface SidecarProcess {
   readonly port: number;
   readonly url: string;
+  /** http://127.0.0.1:<port> of the admin API (no token), when started with `admin`. */
+  readonly adminUrl?: string;
   proc: ManagedProcess;
 }
 
 /** Starts `node bin/baton.js sidecar --config <tmp yaml>` on a free loopback port. */
 export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess> {
   const port = await freePort();
+  const adminPort = opts.admin ? await freePort() : 0;
   const dir = makeTempDir('baton-bench-sidecar-');
   const configFile = join(dir, 'sidecar.yaml');
   // permessage-deflate off: the backends and nginx don't compress either, so like is compared with like.
@@ -233,7 +238,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     '  perMessageDeflate:',
     '    enabled: false',
     'admin:',
-    '  address: "127.0.0.1:0"',
+    `  address: "127.0.0.1:${adminPort}"`,
     `logLevel: ${opts.logLevel ?? 'warn'}`,
     'codec:',
     `  default: ${opts.codec ?? 'none'}`,
@@ -254,7 +259,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
   const proc = new ManagedProcess('sidecar', child);
   await waitForPort(port, proc);
-  return { port, url: `ws://127.0.0.1:${port}`, proc };
+  if (opts.admin) await waitForPort(adminPort, proc);
+  return { port, url: `ws://127.0.0.1:${port}`, ...(opts.admin ? { adminUrl: `http://127.0.0.1:${adminPort}` } : {}), proc };
 }
 
 /** Makes a sidecar started with `gcHook` run a full GC, and returns its heap figures after it. */

@@ -5,6 +5,7 @@ export interface Distribution {
   p50: number;
   p99: number;
   max: number;
+  mean: number;
 }
 
 /**
@@ -12,9 +13,11 @@ export interface Distribution {
  * numerically). Small sample sets only — the latency run uses a histogram instead.
  */
 export function distributionOf(samples: Float64Array, count: number): Distribution {
-  if (count === 0) return { count: 0, p50: NaN, p99: NaN, max: NaN };
+  if (count === 0) return { count: 0, p50: NaN, p99: NaN, max: NaN, mean: NaN };
   const sorted = samples.subarray(0, count).sort();
-  return { count, p50: nearestRank(sorted, 50), p99: nearestRank(sorted, 99), max: sorted[count - 1] };
+  let sum = 0;
+  for (let i = 0; i < count; i++) sum += sorted[i];
+  return { count, p50: nearestRank(sorted, 50), p99: nearestRank(sorted, 99), max: sorted[count - 1], mean: sum / count };
 }
 
 function nearestRank(sorted: Float64Array, p: number): number {

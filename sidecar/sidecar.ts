@@ -29,8 +29,11 @@ type PendingUpgrade = IncomingMessage & { [kProtocol]?: string; [kResponseHeader
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'upgrade', 'proxy-connection']);
 const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
-/** Migrations started at once when a backend is drained or removed (avoids a reconnect storm). */
-const MIGRATION_CONCURRENCY = 32;
+/**
+ * Migrations under way at once when a backend is drained or removed: bounds the dials (no
+ * reconnect storm) while letting many sessions wait out their old backend's quiet period together.
+ */
+const MIGRATION_CONCURRENCY = 128;
 /** How often a draining backend that still has sessions is drained again. */
 const DRAIN_RETRY_MS = 1000;
 

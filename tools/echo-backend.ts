@@ -1,6 +1,6 @@
 // A WebSocket echo backend for the demo, the tests and the benchmark.
 // As a process: node dist/tools/echo-backend.js --port 9001 [--host 127.0.0.1] [--id a] [--tag]
-//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer] [--answer-delay MIN-MAX]
+//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer] [--answer-delay MIN-MAX [--stamp-delay]]
 // It prints one JSON line {"event":"listening",...} when ready; with --report it also prints one
 // line per connection (path, headers, protocol) so a test can see what the sidecar sent.
 // A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
@@ -29,6 +29,11 @@ export interface EchoBackendOptions {
    * doing async work: a database call, a queue). Unset = answer at once.
    */
   answerDelayMs?: readonly [number, number];
+  /**
+   * With answerDelayMs: append "|<ms>" to each text reply, the time it was held here (from its
+   * arrival to its answer, 3 decimals), so a client can subtract the backend's own delay.
+   */
+  stampDelay?: boolean;
   /** Hold each handshake this long before answering (a slow backend). */
   handshakeDelayMs?: number;
   /** Subprotocol to pick when offered; default: the first one offered. */
@@ -84,26 +89,26 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
       } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
       else ws.send(data, { binary: isBinary });
     };
-    // Delayed answers keep their order: each is due no earlier than the one before it, and they
-    // leave from one FIFO queue (timers with close deadlines do not reliably fire in the order
-    // they were set: setTimeout counts from the event loop's cached clock, not Date.now()).
+    // Delayed answers keep their order: each is due no earlier than the one before it, and one
+    // timer answers them from a queue (timers due at the same time may fire in any order).
+    const due: { data: Buffer; isBinary: boolean; dueAt: number; arrivedAt: number }[] = [];
     let lastDueAt = 0;
-    const due: { at: number; data: Buffer; isBinary: boolean }[] = [];
     let timer: NodeJS.Timeout | null = null;
-    const release = () => {
+    const answerDue = () => {
       timer = null;
       const now = Date.now();
-      while (due.length > 0 && due[0]!.at <= now) {
-        const next = due.shift()!;
+      while (due.length > 0 && due[0]!.dueAt <= now) {
+        const { data, isBinary, arrivedAt } = due.shift()!;
         // Like any server, it answers only while the connection is open: a close handshake that
         // completed first loses the answer.
-        if (ws.readyState === ws.OPEN) answer(next.data, next.isBinary);
+        if (ws.readyState !== ws.OPEN) continue;
+        if (opts.stampDelay && !isBinary) answer(Buffer.concat([data, Buffer.from(`|${(performance.now() - arrivedAt).toFixed(3)}`)]), false);
+        else answer(data, isBinary);
       }
-      if (due.length > 0) timer = setTimeout(release, Math.max(1, Math.ceil(due[0]!.at - now)));
+      if (due.length > 0) timer = setTimeout(answerDue, due[0]!.dueAt - now);
     };
     ws.on('close', () => {
       if (timer) clearTimeout(timer);
-      timer = null;
       due.length = 0;
     });
     ws.on('message', (data: Buffer, isBinary: boolean) => {
@@ -117,8 +122,8 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
       if (!delay) return answer(data, isBinary);
       const now = Date.now();
       lastDueAt = Math.max(lastDueAt, now + delay[0] + Math.random() * (delay[1] - delay[0]));
-      due.push({ at: lastDueAt, data, isBinary });
-      if (timer === null) timer = setTimeout(release, Math.max(1, Math.ceil(lastDueAt - now)));
+      due.push({ data, isBinary, dueAt: lastDueAt, arrivedAt: performance.now() });
+      timer ??= setTimeout(answerDue, lastDueAt - now);
     });
     opts.onConnection?.(
       { backend: id, path: req.url ?? '', headers: req.headers, protocol: ws.protocol, extensions: ws.extensions },
@@ -160,6 +165,7 @@ async function main(): Promise<void> {
       report: { type: 'boolean', default: false },
       'ocpp-answer': { type: 'boolean', default: false },
       'answer-delay': { type: 'string' },
+      'stamp-delay': { type: 'boolean', default: false },
     },
   });
   const backend = await startEchoBackend({
@@ -171,6 +177,7 @@ async function main(): Promise<void> {
     protocol: values.protocol,
     ocppAnswer: values['ocpp-answer'],
     answerDelayMs: values['answer-delay'] === undefined ? undefined : delayRange(values['answer-delay']),
+    stampDelay: values['stamp-delay'],
     onConnection: values.report ? (info) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...info })}\n`) : undefined,
   });
   process.stdout.write(`${JSON.stringify({ event: 'listening', id: values.id, port: backend.port, pid: process.pid })}\n`);
