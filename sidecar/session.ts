@@ -1,5 +1,4 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
@@ -7,6 +6,7 @@ import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
 import type { SidecarConfig } from './config/types.js';
 import type { Logger } from './logger.js';
+import { Relay } from './relay.js';
 import { DIRECTION_IN, DIRECTION_OUT, type SidecarMetrics } from './metrics.js';
 import { openState, step, type Effect, type Leg, type MachinePolicy, type SessionEvent, type SessionState } from './session-machine.js';
 import {
@@ -42,13 +42,6 @@ export interface SessionInit {
   hashKey: string | undefined;
 }
 
-/** ws keeps the TCP socket private; batching writes needs it (stable in ws 8). */
-function tcpOf(ws: WebSocket): Socket {
-  return (ws as unknown as { _socket: Socket })._socket;
-}
-
-const SEND_BINARY = { binary: true } as const;
-const SEND_TEXT = { binary: false } as const;
 const OPEN = WebSocket.OPEN;
 
 // Listeners are shared functions (no closure per socket): each socket points at its session, and
@@ -158,38 +151,9 @@ export class Session {
   private migrationWaiter: ((r: MigrationResult) => void) | null = null;
   private refusal: MigrationResult | null = null;
   private legProtocolError = 0;
-  private clientPaused = false;
-  private legPaused = false;
-  private toLegDrains = 0;
-  private toClientDrains = 0;
-  /**
-   * Sockets corked until the end of the current tick: the messages of one read go out in one
-   * write instead of one write each (most of a proxy's cost is in those system calls).
-   */
-  private corkedLeg: Socket | null = null;
-  private corkedClient: Socket | null = null;
-  private readonly uncorkLeg = (): void => {
-    const s = this.corkedLeg;
-    this.corkedLeg = null;
-    s?.uncork();
-  };
-  private readonly uncorkClient = (): void => {
-    const s = this.corkedClient;
-    this.corkedClient = null;
-    s?.uncork();
-  };
-  private readonly onLegDrained = (): void => {
-    if (this.toLegDrains > 0 && --this.toLegDrains === 0 && this.clientPaused) {
-      this.clientPaused = false;
-      this.client.resume();
-    }
-  };
-  private readonly onClientDrained = (): void => {
-    if (this.toClientDrains > 0 && --this.toClientDrains === 0 && this.legPaused) {
-      this.legPaused = false;
-      this.leg?.resume();
-    }
-  };
+  /** Client → backend (its source, the client, is paused when the backend is slow) and back. */
+  private readonly toBackend = new Relay();
+  private readonly toClient = new Relay();
   private readonly onTimer = (): void => {
     this.timer = null;
     this.dispatch({ type: 'timer' });
@@ -217,6 +181,7 @@ export class Session {
     this.lifetimeEndsAt = this.nextLifetimeEnd(this.startedAt);
     this.clientPingDue = this.startedAt + host.config.session.pingInterval;
     (client as TaggedSocket)[kSession] = this;
+    this.toBackend.source = client;
     client.on('message', onClientMessage);
     client.on('close', onClientClose);
     client.on('pong', onClientPong);
@@ -268,7 +233,7 @@ export class Session {
         if (verdict === 'orphan' && this.host.config.codec.orphanAnswers === 'drop') return;
         // While the old backend drains, the answers to its own calls still go to it.
         if (verdict === 'forward' && !this.relaying && this.leg !== null && this.leg.readyState === OPEN) {
-          this.send(this.leg, data, isBinary, null);
+          this.toBackend.forward(this.leg, data, isBinary, this.host.config.session.highWaterMarkBytes);
           return;
         }
       } else if (kind === 'malformed') codec.stats.malformed++;
@@ -278,24 +243,9 @@ export class Session {
     else if (!this.closed) this.enqueue(data, isBinary, requestIds);
   }
 
-  /** Sends to a backend leg, pausing the client while that leg's queue is over the high-water mark. */
+  /** Sends to a backend leg; a codec's requests are tracked from then on. */
   private send(leg: WebSocket, data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
-    if (this.corkedLeg === null) {
-      this.corkedLeg = tcpOf(leg);
-      this.corkedLeg.cork();
-      process.nextTick(this.uncorkLeg);
-    }
-    if (leg.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
-      // The backend is slower than the client: stop reading the client until this is written.
-      this.toLegDrains++;
-      leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onLegDrained);
-      if (!this.clientPaused) {
-        this.clientPaused = true;
-        this.client.pause();
-      }
-    } else {
-      leg.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
-    }
+    this.toBackend.forward(leg, data, isBinary, this.host.config.session.highWaterMarkBytes);
     if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
   }
 
@@ -315,24 +265,7 @@ export class Session {
     this.bytesOut += data.length;
     this.active = true;
     this.host.metrics.messageSize.observe(DIRECTION_OUT, data.length);
-    const client = this.client;
-    if (client.readyState === OPEN) {
-      if (this.corkedClient === null) {
-        this.corkedClient = tcpOf(client);
-        this.corkedClient.cork();
-        process.nextTick(this.uncorkClient);
-      }
-      if (client.bufferedAmount + data.length > this.host.config.session.highWaterMarkBytes) {
-        this.toClientDrains++;
-        client.send(data, isBinary ? SEND_BINARY : SEND_TEXT, this.onClientDrained);
-        if (!this.legPaused) {
-          this.legPaused = true;
-          leg.pause();
-        }
-      } else {
-        client.send(data, isBinary ? SEND_BINARY : SEND_TEXT);
-      }
-    }
+    if (this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
     // Held while a leg serves: the old backend of a migration is being drained.
     if (!this.relaying) this.dispatch({ type: 'old-message', leg: legNoOf(leg), settled: this.settled });
   }
@@ -563,13 +496,8 @@ export class Session {
       this.leg = null;
       this.backend = null;
       this.legGeneration = 0;
-      this.toLegDrains = 0;
-      this.toClientDrains = 0;
-      this.legPaused = false;
-      if (this.clientPaused) {
-        this.clientPaused = false;
-        this.client.resume();
-      }
+      this.toBackend.reset(this.client);
+      this.toClient.reset(null);
     } else if (this.nextLeg !== null && legNoOf(this.nextLeg) === no) {
       leg = this.nextLeg;
       backend = this.nextBackend!;
@@ -611,6 +539,7 @@ export class Session {
   }
 
   private startServing(leg: WebSocket): void {
+    this.toClient.source = leg;
     leg.on('message', onLegMessage);
     leg.on('pong', onLegPong);
     leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
@@ -646,7 +575,7 @@ export class Session {
     }
     // Client leg: a missing pong means the client is gone (a paused socket can't read its pong).
     if (this.clientPongAt > 0) {
-      if (!this.clientPaused && now - this.clientPongAt >= s.pongTimeout) {
+      if (!this.toBackend.paused && now - this.clientPongAt >= s.pongTimeout) {
         this.client.terminate();
         this.close('client-unresponsive', null, 'client unresponsive', 1001);
         return;
@@ -659,7 +588,7 @@ export class Session {
     const leg = this.leg;
     if (!this.relaying || leg === null) return;
     if (this.legPingAt > 0) {
-      if (!this.legPaused && now - this.legPingAt >= s.pongTimeout) {
+      if (!this.toClient.paused && now - this.legPingAt >= s.pongTimeout) {
         this.dispatch({ type: 'pong-timeout', leg: legNoOf(leg) });
         return;
       }
