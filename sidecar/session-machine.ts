@@ -125,7 +125,8 @@ export type SessionEvent =
 export type Effect =
   /** One pass over the backends (or only `target`), skipping `exclude`; ends in a 'dialled' event. */
   | { readonly kind: 'dial'; readonly leg: number; readonly target: string | null; readonly exclude: string | null }
-  | { readonly kind: 'abort-dial'; readonly leg: number }
+  /** Abandon the dial or the wait under way (no event follows). */
+  | { readonly kind: 'cancel' }
   /** Wait `ms`, or less if a backend becomes usable; ends in a 'wait-over' event. */
   | { readonly kind: 'wait-for-backend'; readonly ms: number }
   /** The session's one timer: a 'timer' event at `at`; null = none. */
@@ -140,7 +141,7 @@ export type Effect =
   | { readonly kind: 'hold' }
   | { readonly kind: 'failover-started'; readonly reason: FailoverReason; readonly failed: string | null; readonly detail: string }
   | { readonly kind: 'switch-ended'; readonly reason: SwitchReason; readonly result: SwitchResult; readonly startedAt: number }
-  /** A migration's hold ended; `heldMs` from the next leg opening to the switch. */
+  /** A migration's hold ended in its switch; `heldMs` from the next leg opening to the switch. */
   | { readonly kind: 'drain-ended'; readonly ended: DrainEnd; readonly heldMs: number; readonly from: string; readonly to: string }
   /** The migration under way came to `result`. */
   | { readonly kind: 'migration-ended'; readonly result: MigrationResult }
@@ -263,11 +264,13 @@ function legClosed(state: SessionState, e: Extract<SessionEvent, { type: 'leg-cl
   }
   if (p.name !== 'draining-old') return { state, effects: NOTHING };
   if (p.next !== null && e.leg === p.next.no) {
+    const dropNext: Effect = { kind: 'drop-leg', leg: p.next.no, code: null, reason: 'closed', terminate: true };
     if (p.closing === null) {
       // The new backend died before the switch; the old one still serves: carry on there.
       return {
         state: { ...state, phase: { name: 'open', leg: p.leg } },
         effects: [
+          dropNext,
           { kind: 'timer', at: null },
           { kind: 'serve', leg: p.leg },
           { kind: 'switch-ended', reason: p.switch.reason, result: 'failed', startedAt: p.switch.startedAt },
@@ -276,7 +279,7 @@ function legClosed(state: SessionState, e: Extract<SessionEvent, { type: 'leg-cl
       };
     }
     // The old leg is already closing: once it has finished, fail over from there.
-    return { state: { ...state, phase: { ...p, next: null } }, effects: NOTHING };
+    return { state: { ...state, phase: { ...p, next: null } }, effects: [dropNext] };
   }
   if (e.leg !== p.leg.no) return { state, effects: NOTHING };
   if (p.closing === null) {
@@ -343,13 +346,13 @@ function switchOver(
     { kind: 'timer', at: null },
     // A cut old leg is not heard to its close: its late messages would come after the next leg's.
     { kind: 'drop-leg', leg: p.leg.no, code: null, reason: 'migrated', terminate: cut },
-    { kind: 'drain-ended', ended, heldMs: now - p.switch.startedAt, from: p.leg.backend, to: p.next?.backend ?? '' },
   ];
   if (p.next === null) {
     effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: 'failed', startedAt: p.switch.startedAt }, { kind: 'migration-ended', result: 'failed' });
     return startFailover(state, p.leg.backend, null, 'error', 'migration target closed before the switch', now, policy, effects);
   }
   effects.push(
+    { kind: 'drain-ended', ended, heldMs: now - p.switch.startedAt, from: p.leg.backend, to: p.next.backend },
     { kind: 'serve', leg: p.next },
     { kind: 'switch-ended', reason: p.switch.reason, result: 'resumed', startedAt: p.switch.startedAt },
     { kind: 'migration-ended', result: 'migrated' },
@@ -391,6 +394,19 @@ function startFailover(
   return { state: { phase, legs }, effects };
 }
 
+/** What a switch under way came to when the session ended for `why`. */
+const SWITCH_RESULT_OF_END: Readonly<Record<SessionEndReason, SwitchResult>> = {
+  'failover-deadline': 'deadline',
+  'buffer-full': 'buffer-full',
+  'backend-closed': 'failed',
+  'protocol-error': 'failed',
+  'client-closed': 'client-gone',
+  'client-unresponsive': 'client-gone',
+  'idle-timeout': 'client-gone',
+  admin: 'client-gone',
+  shutdown: 'client-gone',
+};
+
 /** Ends the session from any live phase: every leg closed, every dial and wait dropped. */
 function close(
   state: SessionState,
@@ -402,13 +418,13 @@ function close(
 ): Step {
   const p = state.phase;
   const effects: Effect[] = [{ kind: 'timer', at: null }];
-  const switchResult: SwitchResult = why === 'failover-deadline' ? 'deadline' : why === 'buffer-full' ? 'buffer-full' : 'client-gone';
+  const switchResult = SWITCH_RESULT_OF_END[why];
   switch (p.name) {
     case 'open':
       effects.push(closeServing(p.leg, backendCode, reason));
       break;
     case 'migration-dialling':
-      effects.push(closeServing(p.leg, backendCode, reason), { kind: 'abort-dial', leg: p.dialling }, { kind: 'migration-ended', result: 'closed' });
+      effects.push(closeServing(p.leg, backendCode, reason), { kind: 'cancel' }, { kind: 'migration-ended', result: 'closed' });
       break;
     case 'draining-old':
       effects.push(closeServing(p.leg, backendCode, reason));
@@ -416,8 +432,7 @@ function close(
       effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt }, { kind: 'migration-ended', result: 'closed' });
       break;
     case 'failing-over':
-      if (p.dialling !== null) effects.push({ kind: 'abort-dial', leg: p.dialling });
-      effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt });
+      effects.push({ kind: 'cancel' }, { kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt });
       break;
     case 'closed':
       return { state, effects: NOTHING };

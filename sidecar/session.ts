@@ -369,8 +369,9 @@ export class Session {
       case 'dial':
         void this.dial(e.leg, e.target, e.exclude);
         return;
-      case 'abort-dial':
+      case 'cancel':
         this.pending?.abort();
+        this.pending = null;
         return;
       case 'wait-for-backend': {
         const abort = new AbortController();
@@ -550,8 +551,6 @@ export class Session {
 
   private ended(why: SessionEndReason, detail: string): void {
     this.relaying = false;
-    this.pending?.abort();
-    this.pending = null;
     this.buffer = [];
     this.bufferedBytes = 0;
     const level = why === 'failover-deadline' || why === 'protocol-error' || why === 'buffer-full' ? 'warn' : 'info';
