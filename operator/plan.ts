@@ -3,6 +3,7 @@
 // and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
 import type { V1EndpointSlice, V1LabelSelector, V1Pod } from '@kubernetes/client-node';
 import type { BackendInput, BackendsResponse } from '../sidecar/admin/contract.js';
+import type { BackendState } from '../sidecar/vocabulary.js';
 import {
   ANNOTATIONS,
   type Condition,
@@ -344,7 +345,7 @@ export function desiredBackends(spec: WsBalancerSpec, endpoints: readonly Backen
     else if (ep.revision === state.previewRevision) role = promoting ? 'serve' : 'preview';
     else continue;
     const standby = role === 'preview' && spec.rollout.blueGreen.previewMode === 'standby';
-    let backendState: BackendInput['state'];
+    let backendState: BackendState;
     if (ep.terminating || role === 'drain') backendState = 'draining';
     else if (!ep.ready || (role === 'preview' && !standby)) backendState = 'disabled';
     else backendState = 'enabled';
