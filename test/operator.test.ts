@@ -1,7 +1,9 @@
 // The operator end to end on a real control plane (etcd + kube-apiserver + kube-controller-manager
 // 1.20, RBAC on): real sidecar and echo-backend processes run as the pods of Deployments, the
 // operator runs as separate processes with only the chart's permissions, and real ws clients keep
-// sessions open through rollouts.
+// sessions open through rollouts. The backends answer late (1-200 ms after each message, in order),
+// like a server doing real work: a switch lands while answers are still being computed, and none
+// may be lost.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -27,6 +29,8 @@ const NS = 'app';
 const OPERATOR_NS = 'baton-system';
 const ADMIN_TOKEN = 'test-admin-token-0123456789';
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+/** Every backend pod answers each message after a random delay in this range (ms), in order per connection. */
+const ANSWER_DELAY = '1-200';
 
 function deployment(name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment {
   return {
@@ -47,17 +51,31 @@ function deployment(name: string, labels: Record<string, string>, replicas: numb
 
 const backendLabels = (version: string) => ({ app: 'echo', version, [ROLE_LABEL]: 'backend' });
 
-/** A client session sending numbered messages; the echo backends answer "<pod>|<message>". */
+/** The Deployment a pod belongs to: "echo-green-5d8f7c9b4-x2x7q" → "echo-green". */
+const deploymentOf = (pod: string): string => pod.split('-').slice(0, -2).join('-') || pod;
+
+/**
+ * A client session sending numbered messages; the echo backends answer "<pod>|<message>", late.
+ * settle() checks it in windows: the messages sent since the previous settle() and the answers
+ * received since then, so a test reports its own losses rather than an earlier test's.
+ */
 class TrackedSession {
   sent = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** Where the previous settle() left off: messages sent and answers received by then. */
+  private windowSent = 0;
+  private windowAnswers = 0;
 
   constructor(
     readonly id: string,
     readonly client: TestClient,
+    /** The sidecar it connected through. */
+    readonly via: string,
   ) {}
 
+  /** Sends a message every `everyMs` (restarting the timer if it runs). */
   send(everyMs: number): void {
+    clearInterval(this.timer);
     this.timer = setInterval(() => this.sendOne(), everyMs);
   }
 
@@ -69,13 +87,64 @@ class TrackedSession {
     this.client.ws.send(`${this.id}:${this.sent++}`);
   }
 
-  /** Every message answered exactly once, in order; returns the pod that answered last. */
+  /** Every answer so far, in arrival order: the pod that answered and the message number (NaN: not this session's). */
+  answers(): { pod: string; n: number }[] {
+    return this.client.texts().map((t) => {
+      const body = t.slice(t.indexOf('|') + 1);
+      return { pod: t.slice(0, t.indexOf('|')), n: body.startsWith(`${this.id}:`) ? Number(body.slice(this.id.length + 1)) : NaN };
+    });
+  }
+
+  /** Messages of this window not answered yet (by count). */
+  unanswered(): number {
+    return this.sent - this.windowSent - (this.client.received.length - this.windowAnswers);
+  }
+
+  /** Every message of this window answered exactly once, in order; returns the pod that answered last. */
   check(): string {
-    const texts = this.client.texts();
-    assert.equal(texts.length, this.sent, `${this.id}: ${this.sent} sent, ${texts.length} answered`);
-    texts.forEach((t, n) => assert.equal(t.slice(t.indexOf('|') + 1), `${this.id}:${n}`, `${this.id}: answer ${n} is "${t}"`));
-    const last = texts.at(-1) ?? '';
+    const texts = this.client.texts().slice(this.windowAnswers);
+    const expected = this.sent - this.windowSent;
+    assert.equal(texts.length, expected, `${this.id}: ${expected} sent, ${texts.length} answered`);
+    texts.forEach((t, i) => assert.equal(t.slice(t.indexOf('|') + 1), `${this.id}:${this.windowSent + i}`, `${this.id}: answer ${this.windowSent + i} is "${t}"`));
+    const last = this.client.texts().at(-1) ?? '';
     return last.slice(0, last.indexOf('|'));
+  }
+
+  /** What went wrong in this window: messages never answered (and between which backends), other bad answers. */
+  audit(): { lost: number[]; lostAt: string[]; unexpected: number; detail: string; firstUnexpected: string } {
+    const all = this.answers();
+    const answers = all.slice(this.windowAnswers);
+    const seen = new Set<number>();
+    const texts = this.client.texts().slice(this.windowAnswers);
+    let unexpected = 0;
+    let firstUnexpected = '';
+    let highest = this.windowSent - 1;
+    answers.forEach((a, i) => {
+      // Repeated, out of order, never sent or not this session's.
+      if (!(a.n > highest) || a.n >= this.sent) {
+        unexpected++;
+        firstUnexpected ||= `${this.id}: "${texts[i]}" after ${texts.slice(Math.max(0, i - 3), i).map((t) => `"${t}"`).join(' ')}`;
+      } else highest = a.n;
+      seen.add(a.n);
+    });
+    const lost: number[] = [];
+    for (let n = this.windowSent; n < this.sent; n++) if (!seen.has(n)) lost.push(n);
+    const lostAt = lost.map((n) => {
+      const before = all.filter((a) => a.n < n).at(-1)?.pod;
+      const after = all.find((a) => a.n > n)?.pod;
+      if (!before || !after) return `${before ? deploymentOf(before) : '(start)'} → ${after ? deploymentOf(after) : '(nothing after)'}`;
+      return before === after ? `within ${before}` : `${deploymentOf(before)} → ${deploymentOf(after)}`;
+    });
+    const detail = lost.length
+      ? `${this.id} lost ${lost.slice(0, 5).join(', ')}${lost.length > 5 ? ', …' : ''} (${lostAt[0]}) of ${this.windowSent}..${this.sent - 1}`
+      : '';
+    return { lost, lostAt, unexpected, detail, firstUnexpected };
+  }
+
+  /** Starts the next window. */
+  checkpoint(): void {
+    this.windowSent = this.sent;
+    this.windowAnswers = this.client.received.length;
   }
 }
 
@@ -151,7 +220,7 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
 
     await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
-    pods = new PodProcesses(ADMIN_TOKEN);
+    pods = new PodProcesses(ADMIN_TOKEN, { backendArgs: ['--answer-delay', ANSWER_DELAY] });
     kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
     kubelet.onPodStart(pods.start);
     kubelet.onPodStop(pods.stop);
@@ -239,17 +308,53 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.equal(wsb.status?.sidecars?.synced, 3);
   });
 
-  /** Stops the traffic, waits for every answer and checks it; returns the pods that answered last. */
-  const settle = async (): Promise<Set<string>> => {
-    const answered = () => waitFor(() => sessions.every((t) => t.client.received.length >= t.sent || t.client.closed !== null), 'every message answered', 15_000);
-    for (const t of sessions) t.pause();
-    await answered();
-    // One more message each: its answer shows where the session is now, not before its last move.
-    for (const t of sessions) t.sendOne();
-    await answered();
+  /** What the sessions lost or got wrong since the previous settle(), in one line ('' when nothing). */
+  const lossReport = (): string => {
+    const audits = sessions.map((t) => t.audit());
+    const lost = audits.reduce((n, a) => n + a.lost.length, 0);
+    const unexpected = audits.reduce((n, a) => n + a.unexpected, 0);
     const closed = sessions.filter((t) => t.client.closed !== null);
-    assert.equal(closed.length, 0, `${closed.length} clients were disconnected (first: ${JSON.stringify(closed[0]?.client.closed)})`);
-    return new Set(sessions.map((t) => t.check()));
+    if (lost === 0 && unexpected === 0 && closed.length === 0) return '';
+    const count = (keys: string[]) => {
+      const m = new Map<string, number>();
+      for (const k of keys) m.set(k, (m.get(k) ?? 0) + 1);
+      return [...m].map(([k, n]) => `${n} ${k}`).join(', ');
+    };
+    return (
+      `${lost} answers lost in ${audits.filter((a) => a.lost.length > 0).length} of ${sessions.length} sessions` +
+      (lost ? ` (where: ${count(audits.flatMap((a) => a.lostAt))}; via: ${count(sessions.flatMap((t, i) => audits[i]!.lost.map(() => t.via)))})` : '') +
+      `; ${unexpected} answers repeated, out of order or not the session's; ${closed.length} clients disconnected` +
+      (closed.length ? ` (first: ${JSON.stringify(closed[0]!.client.closed)})` : '') +
+      (lost ? `; e.g. ${audits.find((a) => a.detail)!.detail}` : '') +
+      (unexpected ? `; first bad answer: ${audits.find((a) => a.firstUnexpected)!.firstUnexpected}` : '')
+    );
+  };
+
+  /**
+   * Stops the traffic, waits for every answer (they come late) and checks the messages sent since the
+   * previous settle(): each answered exactly once, in order. Returns the pods that answered last.
+   */
+  const settle = async (): Promise<Set<string>> => {
+    const answered = async (what: string): Promise<void> => {
+      // Answers are at most 200 ms late; 15 s covers a switch still draining on top of that.
+      try {
+        await waitFor(() => sessions.every((t) => t.unanswered() <= 0 || t.client.closed !== null), what, 15_000, 20);
+      } catch (err) {
+        assert.fail(`${(err as Error).message}: ${lossReport()}`);
+      }
+    };
+    for (const t of sessions) t.pause();
+    try {
+      await answered('every message answered');
+      // One more message each, sent once every earlier answer is in (no switch is under way): its
+      // answer shows where the session is now, not before its last move.
+      for (const t of sessions) t.sendOne();
+      await answered('the last message answered');
+      assert.equal(lossReport(), '', 'no answer lost, repeated or out of order, no client disconnected');
+      return new Set(sessions.map((t) => t.check()));
+    } finally {
+      for (const t of sessions) t.checkpoint();
+    }
   };
   const resume = (): void => {
     for (const t of sessions) t.send(200);
@@ -284,7 +389,7 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
   test('blue/green: 200 live sessions move from blue to green with no disconnect and no lost message', async () => {
     let n = 0;
     for (const s of clientSidecars()) {
-      for (let i = 0; i < 100; i++) sessions.push(new TrackedSession(`c${n++}`, await TestClient.connect(`${s.url}/chat`)));
+      for (let i = 0; i < 100; i++) sessions.push(new TrackedSession(`c${n++}`, await TestClient.connect(`${s.url}/chat`), s.name));
     }
     resume();
     await waitFor(() => sessions.every((t) => t.client.received.length > 0), 'every session answered once', 10_000);
@@ -295,17 +400,30 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.equal(promoted.status?.phase, 'Healthy');
 
     await revisionGone('blue');
+    const sentWhileRunning = sessions.map((t) => t.sent);
     const answeredBy = await settle();
     assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-green-')), `sessions answered by ${[...answeredBy].join(', ')}`);
     assert.equal(await sessionsOn('green'), 200);
+    // The traffic ran through the switch: every session was answered by blue, then by green (in
+    // order, settle() checked), and the switch came while its client was still sending.
+    sessions.forEach((t, i) => {
+      const by = t.answers().map((a) => deploymentOf(a.pod));
+      const firstGreen = by.indexOf('echo-green');
+      assert.ok(
+        firstGreen > 0 && by.slice(0, firstGreen).every((d) => d === 'echo-blue') && by.slice(firstGreen).every((d) => d === 'echo-green'),
+        `${t.id}: answered by blue, then green (first green answer: ${firstGreen}; ${[...new Set(by)].join(', ')})`,
+      );
+      assert.ok(firstGreen < sentWhileRunning[i]!, `${t.id} moved while its client was sending (message ${firstGreen} of ${sentWhileRunning[i]})`);
+    });
 
     const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
     const reasons = events.items.filter((e) => e.regarding?.name === 'edge').map((e) => e.reason);
     for (const r of ['PreviewDetected', 'PromotionStarted', 'SessionsMigrated', 'Promoted']) assert.ok(reasons.includes(r), `event ${r} in ${reasons.join(', ')}`);
-    resume();
   });
 
+  // Each test with traffic starts it itself (settle() stops it), so one test's failure doesn't leave the next without.
   test('abort midway: sessions return to the active revision, none lost', async () => {
+    resume();
     // Slow migration so the abort lands while sessions are split between the revisions.
     await patchBalancer('edge', { spec: { rollout: { blueGreen: { migrationRate: 5 } } } });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-red', backendLabels('red'), 2, BACKEND_PORT) });
@@ -323,18 +441,22 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     await revisionGone('red');
     assert.equal(await sessionsOn('green'), 200);
 
-    const answeredBy = await settle();
+    let answeredBy: Set<string>;
+    try {
+      answeredBy = await settle();
+    } finally {
+      // Once the aborted revision is gone, the balancer is healthy again. (Also when settle() failed:
+      // the next tests start a rollout of their own.)
+      await apps.deleteNamespacedDeployment({ name: 'echo-red', namespace: NS });
+      await eventually(async () => ((await getBalancer('edge')).status?.phase === 'Healthy' ? true : undefined), 'phase Healthy', 30_000, 200);
+    }
     assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-green-')), `sessions answered by ${[...answeredBy].join(', ')}`);
     const reasons = (await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS })).items.map((e) => e.reason);
     assert.ok(reasons.includes('Aborted'));
-
-    // Once the aborted revision is gone, the balancer is healthy again.
-    await apps.deleteNamespacedDeployment({ name: 'echo-red', namespace: NS });
-    await eventually(async () => ((await getBalancer('edge')).status?.phase === 'Healthy' ? true : undefined), 'phase Healthy', 30_000, 200);
-    resume();
   });
 
   test('mid-rollout a sidecar restarts (re-synced at once) and the leader is killed (the standby completes the rollout)', async () => {
+    resume();
     await patchBalancer('edge', { metadata: { annotations: { 'baton.dev/abort': null } } });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-purple', backendLabels('purple'), 2, BACKEND_PORT) });
     await eventually(async () => ((await sessionsOn('purple')) >= 10 ? true : undefined), '10 sessions on purple', 60_000, 100);
@@ -361,18 +483,23 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     await revisionGone('green');
     const standby = operators.find((o) => o !== leader)!;
     assert.ok(standby.leading, 'the standby took over');
-    const answeredBy = await settle();
+    let answeredBy: Set<string>;
+    try {
+      answeredBy = await settle();
+    } finally {
+      // A standby again for the next tests (also when settle() failed).
+      await startOperator('operator-c');
+    }
     assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-purple-')), `sessions answered by ${[...answeredBy].join(', ')}`);
 
     const views = await Promise.all([...pods.sidecars.values()].map((s) => s.admin<BackendsResponse>('/backends')));
     const enabled = views.map((v) => v.backends.filter((b) => b.state === 'enabled').map((b) => b.id).sort().join());
     assert.deepEqual(new Set(enabled).size, 1, `every sidecar holds the same backends: ${enabled.join(' | ')}`);
     assert.deepEqual(new Set(views.map((v) => v.generation)).size, 1, 'every sidecar holds the same generation');
-    await startOperator('operator-c');
-    resume();
   });
 
   test('an API server restart and a quiet minute later, the operator still follows without restarting', async () => {
+    resume();
     const pids = operators.filter((o) => o.alive).map((o) => o.child.pid);
     await cp.restartApiServer();
     const follow = async (replicas: number, withinMs: number): Promise<void> => {
@@ -479,8 +606,10 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     await custom.deleteNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name: 'edge' });
     await eventually(() => getBalancer('edge').then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined)), 'edge deleted');
     assert.deepEqual(await agreedBackends([...pods.sidecars.values()]), held);
+    // Fresh answers (late ones: not merely the count catching up with what was sent before).
+    const before = sessions.map((t) => t.client.received.length);
     resume();
-    await waitFor(() => sessions.every((t) => t.client.received.length >= t.sent - 1), 'sessions still answered', 10_000);
+    await waitFor(() => sessions.every((t, i) => t.client.received.length >= before[i]! + 3), 'sessions still answered', 10_000);
     await settle();
   });
 });

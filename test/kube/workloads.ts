@@ -68,19 +68,33 @@ export class SidecarProcess {
   }
 }
 
+export interface PodProcessesOptions {
+  /**
+   * Extra echo-backend arguments for every backend pod, e.g. `['--answer-delay', '1-200']` for
+   * backends that answer late (see tools/echo-backend.ts). Default: none (answers at once).
+   */
+  backendArgs?: readonly string[];
+}
+
 /** Starts and stops the process of each pod the fake kubelet runs (use as its hooks). */
 export class PodProcesses {
   readonly backends = new Map<string, BackendProcess>();
   readonly sidecars = new Map<string, SidecarProcess>();
   private readonly dir = mkdtempSync(join(tmpdir(), 'baton-pods-'));
+  private readonly backendArgs: readonly string[];
 
-  constructor(private readonly adminToken: string) {}
+  constructor(
+    private readonly adminToken: string,
+    opts: PodProcessesOptions = {},
+  ) {
+    this.backendArgs = opts.backendArgs ?? [];
+  }
 
   readonly start = async (pod: V1Pod, ip: string): Promise<void> => {
     const name = pod.metadata!.name!;
     const role = pod.metadata?.labels?.[ROLE_LABEL];
     if (role === 'backend') {
-      const b = new BackendProcess(name, BACKEND_PORT, [], ip);
+      const b = new BackendProcess(name, BACKEND_PORT, [...this.backendArgs], ip);
       await b.start();
       this.backends.set(name, b);
     } else if (role === 'sidecar') {
