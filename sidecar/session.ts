@@ -28,6 +28,8 @@ export interface SessionHost {
   readonly pool: BackendPool;
   readonly log: Logger;
   readonly metrics: SidecarMetrics;
+  /** What the session machine reads from the config, for sessions with or without a codec. */
+  machinePolicy(codec: boolean): MachinePolicy;
   sessionClosed(session: Session, why: SessionEndReason): void;
 }
 
@@ -343,22 +345,8 @@ export class Session {
 
   // ---- the machine's I/O ---------------------------------------------------------------------
 
-  private policy(): MachinePolicy {
-    const { failover, migration } = this.host.config;
-    return {
-      failoverDeadline: failover.deadline,
-      backoff: failover.backoff,
-      closeCodes: failover.closeCodes,
-      drainTimeout: failover.drainTimeout,
-      quietPeriod: migration.quietPeriod,
-      maxQuietWait: migration.maxQuietWait,
-      codec: this.codec !== null,
-      random: Math.random,
-    };
-  }
-
   private dispatch(event: SessionEvent): void {
-    const { state, effects } = step(this.machine, event, Date.now(), this.policy());
+    const { state, effects } = step(this.machine, event, Date.now(), this.host.machinePolicy(this.codec !== null));
     this.machine = state;
     for (const effect of effects) this.apply(effect);
   }

@@ -18,6 +18,7 @@ import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHe
 import type { Logger } from './logger.js';
 import { SidecarMetrics } from './metrics.js';
 import { Session, type SessionHost } from './session.js';
+import type { MachinePolicy } from './session-machine.js';
 import type { MigrationReason, MigrationResult, SessionEndReason } from './vocabulary.js';
 import type { z } from 'zod';
 
@@ -51,6 +52,8 @@ export class Sidecar implements SessionHost, AdminPort {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private headers: HeaderPolicy;
+  /** The session machine's policy for sessions without and with a codec (made per config). */
+  private policies: readonly [MachinePolicy, MachinePolicy];
   private ticker: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly idPrefix = randomBytes(3).toString('hex');
@@ -75,6 +78,7 @@ export class Sidecar implements SessionHost, AdminPort {
     this.config = config;
     this.fileConfig = config;
     this.headers = this.headerPolicyOf(config);
+    this.policies = machinePolicies(config);
     this.metrics = new SidecarMetrics({
       sessions: () => this.sessions.values(),
       backends: () => this.pool.backends.values(),
@@ -249,6 +253,10 @@ export class Sidecar implements SessionHost, AdminPort {
     }
   }
 
+  machinePolicy(codec: boolean): MachinePolicy {
+    return this.policies[codec ? 1 : 0];
+  }
+
   sessionClosed(session: Session, why: SessionEndReason): void {
     this.sessions.delete(session.id);
     this.metrics.sessionEnded(session, why);
@@ -330,6 +338,7 @@ export class Sidecar implements SessionHost, AdminPort {
     }
     this.config = config;
     this.headers = this.headerPolicyOf(config);
+    this.policies = machinePolicies(config);
     this.pool.reconfigure(config, dialContext(config));
     this.log.level = config.logLevel;
     // Once the admin API owns the backend set (the operator), the file's backends are ignored.
@@ -435,6 +444,21 @@ export class Sidecar implements SessionHost, AdminPort {
 }
 
 function ignoreSocketError(): void {}
+
+function machinePolicies(config: SidecarConfig): readonly [MachinePolicy, MachinePolicy] {
+  const { failover, migration } = config;
+  const policy = (codec: boolean): MachinePolicy => ({
+    failoverDeadline: failover.deadline,
+    backoff: failover.backoff,
+    closeCodes: failover.closeCodes,
+    drainTimeout: failover.drainTimeout,
+    quietPeriod: migration.quietPeriod,
+    maxQuietWait: migration.maxQuietWait,
+    codec,
+    random: Math.random,
+  });
+  return [policy(false), policy(true)];
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));

@@ -95,7 +95,8 @@ class Fixture {
     const child = this.child;
     liveFixtures.delete(this);
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
+    // 'close', not 'exit': what the fixture printed before it died must all have been read.
+    const exited = new Promise((r) => child.once('close', r));
     child.kill('SIGKILL');
     await exited;
     this.child = null;
