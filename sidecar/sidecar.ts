@@ -5,6 +5,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
+import type { z } from 'zod';
 import type { PutBackendsRequestSchema, PutBackendsResponse } from './admin/contract.js';
 import { AdminServer, type AdminPort, type DrainPaceRequest, type PutBackendsRefusal } from './admin/server.js';
 import { BackendPool } from './backends.js';
@@ -20,7 +21,6 @@ import { SidecarMetrics } from './metrics.js';
 import { Session, type SessionHost } from './session.js';
 import type { MachinePolicy } from './session-machine.js';
 import type { MigrationReason, MigrationResult, SessionEndReason } from './vocabulary.js';
-import type { z } from 'zod';
 
 // Per-request facts handed from the upgrade handler to ws's handshake callbacks.
 const kProtocol = Symbol('backendProtocol');
