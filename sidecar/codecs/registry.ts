@@ -8,6 +8,7 @@ import type { CodecModule, ProtocolState, SessionCodec } from './codec.js';
 import { BUILTIN_CODECS, type BuiltinCodec } from '../vocabulary.js';
 import { createGraphqlWsCodec } from './graphql-ws.js';
 import { createJsonRpcCodec } from './json-rpc.js';
+import { createMqttCodec } from './mqtt.js';
 import { createOcppCodec } from './ocpp.js';
 import { createSocketIoCodec } from './socketio.js';
 import { newCodecStats, type CodecStats } from './tracker.js';
@@ -23,6 +24,7 @@ const BUILTINS: Readonly<Record<BuiltinCodec, () => SessionCodec>> = {
   'json-rpc': createJsonRpcCodec,
   'socket.io': createSocketIoCodec,
   'graphql-ws': createGraphqlWsCodec,
+  mqtt: createMqttCodec,
   stateful: createStatefulCodec,
 };
 
