@@ -319,6 +319,16 @@ describe('unresumable', () => {
     assert.match(auth.state.unresumable() ?? '', /enhanced authentication/);
   });
 
+  test('resumed 3 times within 30 s: not again (a session taken over by a client with the same id, again and again)', () => {
+    const s = Session.connected().client(sub(1, ['t/a'])).server(suback(1, [0]));
+    for (let i = 0; i < 3; i++) {
+      assert.equal(s.state.unresumable(), null, `resume ${i + 1}`);
+      const id = decode(s.state.replay())[1]!.messageId!;
+      assert.deepEqual(summary(s.answer(CONNACK4, suback(id, [0]))), ['swallow', 'resumed']);
+    }
+    assert.match(s.state.unresumable() ?? '', /resumed 3 times within 30 s/);
+  });
+
   test('a refused CONNECT, a DISCONNECT either way, a stream that is not MQTT', () => {
     assert.match(new Session().client(CONNECT4).server({ cmd: 'connack', returnCode: 5, sessionPresent: false }).state.unresumable() ?? '', /refused \(0x05\)/);
     assert.match(Session.connected().client({ cmd: 'disconnect' }).state.unresumable() ?? '', /client sent DISCONNECT/);
@@ -731,10 +741,11 @@ describe('end to end: mqtt.js through a failing-over relay, aedes and the MQTT 5
     await Promise.all([a.close(), b.close(), other.close()]);
   });
 
-  for (const protocolVersion of [4, 5] as const) {
-    test(`MQTT ${protocolVersion === 4 ? '3.1.1 (aedes)' : '5 (fixture broker)'}: the same connection carries on, subscriptions resumed, a QoS 1 publish answered; no second connect`, async () => {
+  for (const protocolVersion of [3, 4, 5] as const) {
+    const name = { 3: '3.1 (aedes, subprotocol mqttv3.1)', 4: '3.1.1 (aedes)', 5: '5 (fixture broker)' }[protocolVersion];
+    test(`MQTT ${name}: the same connection carries on, subscriptions resumed, a QoS 1 publish answered; no second connect`, async () => {
       const relay = await startRelay(`ws://127.0.0.1:${a.port}`);
-      const client = mqtt.connect(relay.url, { username: 'u', password: 'tok', reconnectPeriod: 0, protocolVersion });
+      const client = mqtt.connect(relay.url, { username: 'u', password: 'tok', reconnectPeriod: 0, protocolVersion, ...(protocolVersion === 3 ? { protocolId: 'MQIsdp' as const } : {}) });
       cleanups.push(async () => {
         client.end(true);
         await relay.close();

@@ -44,9 +44,9 @@ class Fixture {
     return `ws://127.0.0.1:${this.port}`;
   }
 
-  static async start(id: string, token = TOKEN, port = 0): Promise<Fixture> {
+  static async start(id: string, token = TOKEN, port = 0, extra: string[] = []): Promise<Fixture> {
     const f = new Fixture(id);
-    const child = spawn(process.execPath, [script, '--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token]);
+    const child = spawn(process.execPath, [script, '--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token, ...extra]);
     f.child = child;
     live.add(f);
     let stderr = '';
@@ -360,6 +360,27 @@ describe('MQTT sessions resumed on another backend', () => {
       'the replay, then mqtt.js\'s own fresh connect',
     );
     assert.equal(first.closed, true);
+    const m = await metrics(sidecar);
+    assert.deepEqual([m.resumes, m.resume_refusals, m.resumed], [1, 1, 0]);
+  });
+
+  test('MQTT 5: the new broker connects on other terms (Receive Maximum 5, was 20): closed with 1012 rather than carried on under terms mqtt.js does not know; it reconnects and learns them', async () => {
+    const a = await Fixture.start('a');
+    const laterPort = await freePort();
+    let url: string;
+    ({ sidecar, url } = await startSidecar(config([a, { id: 'b', url: `ws://127.0.0.1:${laterPort}` }])));
+    const c = client(url, { protocolVersion: 5, reconnectPeriod: 100 });
+    await c.connected();
+    await c.mqtt.subscribeAsync('t/a');
+    const b = await Fixture.start('b', TOKEN, laterPort, ['--receive-maximum', '5']);
+    const killedAt = Date.now();
+    await a.kill();
+
+    await waitFor(() => c.count('connect') === 2, 'mqtt.js connected again', 5000);
+    assert.equal(c.wsCloses[0]!.code, 1012);
+    assert.match(c.wsCloses[0]!.reason, /other terms/);
+    await waitForMessagesFrom(c, ['t/a'], b, killedAt, 3000);
+    assert.equal(b.packets('connect').length, 2, 'the replay, refused by the sidecar; then mqtt.js\'s own CONNECT');
     const m = await metrics(sidecar);
     assert.deepEqual([m.resumes, m.resume_refusals, m.resumed], [1, 1, 0]);
   });

@@ -52,7 +52,10 @@
 //   assigned the client identifier (a new broker assigns another); enhanced authentication (an
 //   AUTH exchange cannot be replayed);
 // - the stream could not be read (malformed, or not starting with CONNECT), the CONNECT was refused,
-//   or either side sent DISCONNECT.
+//   or either side sent DISCONNECT (MQTT 5: 0x8E session taken over among others);
+// - it was resumed 3 times within 30 s: an MQTT 3.1.1 broker ends a connection taken over by
+//   another with the same client id without a word, like a crash; resuming again and again would
+//   have the two connections evict each other for ever.
 //
 // classify(): binary frames are 'other' and text frames 'malformed' (MQTT must be in binary frames
 // [MQTT-6.0.0-1]). It never reports requests: a frame may be a fragment of a PUBLISH payload that
@@ -93,6 +96,15 @@ const PROP_AUTH_METHOD = 0x15;
 const PROP_REASON_STRING = 0x1f;
 const PROP_TOPIC_ALIAS = 0x23;
 const PROP_USER_PROPERTY = 0x26;
+
+/**
+ * A session resumed this many times within the window is not resumed again. An MQTT 3.1.1 broker
+ * ends a connection whose client id connects again elsewhere ("session takeover" [MQTT-3.1.4-2])
+ * without saying so (aedes cuts it: 1006, like a crash); resuming would take the session back and
+ * the two connections would evict each other for ever. MQTT 5 says so (DISCONNECT 0x8E): never resumed.
+ */
+const MAX_RESUMES_IN_WINDOW = 3;
+const RESUME_WINDOW_MS = 30_000;
 
 /** Longest PUBLISH header (topic, id, properties) read to look for a Topic Alias, in bytes. */
 const MAX_PUBLISH_HEADER = 128 * 1024;
@@ -212,7 +224,10 @@ interface PacketSink {
    * and again each time that many have arrived; n <= have means enough. -1: the stream is unusable.
    */
   want(type: number, flags: number, remaining: number, packet: Buffer, bodyStart: number, have: number): number;
-  /** The packet has passed whole; `packet` holds its fixed header and its first `have` body bytes. */
+  /**
+   * The packet has passed whole; `packet` holds its fixed header and its first `have` body bytes
+   * (nothing at all when none were wanted).
+   */
   complete(type: number, flags: number, remaining: number, packet: Buffer, bodyStart: number, have: number): void;
 }
 
@@ -303,9 +318,12 @@ class PacketStream {
       return;
     }
     this.wanted = Math.min(w, this.remaining);
-    this.buf = Buffer.allocUnsafe(this.bodyStart + this.wanted);
-    this.buf[0] = this.byte0;
-    writeVarint(this.buf, 1, this.remaining);
+    // Most packets (QoS 0 PUBLISHes, pings) want nothing: no buffer for them.
+    if (this.wanted > 0) {
+      this.buf = Buffer.allocUnsafe(this.bodyStart + this.wanted);
+      this.buf[0] = this.byte0;
+      writeVarint(this.buf, 1, this.remaining);
+    }
     if (this.remaining === 0) this.finish();
     else this.phase = 2;
   }
@@ -473,6 +491,8 @@ class MqttState implements ProtocolState {
   /** The leg being left while a resume is under way (a migration's old leg may still deliver). */
   private previous: PacketStream | null = null;
   private resume: Resume | null = null;
+  /** When the recent replays were made (a session taken over again and again must stop). */
+  private readonly replayedAt: number[] = [];
 
   private readonly clientSink: PacketSink = {
     valid: (type, flags) => (this.connect === null && this.version === 0 ? type === CONNECT && flags === 0 : type !== CONNECT && validFixedHeader(type, flags, 'client', this.version)),
@@ -508,10 +528,12 @@ class MqttState implements ProtocolState {
 
   sent(data: Buffer, isBinary: boolean): void {
     if (this.sticky !== null || !isBinary) return;
-    this.guard(() => {
+    try {
       this.client.push(data);
       if (this.client.broken) this.stop('mqtt: the client stream could not be read');
-    });
+    } catch (err) {
+      this.failed(err);
+    }
   }
 
   received(data: Buffer, isBinary: boolean): void {
@@ -524,14 +546,19 @@ class MqttState implements ProtocolState {
         return;
       }
       if (this.previous === null) return;
-      const previous = this.previous;
-      this.guard(() => previous.push(data));
+      try {
+        this.previous.push(data);
+      } catch (err) {
+        this.failed(err);
+      }
       return;
     }
-    this.guard(() => {
+    try {
       this.server.push(data);
       if (this.server.broken) this.stop('mqtt: the backend stream could not be read');
-    });
+    } catch (err) {
+      this.failed(err);
+    }
   }
 
   unresumable(): string | null {
@@ -542,6 +569,11 @@ class MqttState implements ProtocolState {
     if (!delivered.atBoundary && (r === null || r.current === PASS)) return 'mqtt: the client was sent part of a packet';
     if (this.connect === null) return null;
     if (!this.connackDelivered) return 'mqtt: the CONNECT is not answered yet';
+    const now = Date.now();
+    while (this.replayedAt.length > 0 && now - this.replayedAt[0]! > RESUME_WINDOW_MS) this.replayedAt.shift();
+    if (this.replayedAt.length >= MAX_RESUMES_IN_WINDOW) {
+      return `mqtt: resumed ${this.replayedAt.length} times within ${RESUME_WINDOW_MS / 1000} s (another connection with the same client id taking the session over?)`;
+    }
     if (this.subs.some((s) => s.codes === null)) return 'mqtt: a SUBSCRIBE is not answered yet';
     if (this.unsubs.size > 0) return 'mqtt: an UNSUBSCRIBE is not answered yet';
     if (this.overflow > 0) return 'mqtt: an unanswered PUBLISH is larger than codec.maxStateBytes';
@@ -561,6 +593,7 @@ class MqttState implements ProtocolState {
       this.server = new PacketStream(this.serverSink);
       return [];
     }
+    this.replayedAt.push(Date.now());
     const frames: Frame[] = [{ data: Buffer.from(this.connect), isBinary: true }];
     const subacks = new Map<number, Buffer>();
     let next = 1;
@@ -638,12 +671,9 @@ class MqttState implements ProtocolState {
     this.overflow = 0;
   }
 
-  private guard(run: () => void): void {
-    try {
-      run();
-    } catch (err) {
-      this.stop(`mqtt: internal error: ${(err as Error).message}`);
-    }
+  /** A bug here must not break the session: it just can no longer be resumed. */
+  private failed(err: unknown): void {
+    this.stop(`mqtt: internal error: ${(err as Error).message}`);
   }
 
   // ---- client → broker ----
