@@ -340,6 +340,11 @@ export class SidecarMetrics {
     codecCounter('baton_codec_orphan_answers_total', "Client answers to calls from a backend that has died since, by codec.", 'orphanAnswers');
     codecCounter('baton_codec_unknown_answers_total', 'Client answers to call ids the sidecar did not see, by codec.', 'unknownAnswers');
     codecCounter('baton_codec_malformed_frames_total', 'Frames the codec could not read (forwarded untouched), by codec.', 'malformed');
+    codecCounter('baton_codec_resumes_total', "Sessions whose protocol state was replayed to a new backend, by codec.", 'resumes');
+    codecCounter('baton_codec_resumed_total', 'Resumes the new backend answered (the session went on there), by codec.', 'resumed');
+    codecCounter('baton_codec_resume_answers_swallowed_total', "A new backend's answers to a replay, dropped because the client already had them, by codec.", 'swallowed');
+    codecCounter('baton_codec_resume_refusals_total', "Resumes the new backend refused (the client got the protocol's refusal), by codec.", 'resumeRefusals');
+    codecCounter('baton_codec_unresumable_sessions_total', 'Sessions closed with 1012 at a backend change because their state could not move, by codec.', 'unresumable');
     new Gauge({
       name: 'baton_frontend_paused',
       help: '1 while new client sessions are refused (admin pause).',

@@ -11,6 +11,8 @@
 //     │                      │ dial failed ─▶ open                │ next leg died ─▶ open (old)
 //     └──leg lost──▶ failing-over ◀──leg lost──┘                   └─ old lost after close ─▶ failing-over
 //                      │ dialled ─▶ open    deadline ─▶ closed
+//   A session with protocol state (policy.resumes) passes through `resuming` on its way to the new
+//   leg: the state is replayed and the new backend's answers swallowed before anything else.
 //   any ──client gone / close requested──▶ closed
 import { backoffDelay, type BackoffPolicy } from './backoff.js';
 import type {
@@ -67,6 +69,15 @@ export type Phase =
       /** The leg being dialled, or null while waiting between passes. */
       readonly dialling: number | null;
     }
+  | {
+      readonly name: 'resuming';
+      /** The new leg: the session's protocol state has been replayed to it; its answers are awaited. */
+      readonly leg: Leg;
+      readonly switch: Switch;
+      readonly deadline: number;
+      /** A planned migration ends here (its result is reported when the resume ends). */
+      readonly migrating: boolean;
+    }
   | { readonly name: 'closed'; readonly why: SessionEndReason };
 
 export interface SessionState {
@@ -86,12 +97,24 @@ export interface MachinePolicy {
   readonly maxQuietWait: number;
   /** The session has a codec: the old backend is done when every tracked request is answered. */
   readonly codec: boolean;
+  /** The codec keeps the session's protocol state: a new backend gets it replayed first. */
+  readonly resumes: boolean;
+  /** The longest a new backend may take to answer the replay. */
+  readonly resumeTimeout: number;
   readonly random: () => number;
+}
+
+/**
+ * On the events that can start a backend change: why the session's state cannot move to another
+ * backend (then it is closed with 1012 instead, so the client's library reconnects); absent = it can.
+ */
+interface Movable {
+  readonly unresumable?: string | null;
 }
 
 export type SessionEvent =
   /** A planned move; `target` null = let the balancer choose. */
-  | { readonly type: 'migrate'; readonly reason: MigrationReason; readonly target: string | null }
+  | ({ readonly type: 'migrate'; readonly reason: MigrationReason; readonly target: string | null } & Movable)
   /**
    * A dial ended: `backend` is where the leg opened, null when no backend could be dialled.
    * `lastActiveAt` and `settled` describe the serving leg at that moment (used by a migration).
@@ -105,10 +128,14 @@ export type SessionEvent =
       readonly settled: boolean;
     }
   /** `protocolError`: the close code a protocol violation on that leg deserves (0 = none). */
-  | { readonly type: 'leg-closed'; readonly leg: number; readonly code: number; readonly reason: string; readonly protocolError: number }
+  | ({ readonly type: 'leg-closed'; readonly leg: number; readonly code: number; readonly reason: string; readonly protocolError: number } & Movable)
   /** The old leg sent a message while draining; `settled`: the codec has no request left unanswered. */
   | { readonly type: 'old-message'; readonly leg: number; readonly settled: boolean }
-  | { readonly type: 'pong-timeout'; readonly leg: number }
+  | ({ readonly type: 'pong-timeout'; readonly leg: number } & Movable)
+  /** The new backend answered the replay: the session goes on there. */
+  | { readonly type: 'resumed'; readonly leg: number }
+  /** The new backend refused the replay: the client is closed with `code` (its refusal frame already went). */
+  | { readonly type: 'resume-refused'; readonly leg: number; readonly code: number; readonly reason: string }
   | { readonly type: 'timer' }
   /** The failover's wait between passes is over (its time, or a backend became usable). */
   | { readonly type: 'wait-over' }
@@ -137,6 +164,8 @@ export type Effect =
   | { readonly kind: 'drop-leg'; readonly leg: number; readonly code: number | null; readonly reason: string; readonly terminate: boolean }
   /** The leg serves from now on: it is heard and resumed, then unanswered requests and held messages go to it. */
   | { readonly kind: 'serve'; readonly leg: Leg }
+  /** The new leg is heard and gets the session's protocol state; its answers decide (resumed or refused). */
+  | { readonly kind: 'resume'; readonly leg: Leg }
   /** Client messages are held from now on (until 'serve'). */
   | { readonly kind: 'hold' }
   | { readonly kind: 'failover-started'; readonly reason: FailoverReason; readonly failed: string | null; readonly detail: string }
@@ -177,6 +206,9 @@ export function step(state: SessionState, event: SessionEvent, now: number, poli
     case 'close':
       return close(state, event.why, event.clientCode, event.reason, event.backendCode, event.reason);
     case 'migrate':
+      if (event.unresumable && p.name === 'open') {
+        return withEffect(unmovable(state, event.unresumable), { kind: 'migration-refused', result: 'closed' });
+      }
       return migrate(state, event.reason, event.target);
     case 'dialled':
       return dialled(state, event, now, policy);
@@ -186,11 +218,18 @@ export function step(state: SessionState, event: SessionEvent, now: number, poli
       return oldMessage(state, event, now, policy);
     case 'pong-timeout':
       if ((p.name === 'open' || p.name === 'migration-dialling') && event.leg === p.leg.no) {
-        return failover(state, 'pong-timeout', 'no pong in time', now, policy);
+        return event.unresumable ? unmovable(state, event.unresumable) : failover(state, 'pong-timeout', 'no pong in time', now, policy);
       }
       return { state, effects: NOTHING };
     case 'timer':
-      return p.name === 'draining-old' ? drainCheck(state, p, now, policy) : { state, effects: NOTHING };
+      if (p.name === 'draining-old') return drainCheck(state, p, now, policy);
+      if (p.name === 'resuming' && now >= p.deadline) return resumeFailed(state, p, 'resume-timeout', `no answer to the replay within ${policy.resumeTimeout}ms`, now, policy);
+      return { state, effects: NOTHING };
+    case 'resumed':
+      return p.name === 'resuming' && event.leg === p.leg.no ? resumed(state, p) : { state, effects: NOTHING };
+    case 'resume-refused':
+      if (p.name !== 'resuming' || event.leg !== p.leg.no) return { state, effects: NOTHING };
+      return close(state, 'resume-refused', event.code, event.reason, null, `the new backend refused the session: ${event.reason}`);
     case 'wait-over':
       return p.name === 'failing-over' && p.dialling === null ? nextPass(state, p, now) : { state, effects: NOTHING };
   }
@@ -237,6 +276,7 @@ function dialled(state: SessionState, e: Extract<SessionEvent, { type: 'dialled'
       return { state: { ...state, phase: { ...p, pass: p.pass + 1, dialling: null } }, effects: [{ kind: 'wait-for-backend', ms }] };
     }
     const leg: Leg = { no: e.leg, backend: e.backend };
+    if (policy.resumes) return startResume(state, leg, p.switch, false, now, policy, []);
     return {
       state: { ...state, phase: { name: 'open', leg } },
       effects: [{ kind: 'serve', leg }, { kind: 'switch-ended', reason: p.switch.reason, result: 'resumed', startedAt: p.switch.startedAt }],
@@ -260,7 +300,15 @@ function legClosed(state: SessionState, e: Extract<SessionEvent, { type: 'leg-cl
   const p = state.phase;
   if (p.name === 'open' || p.name === 'migration-dialling') {
     if (e.leg !== p.leg.no) return { state, effects: NOTHING };
-    return backendEnded(state, e, policy) ?? failover(state, e.code === ABNORMAL ? 'error' : 'close-code', `backend closed with ${e.code}`, now, policy);
+    const ended = backendEnded(state, e, policy);
+    if (ended) return ended;
+    if (e.unresumable) return unmovable(state, e.unresumable);
+    return failover(state, e.code === ABNORMAL ? 'error' : 'close-code', `backend closed with ${e.code}`, now, policy);
+  }
+  if (p.name === 'resuming') {
+    if (e.leg !== p.leg.no) return { state, effects: NOTHING };
+    // A refusal by close (graphql-ws 4403) ends the session with that code, as a fresh connect would.
+    return backendEnded(state, e, policy) ?? resumeFailed(state, p, 'error', `backend closed with ${e.code} during the resume`, now, policy);
   }
   if (p.name !== 'draining-old') return { state, effects: NOTHING };
   if (p.next !== null && e.leg === p.next.no) {
@@ -351,8 +399,9 @@ function switchOver(
     effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: 'failed', startedAt: p.switch.startedAt }, { kind: 'migration-ended', result: 'failed' });
     return startFailover(state, p.leg.backend, null, 'error', 'migration target closed before the switch', now, policy, effects);
   }
+  effects.push({ kind: 'drain-ended', ended, heldMs: now - p.switch.startedAt, from: p.leg.backend, to: p.next.backend });
+  if (policy.resumes) return startResume(state, p.next, p.switch, true, now, policy, effects);
   effects.push(
-    { kind: 'drain-ended', ended, heldMs: now - p.switch.startedAt, from: p.leg.backend, to: p.next.backend },
     { kind: 'serve', leg: p.next },
     { kind: 'switch-ended', reason: p.switch.reason, result: 'resumed', startedAt: p.switch.startedAt },
     { kind: 'migration-ended', result: 'migrated' },
@@ -400,6 +449,8 @@ const SWITCH_RESULT_OF_END: Readonly<Record<SessionEndReason, SwitchResult>> = {
   'buffer-full': 'buffer-full',
   'backend-closed': 'failed',
   'protocol-error': 'failed',
+  'resume-refused': 'failed',
+  unresumable: 'failed',
   'client-closed': 'client-gone',
   'client-unresponsive': 'client-gone',
   'idle-timeout': 'client-gone',
@@ -431,6 +482,11 @@ function close(
       if (p.next) effects.push({ kind: 'drop-leg', leg: p.next.no, code: null, reason, terminate: true });
       effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt }, { kind: 'migration-ended', result: 'closed' });
       break;
+    case 'resuming':
+      effects.push({ kind: 'drop-leg', leg: p.leg.no, code: backendCode, reason, terminate: false });
+      effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt });
+      if (p.migrating) effects.push({ kind: 'migration-ended', result: 'closed' });
+      break;
     case 'failing-over':
       effects.push({ kind: 'cancel' }, { kind: 'switch-ended', reason: p.switch.reason, result: switchResult, startedAt: p.switch.startedAt });
       break;
@@ -439,6 +495,48 @@ function close(
   }
   effects.push({ kind: 'close-client', code: clientCode, reason }, { kind: 'ended', why, detail });
   return { state: { ...state, phase: { name: 'closed', why } }, effects };
+}
+
+/** Replays the protocol state to `leg` and waits for its answers (timer at the resume deadline). */
+function startResume(state: SessionState, leg: Leg, sw: Switch, migrating: boolean, now: number, policy: MachinePolicy, effects: Effect[]): Step {
+  const deadline = now + policy.resumeTimeout;
+  // The timer before the resume: a resume with nothing to replay may end at once.
+  effects.push({ kind: 'timer', at: deadline }, { kind: 'resume', leg });
+  return { state: { ...state, phase: { name: 'resuming', leg, switch: sw, deadline, migrating } }, effects };
+}
+
+function resumed(state: SessionState, p: Extract<Phase, { name: 'resuming' }>): Step {
+  const effects: Effect[] = [
+    { kind: 'timer', at: null },
+    { kind: 'serve', leg: p.leg },
+    { kind: 'switch-ended', reason: p.switch.reason, result: 'resumed', startedAt: p.switch.startedAt },
+  ];
+  if (p.migrating) effects.push({ kind: 'migration-ended', result: 'migrated' });
+  return { state: { ...state, phase: { name: 'open', leg: p.leg } }, effects };
+}
+
+/** The new leg died or stayed silent during the resume: like any lost backend, fail over from it. */
+function resumeFailed(
+  state: SessionState,
+  p: Extract<Phase, { name: 'resuming' }>,
+  reason: FailoverReason,
+  detail: string,
+  now: number,
+  policy: MachinePolicy,
+): Step {
+  const effects: Effect[] = [{ kind: 'drop-leg', leg: p.leg.no, code: 1001, reason: 'failing over', terminate: reason === 'resume-timeout' }];
+  if (p.migrating) effects.push({ kind: 'migration-ended', result: 'failed' });
+  effects.push({ kind: 'switch-ended', reason: p.switch.reason, result: 'failed', startedAt: p.switch.startedAt });
+  return startFailover(state, p.leg.backend, null, reason, detail, now, policy, effects);
+}
+
+/** A backend change the session's protocol state cannot survive: 1012, so the client's library reconnects. */
+function unmovable(state: SessionState, why: string): Step {
+  return close(state, 'unresumable', 1012, 'service restart', 1001, `cannot resume on another backend: ${why}`);
+}
+
+function withEffect(s: Step, effect: Effect): Step {
+  return { state: s.state, effects: [...s.effects, effect] };
 }
 
 /** A dialled leg nobody needs any more (the session moved on, or closed, meanwhile). */

@@ -2,6 +2,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { WebSocket } from 'ws';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
+import type { ProtocolState } from './codecs/codec.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
 import type { SidecarConfig } from './config/types.js';
@@ -28,10 +29,13 @@ export interface SessionHost {
   readonly pool: BackendPool;
   readonly log: Logger;
   readonly metrics: SidecarMetrics;
-  /** What the session machine reads from the config, for sessions with or without a codec. */
-  machinePolicy(codec: boolean): MachinePolicy;
+  /** What the session machine reads from the config, by what the session's codec does. */
+  machinePolicy(codec: CodecKind): MachinePolicy;
   sessionClosed(session: Session, why: SessionEndReason): void;
 }
+
+/** What a session's codec does: nothing (no codec), track requests, or also keep protocol state to resume. */
+export type CodecKind = 'none' | 'requests' | 'resumes';
 
 export interface SessionInit {
   /** The session's codec (by path), or null: frames are then only forwarded. */
@@ -143,7 +147,14 @@ export class Session {
   /** The serving leg's number: whose backend calls the client's answers belong to (codec). */
   private legGeneration = 1;
   private readonly codec: ActiveCodec | null;
+  private readonly codecKind: CodecKind;
   private readonly tracker: RequestTracker | null;
+  /** The codec's protocol state of this session (a login, subscriptions), replayed to a new backend. */
+  private readonly protocolState: ProtocolState | null;
+  /** The serving leg's frames answer the replay of the protocol state (until resumed or refused). */
+  private resuming = false;
+  /** The leg held messages were last flushed to: a new one gets the unanswered requests first. */
+  private servedLeg = 1;
   private buffer: Buffered[] = [];
   bufferedBytes = 0;
   /** Cancels the dial or wait under way (a client gone, a session closed). */
@@ -176,6 +187,8 @@ export class Session {
     this.tracker = init.codec
       ? new RequestTracker({ maxRequests: c.maxTrackedRequests, maxBytes: c.maxTrackedBytes, timeoutMs: c.requestTimeout }, init.codec.stats)
       : null;
+    this.protocolState = init.codec?.codec.createState?.({ maxFrames: c.maxStateFrames, maxBytes: c.maxStateBytes }) ?? null;
+    this.codecKind = this.protocolState ? 'resumes' : init.codec ? 'requests' : 'none';
     this.remoteAddress = init.remoteAddress;
     // Timers start from the real time of opening, not the last tick (which can be a tick behind).
     this.startedAt = Date.now();
@@ -245,15 +258,17 @@ export class Session {
     else if (!this.closed) this.enqueue(data, isBinary, requestIds);
   }
 
-  /** Sends to a backend leg; a codec's requests are tracked from then on. */
+  /** Sends a client's frame to a backend leg; a codec's requests and protocol state are kept from then on. */
   private send(leg: WebSocket, data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
     this.toBackend.forward(leg, data, isBinary, this.host.config.session.highWaterMarkBytes);
     if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
+    this.protocolState?.sent(data, isBinary);
   }
 
   fromBackend(leg: WebSocket, data: Buffer, isBinary: boolean): void {
     // A replaced leg's late messages are never delivered (they would come after the new leg's).
     if (leg !== this.leg) return;
+    if (this.resuming && !this.resumeAnswer(leg, data, isBinary)) return;
     const codec = this.codec;
     if (codec !== null) {
       scratchIds.length = 0;
@@ -268,8 +283,38 @@ export class Session {
     this.active = true;
     this.host.metrics.messageSize.observe(DIRECTION_OUT, data.length);
     if (this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
+    this.protocolState?.received(data, isBinary);
     // Held while a leg serves: the old backend of a migration is being drained.
-    if (!this.relaying) this.dispatch({ type: 'old-message', leg: legNoOf(leg), settled: this.settled });
+    if (!this.relaying && !this.resuming) this.dispatch({ type: 'old-message', leg: legNoOf(leg), settled: this.settled });
+  }
+
+  /** A frame of the new backend while it answers the replay: true = deliver it to the client. */
+  private resumeAnswer(leg: WebSocket, data: Buffer, isBinary: boolean): boolean {
+    const verdict = this.protocolState!.resumeAnswer(data, isBinary);
+    if (verdict === 'pass') return true;
+    const stats = this.codec!.stats;
+    if (verdict === 'swallow') {
+      stats.swallowed++;
+      return false;
+    }
+    this.resuming = false;
+    if (verdict === 'resumed') {
+      stats.swallowed++;
+      stats.resumed++;
+      this.dispatch({ type: 'resumed', leg: legNoOf(leg) });
+      return false;
+    }
+    stats.resumeRefusals++;
+    // The client gets the refusal as a fresh connect would have had it, then the close.
+    if (verdict.forward && this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
+    this.dispatch({ type: 'resume-refused', leg: legNoOf(leg), code: verdict.code, reason: verdict.reason });
+    return false;
+  }
+
+  /** Why this session's state could not move to another backend now, or null. */
+  private unresumable(): string | null {
+    if (this.host.config.failover.mode === 'close') return 'failover.mode is close';
+    return this.protocolState?.unresumable() ?? null;
   }
 
   /** The codec has no request of the serving leg left unanswered. */
@@ -305,7 +350,7 @@ export class Session {
 
   legClosed(leg: WebSocket, code: number, reason: Buffer): void {
     const protocolError = leg === this.leg ? this.legProtocolError : 0;
-    this.dispatch({ type: 'leg-closed', leg: legNoOf(leg), code, reason: reason.toString(), protocolError });
+    this.dispatch({ type: 'leg-closed', leg: legNoOf(leg), code, reason: reason.toString(), protocolError, unresumable: this.unresumable() });
   }
 
   legPong(leg: WebSocket): void {
@@ -326,7 +371,7 @@ export class Session {
    */
   migrate(reason: MigrationReason, target?: string): Promise<MigrationResult> {
     this.refusal = null;
-    this.dispatch({ type: 'migrate', reason, target: target ?? null });
+    this.dispatch({ type: 'migrate', reason, target: target ?? null, unresumable: this.unresumable() });
     const refused = this.refusal as MigrationResult | null;
     const result = refused !== null ? Promise.resolve(refused) : new Promise<MigrationResult>((resolve) => (this.migrationWaiter = resolve));
     return result.then((r) => {
@@ -346,7 +391,7 @@ export class Session {
   // ---- the machine's I/O ---------------------------------------------------------------------
 
   private dispatch(event: SessionEvent): void {
-    const { state, effects } = step(this.machine, event, Date.now(), this.host.machinePolicy(this.codec !== null));
+    const { state, effects } = step(this.machine, event, Date.now(), this.host.machinePolicy(this.codecKind));
     this.machine = state;
     for (const effect of effects) this.apply(effect);
   }
@@ -384,6 +429,9 @@ export class Session {
         return;
       case 'serve':
         this.serve(e.leg);
+        return;
+      case 'resume':
+        this.resume(e.leg);
         return;
       case 'hold':
         this.relaying = false;
@@ -502,16 +550,13 @@ export class Session {
 
   /** The machine's serving leg from now on: the next leg moves in (or the old one stays), then held messages go. */
   private serve(leg: Leg): void {
-    if (this.leg === null || legNoOf(this.leg) !== leg.no) {
-      const next = this.nextLeg!;
-      this.leg = next;
-      this.backend = this.nextBackend;
-      this.nextLeg = null;
-      this.nextBackend = null;
-      this.legGeneration = leg.no;
-      this.startServing(next);
+    this.adopt(leg);
+    const serving = this.leg!;
+    if (this.servedLeg !== leg.no) {
+      this.servedLeg = leg.no;
       // Codec sessions: requests the previous backend never answered go first, in their order.
-      this.tracker?.replay((data, isBinary) => this.send(next, data, isBinary, null));
+      const hwm = this.host.config.session.highWaterMarkBytes;
+      this.tracker?.replay((data, isBinary) => this.toBackend.forward(serving, data, isBinary, hwm));
     }
     this.relaying = true;
     const buffered = this.buffer;
@@ -519,6 +564,36 @@ export class Session {
     this.bufferedBytes = 0;
     if (buffered.length > 0) this.host.metrics.replayed.inc(buffered.length);
     for (const m of buffered) this.fromHeld(m);
+  }
+
+  /** The next leg becomes the serving one (heard, resumed) unless it already is. */
+  private adopt(leg: Leg): void {
+    if (this.leg !== null && legNoOf(this.leg) === leg.no) return;
+    const next = this.nextLeg!;
+    this.leg = next;
+    this.backend = this.nextBackend;
+    this.nextLeg = null;
+    this.nextBackend = null;
+    this.legGeneration = leg.no;
+    this.startServing(next);
+  }
+
+  /** The new leg gets the session's protocol state; its answers are read by resumeAnswer(). */
+  private resume(leg: Leg): void {
+    this.adopt(leg);
+    const serving = this.leg!;
+    const frames = this.protocolState!.replay();
+    this.codec!.stats.resumes++;
+    this.resuming = true;
+    const hwm = this.host.config.session.highWaterMarkBytes;
+    for (const f of frames) this.toBackend.forward(serving, f.data, f.isBinary, hwm);
+    if (frames.length > 0) return;
+    // Nothing to replay: resumed at once (after this step's effects).
+    queueMicrotask(() => {
+      if (!this.resuming || this.leg !== serving) return;
+      this.resuming = false;
+      this.dispatch({ type: 'resumed', leg: leg.no });
+    });
   }
 
   private fromHeld(m: Buffered): void {
@@ -539,9 +614,11 @@ export class Session {
 
   private ended(why: SessionEndReason, detail: string): void {
     this.relaying = false;
+    this.resuming = false;
+    if (why === 'unresumable' && this.codec) this.codec.stats.unresumable++;
     this.buffer = [];
     this.bufferedBytes = 0;
-    const level = why === 'failover-deadline' || why === 'protocol-error' || why === 'buffer-full' ? 'warn' : 'info';
+    const level = WARN_ENDS.includes(why) ? 'warn' : 'info';
     this.host.log[level]({ session: this.id, reason: why, detail }, 'session closed');
     this.host.sessionClosed(this, why);
   }
@@ -576,7 +653,7 @@ export class Session {
     if (!this.relaying || leg === null) return;
     if (this.legPingAt > 0) {
       if (!this.toClient.paused && now - this.legPingAt >= s.pongTimeout) {
-        this.dispatch({ type: 'pong-timeout', leg: legNoOf(leg) });
+        this.dispatch({ type: 'pong-timeout', leg: legNoOf(leg), unresumable: this.unresumable() });
         return;
       }
     } else if (now >= this.legPingDue && leg.readyState === OPEN) {
@@ -606,6 +683,9 @@ function closeLeg(leg: WebSocket, code: number | null, reason: string): void {
   }
   leg.close(isSendableCloseCode(code) ? code : 1001, truncateReason(reason));
 }
+
+/** Session ends logged as warnings: the client lost its session through no choice of its own or its backend's. */
+const WARN_ENDS: readonly SessionEndReason[] = ['failover-deadline', 'protocol-error', 'buffer-full', 'unresumable', 'resume-refused'];
 
 function isFailover(reason: SwitchReason): reason is FailoverReason {
   return (FAILOVER_REASONS as readonly SwitchReason[]).includes(reason);

@@ -18,7 +18,7 @@ import { dialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from './logger.js';
 import { SidecarMetrics } from './metrics.js';
-import { Session, type SessionHost } from './session.js';
+import { Session, type CodecKind, type SessionHost } from './session.js';
 import type { MachinePolicy } from './session-machine.js';
 import type { MigrationReason, MigrationResult, SessionEndReason } from './vocabulary.js';
 
@@ -44,7 +44,7 @@ export class Sidecar implements SessionHost, AdminPort {
   readonly sessions = new Map<string, Session>();
   readonly metrics: SidecarMetrics;
   /** Loaded in start() (user codec modules are imported then). */
-  codecs = new CodecRouter([], null, new Map());
+  codecs = new CodecRouter([], null, [], new Map());
   private readonly admin: AdminServer;
   adminAddress: AddressInfo | null = null;
   /** While set (admin API), new upgrades are answered 503; open sessions are untouched. */
@@ -52,8 +52,8 @@ export class Sidecar implements SessionHost, AdminPort {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private headers: HeaderPolicy;
-  /** The session machine's policy for sessions without and with a codec (made per config). */
-  private policies: readonly [MachinePolicy, MachinePolicy];
+  /** The session machine's policies (made per config), by what the session's codec does. */
+  private policies: MachinePolicies;
   private ticker: NodeJS.Timeout | null = null;
   private stopping = false;
   private readonly idPrefix = randomBytes(3).toString('hex');
@@ -224,7 +224,7 @@ export class Sidecar implements SessionHost, AdminPort {
         headers,
         protocols,
         hashKey,
-        codec: this.codecs.forPath(path),
+        codec: this.codecs.forSession(path, backendLeg.protocol),
       });
       this.sessions.set(id, session);
       this.metrics.sessionsOpened.inc();
@@ -253,8 +253,8 @@ export class Sidecar implements SessionHost, AdminPort {
     }
   }
 
-  machinePolicy(codec: boolean): MachinePolicy {
-    return this.policies[codec ? 1 : 0];
+  machinePolicy(codec: CodecKind): MachinePolicy {
+    return this.policies[codec];
   }
 
   sessionClosed(session: Session, why: SessionEndReason): void {
@@ -445,19 +445,23 @@ export class Sidecar implements SessionHost, AdminPort {
 
 function ignoreSocketError(): void {}
 
-function machinePolicies(config: SidecarConfig): readonly [MachinePolicy, MachinePolicy] {
-  const { failover, migration } = config;
-  const policy = (codec: boolean): MachinePolicy => ({
+type MachinePolicies = Readonly<Record<CodecKind, MachinePolicy>>;
+
+function machinePolicies(config: SidecarConfig): MachinePolicies {
+  const { failover, migration, codec } = config;
+  const policy = (kind: CodecKind): MachinePolicy => ({
     failoverDeadline: failover.deadline,
     backoff: failover.backoff,
     closeCodes: failover.closeCodes,
     drainTimeout: failover.drainTimeout,
     quietPeriod: migration.quietPeriod,
     maxQuietWait: migration.maxQuietWait,
-    codec,
+    codec: kind !== 'none',
+    resumes: kind === 'resumes',
+    resumeTimeout: codec.resumeTimeout,
     random: Math.random,
   });
-  return [policy(false), policy(true)];
+  return { none: policy('none'), requests: policy('requests'), resumes: policy('resumes') };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -11,20 +11,22 @@ export const HEALTH_STATUSES = ['healthy', 'suspect', 'ejected', 'tripped'] as c
 export type HealthStatus = (typeof HEALTH_STATUSES)[number];
 
 /** The phases of a session's machine (session-machine.ts): what it is doing right now. */
-export const SESSION_PHASES = ['open', 'migration-dialling', 'draining-old', 'failing-over', 'closed'] as const;
+export const SESSION_PHASES = ['open', 'migration-dialling', 'draining-old', 'failing-over', 'resuming', 'closed'] as const;
 export type SessionPhase = (typeof SESSION_PHASES)[number];
 
 /**
  * A session's state as users see it (admin API, the baton_sessions metric): a migration counts as
- * "migrating" once it holds the client's messages, not while it only dials.
+ * "migrating" once it holds the client's messages, not while it only dials; "resuming" while a new
+ * backend answers the replay of the session's protocol state.
  */
-export const SESSION_STATES = ['open', 'failing-over', 'migrating', 'closed'] as const;
+export const SESSION_STATES = ['open', 'failing-over', 'migrating', 'resuming', 'closed'] as const;
 export type SessionStateName = (typeof SESSION_STATES)[number];
 export const STATE_OF_PHASE: Readonly<Record<SessionPhase, SessionStateName>> = {
   open: 'open',
   'migration-dialling': 'open',
   'draining-old': 'migrating',
   'failing-over': 'failing-over',
+  resuming: 'resuming',
   closed: 'closed',
 };
 
@@ -38,11 +40,15 @@ export const SESSION_END_REASONS = [
   'protocol-error',
   'shutdown',
   'admin',
+  /** Its protocol state could not move to another backend (over its bound, a transaction, failover.mode close): 1012. */
+  'unresumable',
+  /** The new backend refused the replayed session state (auth expired, a protocol error). */
+  'resume-refused',
 ] as const;
 export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
 
-/** Why a session lost its backend (unplanned). */
-export const FAILOVER_REASONS = ['error', 'close-code', 'pong-timeout'] as const;
+/** Why a session lost its backend (unplanned); resume-timeout: a new backend did not answer the replay of the session's state. */
+export const FAILOVER_REASONS = ['error', 'close-code', 'pong-timeout', 'resume-timeout'] as const;
 export type FailoverReason = (typeof FAILOVER_REASONS)[number];
 /** Why a session is moved to another backend (planned). */
 export const MIGRATION_REASONS = ['drain', 'admin', 'lifetime', 'reload'] as const;

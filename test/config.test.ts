@@ -79,6 +79,7 @@ const DEFAULTS: SidecarConfig = {
     bufferMaxMessages: 4096,
     backoff: { initial: 50, max: 5_000, multiplier: 2, jitter: 0.2 },
     reconnectHeader: { name: 'X-Balancer-Reconnect', value: '1' },
+    mode: 'resume',
     drainTimeout: 10_000,
   },
   migration: { quietPeriod: 300, maxQuietWait: 2_000 },
@@ -97,7 +98,7 @@ const DEFAULTS: SidecarConfig = {
     keepAlive: { enabled: true, initialDelay: 30_000 },
     localAddress: '',
   },
-  codec: { default: 'none', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, requestTimeout: 60_000, orphanAnswers: 'forward' },
+  codec: { default: 'auto', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, maxStateFrames: 256, maxStateBytes: 256 * 1024, resumeTimeout: 5_000, requestTimeout: 60_000, orphanAnswers: 'forward' },
   shutdown: { grace: 30_000 },
   backends: [],
 };

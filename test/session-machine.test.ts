@@ -34,6 +34,8 @@ const POLICY: MachinePolicy = {
   quietPeriod: 200,
   maxQuietWait: 1000,
   codec: false,
+  resumes: false,
+  resumeTimeout: 5_000,
   random: () => 0.75,
 };
 const CODEC: MachinePolicy = { ...POLICY, codec: true };
@@ -856,5 +858,121 @@ describe('races', () => {
       dialling: 3,
     });
     assert.deepEqual(one(s, 'dial'), { kind: 'dial', leg: 3, target: null, exclude: B });
+  });
+});
+
+// ---- resuming: sessions whose codec keeps protocol state ---------------------------------------
+
+describe('resuming (protocol state replayed to the new backend)', () => {
+  const RESUMES: MachinePolicy = { ...POLICY, codec: true, resumes: true };
+  /** Failing over with a resumable codec; leg 2 to B opened at T0 + 30: resuming. */
+  const resumingAfterFailover = (): Step => run(run(opened(), legClosed(1, 1006), T0, RESUMES).state, dialled(2, B), T0 + 30, RESUMES);
+  /** A drain whose old leg closed after being let go: resuming on leg 2. */
+  const resumingAfterMigration = (): Step => {
+    let state = run(opened(), migrate(), T0, RESUMES).state;
+    state = run(state, dialled(2, B, 0, true), DIALLED, RESUMES).state; // every request answered: let go at once
+    return run(state, legClosed(1, 1000), DIALLED + 5, RESUMES);
+  };
+
+  test('failover: the dialled leg gets the state replayed (timer first), client messages still held', () => {
+    const s = resumingAfterFailover();
+    assert.deepEqual(phaseOf(s, 'resuming'), {
+      name: 'resuming',
+      leg: { no: 2, backend: B },
+      switch: { reason: 'error', startedAt: T0 },
+      deadline: T0 + 30 + RESUMES.resumeTimeout,
+      migrating: false,
+    });
+    assert.deepEqual(s.effects, [
+      { kind: 'timer', at: T0 + 30 + RESUMES.resumeTimeout },
+      { kind: 'resume', leg: { no: 2, backend: B } },
+    ]);
+    none(s, 'serve', 'switch-ended');
+  });
+
+  test('without protocol state the dialled leg serves at once (no resume)', () => {
+    const s = run(failingOver(), dialled(2, B), T0 + 30, CODEC);
+    phaseOf(s, 'open');
+    none(s, 'resume');
+  });
+
+  test('resumed: open on the new leg, held messages served, switch resumed', () => {
+    const s = run(resumingAfterFailover().state, { type: 'resumed', leg: 2 }, T0 + 40, RESUMES);
+    assert.deepEqual(phaseOf(s, 'open'), { name: 'open', leg: { no: 2, backend: B } });
+    assert.deepEqual(s.effects, [
+      { kind: 'timer', at: null },
+      { kind: 'serve', leg: { no: 2, backend: B } },
+      { kind: 'switch-ended', reason: 'error', result: 'resumed', startedAt: T0 },
+    ]);
+  });
+
+  test('planned migration: resumes after the switch, and reports migrated only once resumed', () => {
+    const switched = resumingAfterMigration();
+    assert.equal(phaseOf(switched, 'resuming').migrating, true);
+    assert.ok(indexOf(switched, 'drain-ended') < indexOf(switched, 'resume'));
+    none(switched, 'serve', 'migration-ended', 'switch-ended');
+    const s = run(switched.state, { type: 'resumed', leg: 2 }, DIALLED + 8, RESUMES);
+    assert.deepEqual(one(s, 'migration-ended'), { kind: 'migration-ended', result: 'migrated' });
+    assert.deepEqual(one(s, 'switch-ended'), { kind: 'switch-ended', reason: 'drain', result: 'resumed', startedAt: DIALLED });
+  });
+
+  test('refused by an answer: closed resume-refused with the protocol code, the leg dropped', () => {
+    const s = run(resumingAfterFailover().state, { type: 'resume-refused', leg: 2, code: 4403, reason: 'Forbidden' }, T0 + 40, RESUMES);
+    assert.deepEqual(phaseOf(s, 'closed'), { name: 'closed', why: 'resume-refused' });
+    assert.deepEqual(one(s, 'close-client'), { kind: 'close-client', code: 4403, reason: 'Forbidden' });
+    assert.equal(one(s, 'drop-leg').leg, 2);
+    assert.deepEqual(one(s, 'switch-ended'), { kind: 'switch-ended', reason: 'error', result: 'failed', startedAt: T0 });
+  });
+
+  test('refused by a close (graphql-ws 4403): the client gets that code', () => {
+    const s = run(resumingAfterFailover().state, legClosed(2, 4403, 'Forbidden'), T0 + 40, RESUMES);
+    assert.deepEqual(phaseOf(s, 'closed'), { name: 'closed', why: 'backend-closed' });
+    assert.deepEqual(one(s, 'close-client'), { kind: 'close-client', code: 4403, reason: 'Forbidden' });
+  });
+
+  test('the new leg dies during the resume: fail over from it', () => {
+    const s = run(resumingAfterMigration().state, legClosed(2, 1006), DIALLED + 10, RESUMES);
+    const p = phaseOf(s, 'failing-over');
+    assert.equal(p.failed, B);
+    assert.deepEqual(one(s, 'dial'), { kind: 'dial', leg: 3, target: null, exclude: B });
+    assert.deepEqual(one(s, 'migration-ended'), { kind: 'migration-ended', result: 'failed' });
+  });
+
+  test('no answer within resumeTimeout: the leg is cut and the session fails over (resume-timeout)', () => {
+    const resuming = resumingAfterFailover().state;
+    ignored(resuming, TIMER, T0 + 30 + RESUMES.resumeTimeout - 1, RESUMES);
+    const s = run(resuming, TIMER, T0 + 30 + RESUMES.resumeTimeout, RESUMES);
+    assert.equal(phaseOf(s, 'failing-over').switch.reason, 'resume-timeout');
+    assert.deepEqual(effectsOf(s, 'drop-leg'), [{ kind: 'drop-leg', leg: 2, code: 1001, reason: 'failing over', terminate: true }]);
+  });
+
+  test('stale resume events and a migration request while resuming', () => {
+    const resuming = resumingAfterFailover().state;
+    ignored(resuming, { type: 'resumed', leg: 7 }, T0 + 40, RESUMES);
+    ignored(resuming, { type: 'pong-timeout', leg: 2 }, T0 + 40, RESUMES);
+    assert.deepEqual(run(resuming, migrate(), T0 + 40, RESUMES).effects, [{ kind: 'migration-refused', result: 'busy' }]);
+  });
+
+  test('client close while resuming: the new leg dropped, switch client-gone', () => {
+    const s = run(resumingAfterMigration().state, clientClosed(), DIALLED + 10, RESUMES);
+    phaseOf(s, 'closed');
+    assert.equal(one(s, 'drop-leg').leg, 2);
+    assert.deepEqual(one(s, 'migration-ended'), { kind: 'migration-ended', result: 'closed' });
+    assert.equal(one(s, 'switch-ended').result, 'client-gone');
+  });
+
+  test('unresumable state: a lost leg, a pong timeout or a migration closes the client with 1012 instead', () => {
+    const lost = run(opened(), { ...legClosed(1, 1006), unresumable: 'over its bound' } as SessionEvent, T0, RESUMES);
+    assert.deepEqual(phaseOf(lost, 'closed'), { name: 'closed', why: 'unresumable' });
+    assert.deepEqual(one(lost, 'close-client'), { kind: 'close-client', code: 1012, reason: 'service restart' });
+    none(lost, 'dial');
+    const pong = run(opened(), { type: 'pong-timeout', leg: 1, unresumable: 'over its bound' }, T0, RESUMES);
+    assert.equal(phaseOf(pong, 'closed').why, 'unresumable');
+    const moved = run(opened(), { type: 'migrate', reason: 'drain', target: null, unresumable: 'transaction open' }, T0, RESUMES);
+    assert.equal(phaseOf(moved, 'closed').why, 'unresumable');
+    assert.deepEqual(one(moved, 'migration-refused'), { kind: 'migration-refused', result: 'closed' });
+    // A deliberate close by the backend still ends the session with the backend's own code.
+    const ended = run(opened(), { ...legClosed(1, 4000, 'bye'), unresumable: 'x' } as SessionEvent, T0, RESUMES);
+    assert.equal(phaseOf(ended, 'closed').why, 'backend-closed');
   });
 });

@@ -11,7 +11,7 @@ import type { SidecarConfig } from '../config/types.js';
 import type { Logger } from '../logger.js';
 import type { SidecarMetrics } from '../metrics.js';
 import type { Session } from '../session.js';
-import type { MigrationReason } from '../vocabulary.js';
+import { SESSION_STATES, type MigrationReason } from '../vocabulary.js';
 import {
   AddBackendRequestSchema,
   API_PREFIX,
@@ -351,7 +351,7 @@ export class AdminServer {
     const sc = this.sidecar;
     const byBackend: Record<string, number> = {};
     for (const b of sc.pool.backends.values()) byBackend[b.id] = b.sessions;
-    const byState: Record<SessionStateName, number> = { open: 0, 'failing-over': 0, migrating: 0, closed: 0 };
+    const byState = Object.fromEntries(SESSION_STATES.map((state) => [state, 0])) as Record<SessionStateName, number>;
     for (const s of sc.sessions.values()) byState[s.state]++;
     return {
       version: this.version,

@@ -72,6 +72,8 @@ function classifyOcpp(data: Buffer, ids: string[]): MessageKind {
 export function createOcppCodec(): SessionCodec {
   return {
     name: 'ocpp',
+    // OCPP-J's WebSocket subprotocols (OCPP-J 1.6 §3.1.2; 2.0.1 and 2.1 Part 4).
+    subprotocols: ['ocpp1.6', 'ocpp2.0', 'ocpp2.0.1', 'ocpp2.1'],
     classify(data: Buffer, isBinary: boolean, _from: Sender, ids: string[]): MessageKind {
       if (isBinary) return 'other';
       return classifyOcpp(data, ids);

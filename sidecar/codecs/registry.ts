@@ -1,8 +1,10 @@
-// Which codec a session uses: built-ins by name, user codecs from a module, chosen by path prefix.
+// Which codec a session uses: built-ins by name, user codecs from a module, chosen by path prefix,
+// or (codec.default auto) by the protocol the session speaks: the subprotocol its backend accepted,
+// or its request (socket.io has no subprotocol).
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { SidecarConfig } from '../config/types.js';
-import type { CodecModule, SessionCodec } from './codec.js';
+import type { CodecModule, ProtocolState, SessionCodec } from './codec.js';
 import { createJsonRpcCodec } from './json-rpc.js';
 import { createOcppCodec } from './ocpp.js';
 import { newCodecStats, type CodecStats } from './tracker.js';
@@ -12,19 +14,49 @@ export interface ActiveCodec {
   stats: CodecStats;
 }
 
+/** The built-in codecs by config name. */
+const BUILTINS: Readonly<Record<string, () => SessionCodec>> = {
+  ocpp: createOcppCodec,
+  'json-rpc': createJsonRpcCodec,
+  stateful: createStatefulCodec,
+};
+
+/** A path declared to carry a stateful protocol the sidecar cannot resume: 1012 at a backend change. */
+function createStatefulCodec(): SessionCodec {
+  const state: ProtocolState = {
+    sent() {},
+    received() {},
+    unresumable: () => 'its path is declared stateful (codec "stateful")',
+    replay: () => [],
+    resumeAnswer: () => 'pass',
+  };
+  return { name: 'stateful', classify: () => 'other', createState: () => state };
+}
+
 export class CodecRouter {
   constructor(
-    /** Longest prefix first. */
+    /** Longest prefix first; a null codec: none. */
     private readonly routes: { prefix: string; codec: ActiveCodec | null }[],
-    private readonly fallback: ActiveCodec | null,
+    /** For paths no route matches: a codec, none (null), or 'auto'. */
+    private readonly fallback: ActiveCodec | null | 'auto',
+    /** The built-ins 'auto' chooses from. */
+    private readonly detectable: readonly ActiveCodec[],
     /** Every codec in use, by name (for metrics). */
     readonly all: ReadonlyMap<string, ActiveCodec>,
   ) {}
 
-  /** The codec for a request path (path and query as the client sent them), or null for none. */
-  forPath(path: string): ActiveCodec | null {
+  /**
+   * The codec of a session: by its path (path and query as the client sent them), else by the
+   * subprotocol its backend accepted or its request; null for none.
+   */
+  forSession(path: string, protocol: string): ActiveCodec | null {
     for (const r of this.routes) if (path.startsWith(r.prefix)) return r.codec;
-    return this.fallback;
+    if (this.fallback !== 'auto') return this.fallback;
+    for (const c of this.detectable) {
+      if (protocol !== '' && c.codec.subprotocols?.includes(protocol)) return c;
+      if (c.codec.matchesRequest?.(path)) return c;
+    }
+    return null;
   }
 }
 
@@ -43,19 +75,26 @@ export async function loadCodecs(config: SidecarConfig['codec']): Promise<CodecR
     all.set(codec.name, active);
     return active;
   };
-  const fallback = await get(config.default, 'codec.default');
+  const detectable: ActiveCodec[] = [];
+  if (config.default === 'auto') {
+    for (const name of Object.keys(BUILTINS)) {
+      const active = (await get(name, 'codec.default'))!;
+      if (active.codec.subprotocols || active.codec.matchesRequest) detectable.push(active);
+    }
+  }
+  const fallback = config.default === 'auto' ? 'auto' : await get(config.default, 'codec.default');
   const routes: { prefix: string; codec: ActiveCodec | null }[] = [];
   for (const [i, entry] of config.paths.entries()) {
     const eq = entry.indexOf('=');
     routes.push({ prefix: entry.slice(0, eq).trim(), codec: await get(entry.slice(eq + 1).trim(), `codec.paths[${i}]`) });
   }
   routes.sort((a, b) => b.prefix.length - a.prefix.length);
-  return new CodecRouter(routes, fallback, all);
+  return new CodecRouter(routes, fallback, detectable, all);
 }
 
 async function instantiate(name: string, key: string): Promise<SessionCodec> {
-  if (name === 'ocpp') return createOcppCodec();
-  if (name === 'json-rpc') return createJsonRpcCodec();
+  const builtin = BUILTINS[name];
+  if (builtin) return builtin();
   const file = resolve(name.slice('module:'.length));
   let mod: Partial<CodecModule>;
   try {

@@ -13,10 +13,34 @@ export interface CodecStats {
   orphanAnswers: number;
   unknownAnswers: number;
   malformed: number;
+  /** Protocol state replayed to a new backend (a resume started). */
+  resumes: number;
+  /** Resumes the new backend answered: the session went on there. */
+  resumed: number;
+  /** The new backends' answers to a replay, dropped (the client already had them). */
+  swallowed: number;
+  /** Resumes the new backend refused (the client got the protocol's refusal). */
+  resumeRefusals: number;
+  /** Sessions closed with 1012 at a backend change because their state could not move. */
+  unresumable: number;
 }
 
 export function newCodecStats(): CodecStats {
-  return { tracked: 0, replayed: 0, duplicateAnswers: 0, timeouts: 0, evicted: 0, orphanAnswers: 0, unknownAnswers: 0, malformed: 0 };
+  return {
+    tracked: 0,
+    replayed: 0,
+    duplicateAnswers: 0,
+    timeouts: 0,
+    evicted: 0,
+    orphanAnswers: 0,
+    unknownAnswers: 0,
+    malformed: 0,
+    resumes: 0,
+    resumed: 0,
+    swallowed: 0,
+    resumeRefusals: 0,
+    unresumable: 0,
+  };
 }
 
 export interface TrackerLimits {

@@ -315,7 +315,7 @@ function listOf<T>(
 
 export const stringList = (): ValueType<string[]> => listOf(str(), 'list of strings');
 
-const BUILTIN_CODECS = ['none', 'ocpp', 'json-rpc'];
+export const BUILTIN_CODECS = ['auto', 'none', 'stateful', 'ocpp', 'json-rpc'];
 
 function isCodecName(s: string): boolean {
   return BUILTIN_CODECS.includes(s) || (s.startsWith('module:') && s.length > 'module:'.length);
@@ -737,6 +737,7 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('failover.backoff.jitter', float(0, 1), 0.2, 'Random spread applied to each delay (0.2 = ±20%).'),
   key('failover.reconnectHeader.name', headerName(), 'X-Balancer-Reconnect', 'Header added to the upgrade request of a failover dial.'),
   key('failover.reconnectHeader.value', str({ check: (s) => !/[\r\n\0]/.test(s), expected: 'a valid header value' }), '1', 'Value of that header.'),
+  key('failover.mode', oneOf(['resume', 'close'] as const), 'resume', 'resume: a session moves to another backend (its protocol state replayed by its codec); close: it is closed with 1012 instead, so the client reconnects.'),
   key('failover.drainTimeout', duration({ min: 1 }), 10 * S, 'Planned migration: the longest the old backend is given to finish (answer, go quiet, close) before the session switches anyway.'),
   key('migration.quietPeriod', duration({ min: 1 }), 300, 'Planned migration without a codec: the old backend is done once it has sent nothing for this long; set it above its slowest answer.'),
   key('migration.maxQuietWait', duration({ min: 1 }), 2 * S, 'Planned migration without a codec: a backend that never goes quiet (a live feed) is let go after this long; what it sends after is lost.'),
@@ -770,11 +771,14 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('upstream.keepAlive.initialDelay', duration(), 30 * S, 'Idle time before the first TCP keep-alive probe.'),
   key('upstream.localAddress', str({ check: (s) => s === '' || isIP(s) !== 0, expected: 'an IP address (or empty)', describe: 'IP address' }), '', "Source address for backend connections; empty = the OS's choice."),
 
-  key('codec.default', codecName(), 'none', 'Codec for sessions whose path matches no codec.paths entry: none, ocpp, json-rpc, or module:/path/to/codec.js.', { restart: true }),
+  key('codec.default', codecName(), 'auto', 'Codec for sessions whose path matches no codec.paths entry: auto (chosen by the subprotocol the backend accepted, or the request: socket.io), none, stateful (a protocol that cannot be resumed: 1012 at a backend change), a built-in codec by name, or module:/path/to/codec.js.', { restart: true }),
   key('codec.paths', listOf(codecRoute(), 'list of prefix=codec'), [], 'Codec by path prefix, e.g. ["/ocpp=ocpp", "/rpc=json-rpc"]; the longest matching prefix wins.', { restart: true }),
   key('codec.maxTrackedRequests', int(1, 1_000_000), 1000, 'Unanswered requests tracked per session; beyond it the oldest is no longer tracked (counted).'),
   key('codec.maxTrackedBytes', size({ min: 1, max: 1 * GiB }), 1 * MiB, 'Bytes of unanswered requests kept per session for replay; beyond it the oldest is no longer tracked (counted).'),
   key('codec.requestTimeout', duration({ min: 1 }), 60 * S, 'A request unanswered this long is no longer tracked (counted as an unanswered timeout).'),
+  key('codec.maxStateFrames', int(1, 100_000), 256, "Frames of a session's protocol state kept for replay (a login, subscriptions); past it the session cannot be resumed (1012 at its next backend change)."),
+  key('codec.maxStateBytes', size({ min: 1, max: 1 * GiB }), 256 * KiB, "Bytes of a session's protocol state kept for replay; past it the session cannot be resumed."),
+  key('codec.resumeTimeout', duration({ min: 1 }), 5 * S, "The longest a new backend may take to answer the replay of a session's protocol state; then it counts as failed."),
   key('codec.orphanAnswers', oneOf(['forward', 'drop'] as const), 'forward', "A client's answer to a call from a backend that has died since: forward it to the new backend, or drop it."),
   key('shutdown.grace', duration(), 30 * S, 'On SIGTERM, time given to sessions to migrate or finish before they are closed.'),
 

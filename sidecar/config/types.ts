@@ -96,6 +96,8 @@ export interface SidecarConfig {
     bufferMaxMessages: number;
     backoff: { initial: Millis; max: Millis; multiplier: number; jitter: number };
     reconnectHeader: { name: string; value: string };
+    /** resume: move the session to another backend; close: close it with 1012 so the client reconnects. */
+    mode: 'resume' | 'close';
     /** Planned migration: the longest the old backend is given to finish before the switch. */
     drainTimeout: Millis;
   };
@@ -127,12 +129,17 @@ export interface SidecarConfig {
     localAddress: string;
   };
   codec: {
-    /** none | ocpp | json-rpc | module:/path/to/codec.js — for paths not matched below. */
+    /** auto | none | stateful | a built-in codec | module:/path/to/codec.js — for paths not matched below. */
     default: string;
     /** "prefix=codec" entries; the longest matching path prefix picks the codec. */
     paths: string[];
     maxTrackedRequests: number;
     maxTrackedBytes: number;
+    /** A session's protocol state kept for replay: past either bound it cannot be resumed. */
+    maxStateFrames: number;
+    maxStateBytes: number;
+    /** The longest a new backend may take to answer the replay. */
+    resumeTimeout: Millis;
     /** An unanswered request is forgotten (and counted) after this long. */
     requestTimeout: Millis;
     /** A client's answer to a call from a backend that has since died: forward it to the new backend, or drop it. */
