@@ -4,9 +4,10 @@
 // to /topic/a and /topic/b every 50 ms. When the serving broker is SIGKILLed or drained, the
 // sidecar replays the CONNECT and the live SUBSCRIBEs to the other and swallows its CONNECTED: the
 // client's connection carries on, fed by the new broker, without a second onConnect, a close or an
-// ERROR. A broker refusing the replayed CONNECT sends the client its ERROR and a close; a session
-// that cannot be resumed (state over its bound, failover.mode close) gets 1012 and stompjs
-// reconnects by itself.
+// ERROR; a receipted SEND the dead broker never answered is replayed after the resume. A broker
+// refusing the replayed CONNECT sends the client its ERROR and a close (1008); one whose heart-beat
+// needs the client cannot meet gets a 1012; a session that cannot be resumed (state over its
+// bound, failover.mode close) gets 1012 and stompjs reconnects by itself.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -42,9 +43,9 @@ class Broker {
     return `ws://127.0.0.1:${this.port}`;
   }
 
-  static async start(id: string, token = TOKEN): Promise<Broker> {
+  static async start(id: string, token = TOKEN, heartbeat = BROKER_HEARTBEAT): Promise<Broker> {
     const b = new Broker(id);
-    const child = spawn(process.execPath, [script, '--port', '0', '--host', '127.0.0.1', '--id', id, '--token', token, '--heartbeat', BROKER_HEARTBEAT]);
+    const child = spawn(process.execPath, [script, '--port', '0', '--host', '127.0.0.1', '--id', id, '--token', token, '--heartbeat', heartbeat]);
     b.child = child;
     live.add(b);
     let stderr = '';
@@ -73,6 +74,11 @@ class Broker {
 
   of(event: string): FixtureEvent[] {
     return this.events.filter((e) => e.event === event);
+  }
+
+  /** SIGSTOP: the broker stops reading and answering (its socket stays open). */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
   }
 
   async kill(): Promise<void> {
@@ -164,6 +170,21 @@ class StompUser {
   }
 }
 
+/** A codec counter's value for the stomp codec, from the sidecar's registry. */
+async function stompMetric(sidecar: Sidecar, name: string): Promise<number> {
+  const text = await sidecar.metrics.registry.getSingleMetricAsString(name);
+  const m = new RegExp(`^${name}\\{codec="stomp"\\} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+async function stompMetrics(sidecar: Sidecar): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const n of ['resumes', 'resumed', 'resume_answers_swallowed', 'resume_refusals', 'unresumable_sessions']) {
+    out[n] = await stompMetric(sidecar, `baton_codec_${n}_total`);
+  }
+  return out;
+}
+
 function config(brokers: { id: string; url: string; standby?: boolean }[], extra = ''): string {
   return (
     `session: { pingInterval: 1s, pongTimeout: 1s }\n${extra}` +
@@ -215,7 +236,7 @@ describe('STOMP sessions resumed on another backend', () => {
     ({ sidecar, url } = await startSidecar(config([a, b])));
     user = new StompUser(url);
     const { victim, survivor } = await serving(user, a, b);
-    assert.equal(survivor.of('connection').length, 0, 'the survivor has no session yet');
+    assert.equal(survivor.of('connect').length, 0, 'the survivor has no STOMP session yet');
     await user.request('before-kill');
     const killedAt = Date.now();
     await victim.kill();
@@ -235,6 +256,29 @@ describe('STOMP sessions resumed on another backend', () => {
     await waitFor(() => user!.from(survivor.id, 'a', resumedAt + 2500).length > 0 || user!.closes.length > 0, 'the feed 2.5 s on', 5000);
     user.assertUntouched();
     assert.equal(survivor.of('disconnected').length, 0, 'the survivor kept the session');
+    assert.deepEqual(await stompMetrics(sidecar), { resumes: 1, resumed: 1, resume_answers_swallowed: 1, resume_refusals: 0, unresumable_sessions: 0 });
+  });
+
+  test('a receipted SEND the dying broker never answered is replayed to the new one after the resume, its RECEIPT delivered once', async () => {
+    const a = await Broker.start('a');
+    const b = await Broker.start('b');
+    let url: string;
+    ({ sidecar, url } = await startSidecar(config([a, b])));
+    user = new StompUser(url);
+    const { victim, survivor } = await serving(user, a, b);
+    victim.pause();
+    const receipts: string[] = [];
+    user.client.onUnhandledReceipt = (f) => receipts.push(`unhandled ${f.headers['receipt-id']}`);
+    const answered = user.request('in-flight', 5000).then((f) => receipts.push(f.headers['receipt-id']!));
+    await new Promise((r) => setTimeout(r, 100)); // the SEND has gone to the stopped broker
+    await victim.kill();
+    await answered;
+    await waitFor(() => user!.from(survivor.id, 'a').length >= 3, 'the feed from the survivor', 3000);
+    assert.deepEqual(receipts, ['in-flight'], 'one RECEIPT');
+    assert.deepEqual(survivor.of('send').map((e) => e.receipt), ['in-flight']);
+    // On the wire to the survivor: the replayed CONNECT and SUBSCRIBEs, then the replayed SEND.
+    assert.deepEqual(survivor.of('frame').map((e) => e.command).slice(0, 4), ['CONNECT', 'SUBSCRIBE', 'SUBSCRIBE', 'SEND']);
+    user.assertUntouched();
   });
 
   test('after an UNSUBSCRIBE, only the remaining subscription is resumed', async () => {
@@ -274,6 +318,7 @@ describe('STOMP sessions resumed on another backend', () => {
     assert.deepEqual(survivor.of('connect').length, 1);
     assert.deepEqual(survivor.of('subscribe').map((e) => [e.id, e.topic]), [['sub-0', '/topic/a'], ['sub-1', '/topic/b']]);
     user.assertUntouched();
+    assert.deepEqual(await stompMetrics(sidecar), { resumes: 1, resumed: 1, resume_answers_swallowed: 1, resume_refusals: 0, unresumable_sessions: 0 });
   });
 
   test('the new broker refuses the replayed CONNECT (another passcode): the client gets its ERROR and a close, not a zombie session', async () => {
@@ -291,6 +336,23 @@ describe('STOMP sessions resumed on another backend', () => {
     assert.deepEqual(user.closes, [1008]);
     assert.equal(user.connects, 1);
     assert.equal(user.from('b').length, 0);
+    assert.deepEqual(await stompMetrics(sidecar), { resumes: 1, resumed: 0, resume_answers_swallowed: 0, resume_refusals: 1, unresumable_sessions: 0 });
+  });
+
+  test('a new broker wanting heart-beats more often than the client was told to send them: 1012, and stompjs reconnects and negotiates with it', async () => {
+    // The client offers to send every 1 s; a wants one every 3 s (the client sends every 3 s), b every 1 s.
+    const a = await Broker.start('a', TOKEN, '0,3000');
+    const b = await Broker.start('b', TOKEN, '0,1000');
+    let url: string;
+    ({ sidecar, url } = await startSidecar(config([a, { id: b.id, url: b.url, standby: true }])));
+    user = new StompUser(url, { reconnectDelay: 100 });
+    await serving(user, a, b);
+    await a.kill();
+    await waitFor(() => user!.connects === 2 && user!.from('b', 'a').length > 0, 'reconnected to b', 5000);
+    assert.deepEqual(user.closes, [1012]);
+    assert.deepEqual(user.stompErrors, []);
+    assert.equal(b.of('connect').length, 2, 'the replayed CONNECT, then the client\'s own');
+    assert.deepEqual(await stompMetrics(sidecar), { resumes: 1, resumed: 0, resume_answers_swallowed: 0, resume_refusals: 1, unresumable_sessions: 0 });
   });
 
   for (const [name, extra] of [
@@ -311,6 +373,7 @@ describe('STOMP sessions resumed on another backend', () => {
       assert.deepEqual(user.stompErrors, []);
       assert.equal(survivor.of('connect').length, 1, 'one CONNECT: the client\'s new one, nothing replayed');
       assert.deepEqual(user.closes, [1012]);
+      assert.deepEqual(await stompMetrics(sidecar), { resumes: 0, resumed: 0, resume_answers_swallowed: 0, resume_refusals: 0, unresumable_sessions: 1 });
     });
   }
 });

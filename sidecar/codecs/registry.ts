@@ -7,6 +7,7 @@ import type { SidecarConfig } from '../config/types.js';
 import type { CodecModule, ProtocolState, SessionCodec } from './codec.js';
 import { createJsonRpcCodec } from './json-rpc.js';
 import { createOcppCodec } from './ocpp.js';
+import { createStompCodec } from './stomp.js';
 import { newCodecStats, type CodecStats } from './tracker.js';
 
 export interface ActiveCodec {
@@ -19,6 +20,7 @@ const BUILTINS: Readonly<Record<string, () => SessionCodec>> = {
   ocpp: createOcppCodec,
   'json-rpc': createJsonRpcCodec,
   stateful: createStatefulCodec,
+  stomp: createStompCodec,
 };
 
 /** A path declared to carry a stateful protocol the sidecar cannot resume: 1012 at a backend change. */
