@@ -2,7 +2,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { WebSocket } from 'ws';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
-import type { ProtocolState } from './codecs/codec.js';
+import type { Frame, ProtocolState } from './codecs/codec.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
 import type { SidecarConfig } from './config/types.js';
@@ -155,6 +155,8 @@ export class Session {
   private resuming = false;
   /** The leg held messages were last flushed to: a new one gets the unanswered requests first. */
   private servedLeg = 1;
+  /** The replay's frames that wait for the new backend's answer (Frame.afterResume). */
+  private afterResume: Frame[] | null = null;
   private buffer: Buffered[] = [];
   bufferedBytes = 0;
   /** Cancels the dial or wait under way (a client gone, a session closed). */
@@ -554,8 +556,11 @@ export class Session {
     const serving = this.leg!;
     if (this.servedLeg !== leg.no) {
       this.servedLeg = leg.no;
-      // Codec sessions: requests the previous backend never answered go first, in their order.
       const hwm = this.host.config.session.highWaterMarkBytes;
+      // The replay's frames that waited for the new backend's answer, then (codec sessions) the
+      // requests the previous backend never answered, in their order.
+      for (const f of this.afterResume ?? []) this.toBackend.forward(serving, f.data, f.isBinary, hwm);
+      this.afterResume = null;
       this.tracker?.replay((data, isBinary) => this.toBackend.forward(serving, data, isBinary, hwm));
     }
     this.relaying = true;
@@ -582,13 +587,27 @@ export class Session {
   private resume(leg: Leg): void {
     this.adopt(leg);
     const serving = this.leg!;
+    // The state may have become unmovable since the backend change began (a migration's hold).
+    const unmovable = this.unresumable();
+    if (unmovable !== null) {
+      queueMicrotask(() => this.close('unresumable', 1012, 'service restart', 1001));
+      return;
+    }
     const frames = this.protocolState!.replay();
     this.codec!.stats.resumes++;
     this.resuming = true;
     const hwm = this.host.config.session.highWaterMarkBytes;
-    for (const f of frames) this.toBackend.forward(serving, f.data, f.isBinary, hwm);
-    if (frames.length > 0) return;
-    // Nothing to replay: resumed at once (after this step's effects).
+    this.afterResume = null;
+    let sent = 0;
+    for (const f of frames) {
+      if (f.afterResume) (this.afterResume ??= []).push(f);
+      else {
+        this.toBackend.forward(serving, f.data, f.isBinary, hwm);
+        sent++;
+      }
+    }
+    if (sent > 0) return;
+    // Nothing to wait for: resumed at once (after this step's effects).
     queueMicrotask(() => {
       if (!this.resuming || this.leg !== serving) return;
       this.resuming = false;

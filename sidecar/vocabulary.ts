@@ -2,6 +2,10 @@
 // machine, the pool, the metrics, the admin contract and the operator import these; a metric's
 // label values and an API's enum are these lists, so they cannot drift apart.
 
+/** The built-in session codecs by config name (codec.default, codec.paths); `stateful` resumes nothing: 1012. */
+export const BUILTIN_CODECS = ['ocpp', 'json-rpc', 'socket.io', 'graphql-ws', 'stomp', 'stateful'] as const;
+export type BuiltinCodec = (typeof BUILTIN_CODECS)[number];
+
 /** A backend's administrative state (config, admin API, operator). */
 export const BACKEND_STATES = ['enabled', 'disabled', 'draining'] as const;
 export type BackendState = (typeof BACKEND_STATES)[number];

@@ -38,6 +38,13 @@ export interface StateLimits {
 export interface Frame {
   data: Buffer;
   isBinary: boolean;
+  /**
+   * A replay frame that may only go once the new backend has answered the replay (resumeAnswer
+   * said 'resumed'); it then goes first, before unanswered requests and held messages. For a
+   * server that handles frames concurrently and refuses operations until its handshake is
+   * acknowledged (graphql-transport-ws closes a `subscribe` before its connection_ack with 4401).
+   */
+  afterResume?: boolean;
 }
 
 /**

@@ -5,8 +5,11 @@ import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { SidecarConfig } from '../config/types.js';
 import type { CodecModule, ProtocolState, SessionCodec } from './codec.js';
+import { BUILTIN_CODECS, type BuiltinCodec } from '../vocabulary.js';
+import { createGraphqlWsCodec } from './graphql-ws.js';
 import { createJsonRpcCodec } from './json-rpc.js';
 import { createOcppCodec } from './ocpp.js';
+import { createSocketIoCodec } from './socketio.js';
 import { createStompCodec } from './stomp.js';
 import { newCodecStats, type CodecStats } from './tracker.js';
 
@@ -16,11 +19,13 @@ export interface ActiveCodec {
 }
 
 /** The built-in codecs by config name. */
-const BUILTINS: Readonly<Record<string, () => SessionCodec>> = {
+const BUILTINS: Readonly<Record<BuiltinCodec, () => SessionCodec>> = {
   ocpp: createOcppCodec,
   'json-rpc': createJsonRpcCodec,
-  stateful: createStatefulCodec,
+  'socket.io': createSocketIoCodec,
+  'graphql-ws': createGraphqlWsCodec,
   stomp: createStompCodec,
+  stateful: createStatefulCodec,
 };
 
 /** A path declared to carry a stateful protocol the sidecar cannot resume: 1012 at a backend change. */
@@ -79,9 +84,9 @@ export async function loadCodecs(config: SidecarConfig['codec']): Promise<CodecR
   };
   const detectable: ActiveCodec[] = [];
   if (config.default === 'auto') {
-    for (const name of Object.keys(BUILTINS)) {
-      const active = (await get(name, 'codec.default'))!;
-      if (active.codec.subprotocols || active.codec.matchesRequest) detectable.push(active);
+    for (const name of BUILTIN_CODECS) {
+      const probe = BUILTINS[name]();
+      if (probe.subprotocols || probe.matchesRequest) detectable.push((await get(name, 'codec.default'))!);
     }
   }
   const fallback = config.default === 'auto' ? 'auto' : await get(config.default, 'codec.default');
@@ -95,8 +100,7 @@ export async function loadCodecs(config: SidecarConfig['codec']): Promise<CodecR
 }
 
 async function instantiate(name: string, key: string): Promise<SessionCodec> {
-  const builtin = BUILTINS[name];
-  if (builtin) return builtin();
+  if ((BUILTIN_CODECS as readonly string[]).includes(name)) return BUILTINS[name as BuiltinCodec]();
   const file = resolve(name.slice('module:'.length));
   let mod: Partial<CodecModule>;
   try {

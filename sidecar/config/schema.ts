@@ -5,7 +5,7 @@
 // that each entry's value type and default match the field's type.
 
 import { isIP } from 'node:net';
-import { BACKEND_STATES, type BackendState } from '../vocabulary.js';
+import { BACKEND_STATES, BUILTIN_CODECS, type BackendState } from '../vocabulary.js';
 import type {
   BackendSpec,
   HashKey,
@@ -315,15 +315,15 @@ function listOf<T>(
 
 export const stringList = (): ValueType<string[]> => listOf(str(), 'list of strings');
 
-export const BUILTIN_CODECS = ['auto', 'none', 'stateful', 'ocpp', 'json-rpc'];
+const CODEC_NAMES: readonly string[] = ['auto', 'none', ...BUILTIN_CODECS];
 
 function isCodecName(s: string): boolean {
-  return BUILTIN_CODECS.includes(s) || (s.startsWith('module:') && s.length > 'module:'.length);
+  return CODEC_NAMES.includes(s) || (s.startsWith('module:') && s.length > 'module:'.length);
 }
 
 /** none | ocpp | json-rpc | module:/path/to/codec.js */
 export function codecName(): ValueType<string> {
-  return str({ check: isCodecName, expected: `a codec (${BUILTIN_CODECS.join(', ')} or module:/path/to/codec.js)`, describe: 'codec name' });
+  return str({ check: isCodecName, expected: `a codec (${CODEC_NAMES.join(', ')} or module:/path/to/codec.js)`, describe: 'codec name' });
 }
 
 /** "prefix=codec", e.g. "/ocpp=ocpp". */
