@@ -171,6 +171,18 @@ test('stomp state: CONNECT then the live SUBSCRIBEs in order; UNSUBSCRIBE remove
   assert.equal(s.unresumable(), null);
 });
 
+test('stomp state: the CONNECT goes at once, the SUBSCRIBEs once the new backend has answered CONNECTED (afterResume)', () => {
+  const s = connectedState();
+  s.sent(SUB_A, false);
+  const unsub = client('UNSUBSCRIBE', { receipt: 'ur', id: 'sub-0' });
+  s.sent(unsub, false);
+  assert.deepEqual(s.replay().map((f) => [f.data.toString(), f.afterResume === true]), [
+    [CONNECT.toString(), false],
+    [SUB_A.toString(), true],
+    [unsub.toString(), true],
+  ]);
+});
+
 test('stomp state: frames are copied (socket buffers may be reused) and keep their binary flag', () => {
   const s = newState();
   const buf = Buffer.from(CONNECT);

@@ -27,15 +27,19 @@
 //   without id by its destination), minus UNSUBSCRIBEs; open transactions; receipts still awaited
 //   for SUBSCRIBE/UNSUBSCRIBE/COMMIT/ABORT/ACK/NACK; for subscriptions with ack mode client or
 //   client-individual, the messages delivered and not yet ACKed/NACKed.
-// - replay(): the CONNECT, then each SUBSCRIBE in order. A receipt the old backend already answered
-//   is removed from the replayed frame (the client must not get it twice); a receipt still awaited
-//   is kept, so the new backend answers it. An UNSUBSCRIBE whose receipt is awaited is replayed
-//   after its SUBSCRIBE, for the same reason. Nothing is replayed before the first CONNECTED: the
-//   CONNECT is then an unanswered request, which the tracker replays.
+// - replay(): the CONNECT, then each SUBSCRIBE in order, the SUBSCRIBEs only once the new backend
+//   has answered CONNECTED (Frame.afterResume), as the client itself sent them: a broker need not
+//   take frames before its CONNECTED (Spring's STOMP broker relay ignores a client's frames until
+//   the broker behind it has answered CONNECTED). A receipt the old backend already answered is removed from a replayed SUBSCRIBE
+//   (the client must not get it twice); a receipt still awaited is kept, so the new backend
+//   answers it. An UNSUBSCRIBE whose receipt is awaited is replayed after its SUBSCRIBE, for the
+//   same reason. Nothing is replayed before the first CONNECTED: the CONNECT is then an unanswered
+//   request, which the tracker replays.
 // - resumeAnswer(): the resume is complete at the new backend's CONNECTED (swallowed: the client
-//   has its own). STOMP processes a connection's frames in order, so the replayed SUBSCRIBEs are
-//   in place before anything the client sends next; waiting for a receipt on the last one would
-//   also hang on brokers that answer receipts on SEND only (stomp-broker-js answers none). An ERROR
+//   has its own); the SUBSCRIBEs go next, before the unanswered requests and the client's held
+//   frames, and STOMP handles a connection's frames in order, so they are in place before anything
+//   the client sends next. Waiting for a receipt on the last SUBSCRIBE instead would hang on
+//   brokers that answer receipts on SEND only (stomp-broker-js answers none). An ERROR
 //   instead (bad credentials, unsupported version) is a refusal: forwarded, then the client is
 //   closed with 1008 (policy violation; RabbitMQ closes with 1000 after an ERROR, a rejected login
 //   is the usual cause). A CONNECTED whose version or heart-beats the client's old negotiation
@@ -760,8 +764,8 @@ class StompState implements ProtocolState {
     for (const sub of this.subs.values()) {
       // A receipt already delivered must not come again; one still awaited is asked of the new backend.
       const frame = sub.hadReceipt && sub.receipt === null ? withoutReceipt(sub.frame) : sub.frame;
-      frames.push({ data: frame, isBinary: sub.isBinary });
-      if (sub.unsubscribe) frames.push({ data: sub.unsubscribe.frame, isBinary: sub.unsubscribe.isBinary });
+      frames.push({ data: frame, isBinary: sub.isBinary, afterResume: true });
+      if (sub.unsubscribe) frames.push({ data: sub.unsubscribe.frame, isBinary: sub.unsubscribe.isBinary, afterResume: true });
     }
     this.resuming = true;
     return frames;
