@@ -6,8 +6,8 @@
 // line, header lines, then a jump over the body by content-length or a memchr for the NUL) with no
 // allocation but the id strings it returns.
 //
-// WebSocket framing: one STOMP frame per WebSocket message is what stompjs sends and what RabbitMQ,
-// Artemis, Spring and stomp-broker-js send. Several whole frames in one message are read one by one
+// WebSocket framing: one STOMP frame per WebSocket message is what stompjs sends and what RabbitMQ's
+// Web STOMP and stomp-broker-js send. Several whole frames in one message are read one by one
 // (both directions). A frame split across messages (stompjs' splitLargeFrames, off by default) is
 // not followed: classify() calls each piece 'malformed' and the state ignores it.
 //
@@ -30,16 +30,16 @@
 // - replay(): the CONNECT, then each SUBSCRIBE in order, the SUBSCRIBEs only once the new backend
 //   has answered CONNECTED (Frame.afterResume), as the client itself sent them: a broker need not
 //   take frames before its CONNECTED (Spring's STOMP broker relay ignores a client's frames until
-//   the broker behind it has answered CONNECTED). A receipt the old backend already answered is removed from a replayed SUBSCRIBE
-//   (the client must not get it twice); a receipt still awaited is kept, so the new backend
-//   answers it. An UNSUBSCRIBE whose receipt is awaited is replayed after its SUBSCRIBE, for the
-//   same reason. Nothing is replayed before the first CONNECTED: the CONNECT is then an unanswered
+//   the broker behind it has answered CONNECTED). A receipt the old backend already answered is
+//   removed from a replayed SUBSCRIBE (the client must not get it twice); a receipt still awaited
+//   is kept, so the new backend answers it. An UNSUBSCRIBE whose receipt is awaited is replayed
+//   after its SUBSCRIBE, for the same reason. Nothing is replayed before the first CONNECTED: the CONNECT is then an unanswered
 //   request, which the tracker replays.
 // - resumeAnswer(): the resume is complete at the new backend's CONNECTED (swallowed: the client
 //   has its own); the SUBSCRIBEs go next, before the unanswered requests and the client's held
 //   frames, and STOMP handles a connection's frames in order, so they are in place before anything
 //   the client sends next. Waiting for a receipt on the last SUBSCRIBE instead would hang on
-//   brokers that answer receipts on SEND only (stomp-broker-js answers none). An ERROR
+//   brokers that do not answer one there (stomp-broker-js answers DISCONNECT's only). An ERROR
 //   instead (bad credentials, unsupported version) is a refusal: forwarded, then the client is
 //   closed with 1008 (policy violation; RabbitMQ closes with 1000 after an ERROR, a rejected login
 //   is the usual cause). A CONNECTED whose version or heart-beats the client's old negotiation
