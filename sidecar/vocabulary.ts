@@ -3,7 +3,7 @@
 // label values and an API's enum are these lists, so they cannot drift apart.
 
 /** The built-in session codecs by config name (codec.default, codec.paths); `stateful` resumes nothing: 1012. */
-export const BUILTIN_CODECS = ['ocpp', 'json-rpc', 'socket.io', 'graphql-ws', 'mqtt', 'stateful'] as const;
+export const BUILTIN_CODECS = ['ocpp', 'json-rpc', 'socket.io', 'graphql-ws', 'mqtt', 'stomp', 'stateful'] as const;
 export type BuiltinCodec = (typeof BUILTIN_CODECS)[number];
 
 /** A backend's administrative state (config, admin API, operator). */

@@ -22,7 +22,15 @@ import { freePort, TestClient, waitFor } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
-import { OperatorProcess, operatorKubeconfig } from './kube/operator-process.js';
+import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
+import {
+  condition,
+  deployment as podDeployment,
+  readBalancer,
+  revisionGone as revisionDropped,
+  sessionsOn as sessionsOnRevision,
+  waitForPromoted as waitForRevisionPromoted,
+} from './kube/rollout.js';
 import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
@@ -32,22 +40,8 @@ const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 /** Every backend pod answers each message after a random delay in this range (ms), in order per connection. */
 const ANSWER_DELAY = '1-200';
 
-function deployment(name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment {
-  return {
-    metadata: { name, namespace: NS },
-    spec: {
-      replicas,
-      selector: { matchLabels: labels },
-      template: {
-        metadata: { labels },
-        spec: {
-          terminationGracePeriodSeconds: 30,
-          containers: [{ name: 'main', image: 'example.invalid/none:1', ...(port ? { ports: [{ name: 'ws', containerPort: port }] } : {}) }],
-        },
-      },
-    },
-  };
-}
+const deployment = (name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment =>
+  podDeployment(NS, name, labels, replicas, port);
 
 const backendLabels = (version: string) => ({ app: 'echo', version, [ROLE_LABEL]: 'backend' });
 
@@ -161,24 +155,12 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
   const sessions: TrackedSession[] = [];
 
   const startOperator = async (identity: string): Promise<OperatorProcess> => {
-    const op = new OperatorProcess(identity, kubeconfig, await freePort(), [
-      '--lease-namespace', OPERATOR_NS,
-      '--lease-duration', '3s',
-      '--lease-retry-period', '500ms',
-      '--resync', '5s',
-      '--sidecar-timeout', '1s',
-      '--sidecar-attempts', '2',
-      // Both replicas run on one host: no admission webhook (test/webhook.test.ts covers it).
-      '--webhook-address', '',
-    ]);
+    const op = new OperatorProcess(identity, kubeconfig, await freePort(), testOperatorArgs(OPERATOR_NS));
     operators.push(op);
     return op;
   };
 
-  const getBalancer = async (name: string): Promise<WsBalancer> =>
-    (await custom.getNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name })) as WsBalancer;
-
-  const condition = (wsb: WsBalancer, type: string) => wsb.status?.conditions?.find((c) => c.type === type);
+  const getBalancer = (name: string): Promise<WsBalancer> => readBalancer(custom, NS, name);
 
   const patchBalancer = (name: string, body: object) =>
     custom.patchNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name, body }, mergePatch);
@@ -361,30 +343,12 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
   };
 
   /** Sessions per revision over the sidecars that carry clients. */
-  const sessionsOn = async (revision: string): Promise<number> => {
-    let n = 0;
-    for (const s of clientSidecars()) for (const b of (await s.admin<BackendsResponse>('/backends')).backends) if (b.labels.revision === revision) n += b.sessions;
-    return n;
-  };
+  const sessionsOn = (revision: string): Promise<number> => sessionsOnRevision(clientSidecars(), revision);
 
-  const waitForPromoted = async (revision: string, timeoutMs: number): Promise<WsBalancer> => {
-    let last: WsBalancer | undefined;
-    try {
-      return await eventually(async () => {
-        last = await getBalancer('edge');
-        return last.status?.activeRevision === revision && condition(last, 'Promoted')?.status === 'True' ? last : undefined;
-      }, `revision ${revision} promoted`, timeoutMs, 200);
-    } catch (err) {
-      throw new Error(`${(err as Error).message}; last status: ${JSON.stringify(last?.status)}`);
-    }
-  };
+  const waitForPromoted = (revision: string, timeoutMs: number): Promise<WsBalancer> => waitForRevisionPromoted(custom, NS, 'edge', revision, timeoutMs);
 
   /** Every client sidecar has dropped the revision's backends: each of its sessions has finished moving. */
-  const revisionGone = (revision: string) =>
-    eventually(async () => {
-      const views = await Promise.all(clientSidecars().map((s) => s.admin<BackendsResponse>('/backends')));
-      return views.every((v) => v.backends.every((b) => b.labels.revision !== revision)) ? true : undefined;
-    }, `revision ${revision} dropped by the sidecars`, 30_000, 100);
+  const revisionGone = (revision: string) => revisionDropped(clientSidecars, revision);
 
   test('blue/green: 200 live sessions move from blue to green with no disconnect and no lost message', async () => {
     let n = 0;

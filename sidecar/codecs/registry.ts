@@ -11,6 +11,7 @@ import { createJsonRpcCodec } from './json-rpc.js';
 import { createMqttCodec } from './mqtt.js';
 import { createOcppCodec } from './ocpp.js';
 import { createSocketIoCodec } from './socketio.js';
+import { createStompCodec } from './stomp.js';
 import { newCodecStats, type CodecStats } from './tracker.js';
 
 export interface ActiveCodec {
@@ -25,6 +26,7 @@ const BUILTINS: Readonly<Record<BuiltinCodec, () => SessionCodec>> = {
   'socket.io': createSocketIoCodec,
   'graphql-ws': createGraphqlWsCodec,
   mqtt: createMqttCodec,
+  stomp: createStompCodec,
   stateful: createStatefulCodec,
 };
 

@@ -27,6 +27,23 @@ export async function operatorKubeconfig(cp: ControlPlane, namespace: string, na
   return cp.writeKubeconfig(await cp.serviceAccountToken(namespace, name));
 }
 
+/**
+ * The operator flags of the end-to-end tests: a short lease (a standby takes over within seconds),
+ * fast resync and sidecar timeouts, and no admission webhook (replicas share one host;
+ * test/webhook.test.ts covers it).
+ */
+export function testOperatorArgs(leaseNamespace: string): string[] {
+  return [
+    '--lease-namespace', leaseNamespace,
+    '--lease-duration', '3s',
+    '--lease-retry-period', '500ms',
+    '--resync', '5s',
+    '--sidecar-timeout', '1s',
+    '--sidecar-attempts', '2',
+    '--webhook-address', '',
+  ];
+}
+
 /** A `baton operator` process; its JSON log lines are kept. */
 export class OperatorProcess {
   readonly child: ChildProcess;

@@ -1,6 +1,7 @@
-// The real processes behind the fake kubelet's pods: an echo backend for a pod labelled
-// role=backend, a Baton sidecar for role=sidecar, each bound to the pod's loopback IP.
-import { spawn, type ChildProcess } from 'node:child_process';
+// The real processes behind the fake kubelet's pods: a backend for a pod labelled role=backend (the
+// echo backend, or what the test chooses), a Baton sidecar for role=sidecar, each bound to the pod's
+// loopback IP.
+import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,33 +69,52 @@ export class SidecarProcess {
   }
 }
 
-export interface PodProcessesOptions {
+/** The process serving a backend pod: started before the pod is Ready, SIGTERMed when it is deleted. */
+export interface PodBackend {
+  start(): Promise<void>;
+  /** Sends a signal and, for killing signals, waits until the process is gone. */
+  signal(sig: NodeJS.Signals): Promise<void>;
+}
+
+export interface PodProcessesOptions<B extends PodBackend> {
   /**
    * Extra echo-backend arguments for every backend pod, e.g. `['--answer-delay', '1-200']` for
    * backends that answer late (see tools/echo-backend.ts). Default: none (answers at once).
+   * Only for the default backend (not with `backend`).
    */
   backendArgs?: readonly string[];
+  /**
+   * The process of each backend pod (not started yet): it must listen on the pod's `ip` and `port`
+   * (BACKEND_PORT). Default: the echo backend (tools/echo-backend.ts, tagging answers with the pod name).
+   */
+  backend?: (name: string, ip: string, port: number) => B;
 }
 
-/** Starts and stops the process of each pod the fake kubelet runs (use as its hooks). */
-export class PodProcesses {
-  readonly backends = new Map<string, BackendProcess>();
+/**
+ * Starts and stops the process of each pod the fake kubelet runs (use as its hooks). `B` is the
+ * backend pods' process: the echo backend unless `opts.backend` makes another.
+ */
+export class PodProcesses<B extends PodBackend = BackendProcess> {
+  readonly backends = new Map<string, B>();
   readonly sidecars = new Map<string, SidecarProcess>();
   private readonly dir = mkdtempSync(join(tmpdir(), 'baton-pods-'));
-  private readonly backendArgs: readonly string[];
+  private readonly makeBackend: (name: string, ip: string, port: number) => B;
 
   constructor(
     private readonly adminToken: string,
-    opts: PodProcessesOptions = {},
+    opts: PodProcessesOptions<B> = {},
   ) {
-    this.backendArgs = opts.backendArgs ?? [];
+    if (opts.backend && opts.backendArgs) throw new Error('PodProcesses: backendArgs is for the default echo backend, not with backend');
+    const echoArgs = [...(opts.backendArgs ?? [])];
+    // Without opts.backend, B is its default (BackendProcess).
+    this.makeBackend = opts.backend ?? ((name, ip, port) => new BackendProcess(name, port, [...echoArgs], ip) as unknown as B);
   }
 
   readonly start = async (pod: V1Pod, ip: string): Promise<void> => {
     const name = pod.metadata!.name!;
     const role = pod.metadata?.labels?.[ROLE_LABEL];
     if (role === 'backend') {
-      const b = new BackendProcess(name, BACKEND_PORT, [...this.backendArgs], ip);
+      const b = this.makeBackend(name, ip, BACKEND_PORT);
       await b.start();
       this.backends.set(name, b);
     } else if (role === 'sidecar') {
@@ -153,5 +173,73 @@ export class PodProcesses {
   async waitForSidecars(n: number): Promise<SidecarProcess[]> {
     await waitFor(() => this.sidecars.size >= n, `${n} sidecar processes`, 20_000);
     return [...this.sidecars.values()];
+  }
+}
+
+/** A JSON line a fixture printed on stdout. */
+export interface FixtureEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+/**
+ * A fixture server as a pod's backend: `node <script> ...args`, printing JSON lines on stdout of
+ * which one with `"event": "listening"` says it is ready (test/fixtures/*-server.ts). Every line is
+ * kept in `events`.
+ */
+export class FixtureProcess implements PodBackend {
+  child: ChildProcessWithoutNullStreams | null = null;
+  readonly events: FixtureEvent[] = [];
+
+  constructor(
+    readonly id: string,
+    private readonly script: string,
+    private readonly args: readonly string[],
+  ) {}
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [this.script, ...this.args]);
+    this.child = child;
+    child.stderr.on('data', (c: Buffer) => process.stderr.write(`[${this.id}] ${c.toString()}`));
+    let pending = '';
+    await new Promise<void>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => reject(new Error(`fixture ${this.id} exited early (${code ?? signal})`)));
+      child.stdout.on('data', (chunk: Buffer) => {
+        pending += chunk.toString();
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) !== -1) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          let event: FixtureEvent;
+          try {
+            event = JSON.parse(line) as FixtureEvent;
+          } catch {
+            continue; // not one of its report lines
+          }
+          this.events.push(event);
+          if (event.event === 'listening') resolve();
+        }
+      });
+    });
+    child.removeAllListeners('exit');
+  }
+
+  /** The lines with this `event` (and, when given, these other fields). */
+  of(event: string, fields: Record<string, unknown> = {}): FixtureEvent[] {
+    return this.events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e[k] === v));
+  }
+
+  async signal(sig: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (sig === 'SIGSTOP' || sig === 'SIGCONT') {
+      child.kill(sig);
+      return;
+    }
+    const closed = new Promise((r) => child.once('close', r)); // all its output read
+    child.kill(sig);
+    await closed;
+    this.child = null;
   }
 }

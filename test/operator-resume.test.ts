@@ -1,0 +1,350 @@
+// A blue/green cutover of a stateful protocol on a real control plane: socket.io servers
+// (test/fixtures/socketio-server.ts) run as the pods of two Deployments, blue and green, real
+// sidecars as the pods of a third, the operator as its own process with the chart's permissions.
+// socket.io-client sessions (websocket transport, two namespaces joined with auth, a tick from the
+// server every 50 ms per namespace, an emitWithAck every 250 ms) run through the sidecars while the
+// operator promotes green. What is promised (docs/codecs.md, "What each protocol gets on a backend
+// change"): every session ends up served by green, resumed on it (its namespaces joined again with
+// their auth, the new server's answers swallowed), and the client library notices nothing: no
+// 'disconnect', no second 'connect' or handshake, no 'connect_error', no tick lost or repeated and
+// no gap over a second, every request answered once; blue is left with no session.
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { Manager, type Socket } from 'socket.io-client';
+import type { BackendsResponse } from '../sidecar/admin/contract.js';
+import { freePort, waitFor } from './helpers.js';
+import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
+import { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
+import { deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
+import { ADMIN_PORT, BACKEND_PORT, FixtureProcess, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+
+const NS = 'app';
+const OPERATOR_NS = 'baton-system';
+const ADMIN_TOKEN = 'test-admin-token-0123456789';
+/** The auth every namespace CONNECT carries; the servers refuse any other. */
+const TOKEN = 'sio-token-42';
+const SESSIONS = 30;
+const NAMESPACES = ['/chat', '/news'];
+/** The longest a namespace may go without a tick (they come every 50 ms). */
+const MAX_GAP_MS = 1000;
+/** Engine.IO heartbeats of the servers: the client gives up after 2.5 s without a ping. */
+const PING_INTERVAL_MS = 500;
+const PING_TIMEOUT_MS = 2000;
+
+const socketIoServer = fileURLToPath(new URL('./fixtures/socketio-server.js', import.meta.url));
+const backendLabels = (version: string) => ({ app: 'sio', version, [ROLE_LABEL]: 'backend' });
+/** "sio-green-5d8f7c9b4-x2x7q" → "green". */
+const revisionOf = (pod: string): string => pod.split('-')[1] ?? pod;
+
+interface Tick {
+  n: number;
+  servedBy: string;
+  at: number;
+}
+
+/** What one namespace socket saw. */
+class NsRecord {
+  readonly ticks: Tick[] = [];
+  connects = 0;
+  readonly disconnects: string[] = [];
+  readonly connectErrors: string[] = [];
+
+  constructor(readonly socket: Socket) {
+    socket.on('connect', () => this.connects++);
+    socket.on('disconnect', (reason) => this.disconnects.push(reason));
+    socket.on('connect_error', (err: Error) => this.connectErrors.push(err.message));
+    socket.on('tick', (t: { n: number; servedBy: string }) => this.ticks.push({ n: t.n, servedBy: t.servedBy, at: Date.now() }));
+  }
+
+  /** The longest time without a tick, from the first one until `until`. */
+  maxGap(until: number): number {
+    let gap = 0;
+    this.ticks.forEach((t, i) => (gap = Math.max(gap, t.at - (this.ticks[i - 1]?.at ?? t.at))));
+    return Math.max(gap, until - (this.ticks.at(-1)?.at ?? until));
+  }
+}
+
+interface Request {
+  i: number;
+  servedBy?: string;
+  error?: string;
+}
+
+/** A socket.io-client Manager on one sidecar with a socket per namespace, recording everything. */
+class SioSession {
+  readonly manager: Manager;
+  readonly ns = new Map<string, NsRecord>();
+  /** Engine.IO packets the client received, by type; socket.io CONNECT answers by namespace. */
+  handshakes = 0;
+  readonly connectAnswers = new Map<string, number>();
+  readonly requests: Request[] = [];
+  private readonly pending = new Set<Promise<void>>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly via: SidecarProcess,
+  ) {
+    this.manager = new Manager(via.url, { transports: ['websocket'], reconnectionDelay: 100, reconnectionDelayMax: 300, randomizationFactor: 0 });
+    const watch = () => {
+      this.manager.engine.on('packet', (p: { type: string; data?: unknown }) => {
+        if (p.type === 'open') this.handshakes++;
+        const m = p.type === 'message' && typeof p.data === 'string' ? /^0(\/[^,]*)?,?\{/.exec(p.data) : null;
+        if (m) this.connectAnswers.set(m[1] ?? '/', (this.connectAnswers.get(m[1] ?? '/') ?? 0) + 1);
+      });
+    };
+    watch(); // the Manager opened its engine in its constructor
+    this.manager.on('reconnect_attempt', () => queueMicrotask(watch));
+    for (const n of NAMESPACES) this.ns.set(n, new NsRecord(this.manager.socket(n, { auth: { token: TOKEN } })));
+  }
+
+  get(n: string): NsRecord {
+    return this.ns.get(n)!;
+  }
+
+  /** An emitWithAck on /chat every `everyMs`, each recorded with its answer (or its error). */
+  startRequests(everyMs: number): void {
+    this.timer = setInterval(() => {
+      const r: Request = { i: this.requests.length };
+      this.requests.push(r);
+      const p = (this.get('/chat').socket.timeout(5000).emitWithAck('echo', { session: this.id, i: r.i }) as Promise<{ servedBy: string }>).then(
+        (a) => void (r.servedBy = a.servedBy),
+        (err: Error) => void (r.error = err.message),
+      );
+      this.pending.add(p);
+      void p.then(() => this.pending.delete(p));
+    }, everyMs);
+  }
+
+  async stopRequests(): Promise<void> {
+    clearInterval(this.timer);
+    await Promise.all(this.pending);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+    for (const r of this.ns.values()) r.socket.disconnect();
+    this.manager.engine?.close();
+  }
+}
+
+describe('operator on a real API server: a socket.io blue/green cutover', { timeout: 180_000 }, () => {
+  let cp: ControlPlane;
+  let admin: KubeConfig;
+  let apps: AppsV1Api;
+  let custom: CustomObjectsApi;
+  let kubelet: FakeKubelet;
+  let pods: PodProcesses<FixtureProcess>;
+  let operator: OperatorProcess | undefined;
+  const sessions: SioSession[] = [];
+
+  const sidecars = (): SidecarProcess[] => [...pods.sidecars.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const backendsOf = (revision: string): FixtureProcess[] => [...pods.backends.values()].filter((b) => revisionOf(b.id) === revision);
+
+  before(async () => {
+    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
+    await cp.ensureNamespace(OPERATOR_NS);
+    await cp.ensureNamespace(NS);
+    admin = cp.kubeConfig();
+    apps = admin.makeApiClient(AppsV1Api);
+    const core = admin.makeApiClient(CoreV1Api);
+    custom = admin.makeApiClient(CustomObjectsApi);
+    await installCrd(admin);
+    const kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+
+    // Each backend pod is a socket.io server on the pod's IP and the backend port, tagging its ticks and answers with the pod's name.
+    pods = new PodProcesses(ADMIN_TOKEN, {
+      backend: (name, ip, port) =>
+        new FixtureProcess(name, socketIoServer, [
+          '--host', ip,
+          '--port', String(port),
+          '--id', name,
+          '--token', TOKEN,
+          '--ping-interval', String(PING_INTERVAL_MS),
+          '--ping-timeout', String(PING_TIMEOUT_MS),
+        ]),
+    });
+    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
+    kubelet.onPodStart(pods.start);
+    kubelet.onPodStop(pods.stop);
+
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 2) });
+    await core.createNamespacedService({
+      namespace: NS,
+      body: { metadata: { name: 'sio' }, spec: { selector: { app: 'sio' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
+    });
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-blue', backendLabels('blue'), 2, BACKEND_PORT) });
+    await custom.createNamespacedCustomObject({
+      group: 'baton.dev',
+      version: 'v1alpha1',
+      namespace: NS,
+      plural: 'wsbalancers',
+      body: {
+        apiVersion: 'baton.dev/v1alpha1',
+        kind: 'WsBalancer',
+        metadata: { name: 'edge' },
+        spec: {
+          sidecarSelector: { matchLabels: { app: 'edge' } },
+          sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
+          backend: { service: 'sio', port: 'ws', revisionLabel: 'version' },
+          rollout: { blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 20, drainDeadlineSeconds: 60 } },
+        },
+      },
+    });
+    await pods.waitForSidecars(2);
+    operator = new OperatorProcess('operator-a', kubeconfig, await freePort(), testOperatorArgs(OPERATOR_NS));
+  });
+
+  after(async () => {
+    for (const s of sessions) s.close();
+    await operator?.kill();
+    await kubelet?.stop();
+    await pods?.stopAll();
+    await cp?.stop();
+  });
+
+  test(`${SESSIONS} socket.io sessions (two namespaces with auth) move from blue to green: no disconnect, no second connect, ticks keep coming, every request answered once`, async (t) => {
+    // Both sidecars hold both blue pods before a client connects (so no session moves between blue pods).
+    await eventually(async () => {
+      const views = await Promise.all(sidecars().map((s) => s.admin<BackendsResponse>('/backends')));
+      return views.every((v) => v.backends.filter((b) => b.state === 'enabled' && b.labels.revision === 'blue').length === 2) ? true : undefined;
+    }, 'both sidecars hold the two blue pods', 30_000, 100);
+
+    for (let i = 0; i < SESSIONS; i++) sessions.push(new SioSession(`s${i}`, sidecars()[i % 2]!));
+    await waitFor(
+      () => sessions.every((s) => NAMESPACES.every((n) => s.get(n).socket.connected && s.get(n).ticks.length >= 3)),
+      'every session connected on both namespaces, ticking',
+      15_000,
+    );
+    for (const s of sessions) s.startRequests(250);
+    await waitFor(() => sessions.every((s) => s.requests.some((r) => r.servedBy)), 'a request of every session answered', 10_000);
+    for (const s of sessions) for (const n of NAMESPACES) assert.equal(revisionOf(s.get(n).ticks[0]!.servedBy), 'blue', `${s.id}${n}: served by blue first`);
+
+    // Green comes up; the operator previews it, promotes it after a second and drains blue at 20 sessions/s per sidecar.
+    const greenAt = Date.now();
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-green', backendLabels('green'), 2, BACKEND_PORT) });
+    const promoted = await waitForPromoted(custom, NS, 'edge', 'green', 45_000);
+    const promotedAt = Date.now();
+    assert.equal(promoted.status?.previousRevision, 'blue');
+    await eventually(async () => ((await sessionsOn(sidecars(), 'green')) === SESSIONS ? true : undefined), `${SESSIONS} sessions on green`, 30_000, 100);
+    assert.equal(await sessionsOn(sidecars(), 'blue'), 0, 'no session left on blue');
+    await revisionGone(sidecars, 'blue');
+    const movedAt = Date.now();
+    // Blue's own view: every namespace socket it accepted has been let go.
+    await eventually(
+      async () => (backendsOf('blue').every((b) => b.of('connect').length === b.of('disconnect').length) ? true : undefined),
+      'the blue servers have no socket left',
+      10_000,
+      100,
+    );
+    const blueSockets = backendsOf('blue').reduce((n, b) => n + b.of('connect').length, 0);
+    assert.equal(blueSockets, SESSIONS * NAMESPACES.length, 'blue served every namespace of every session, once');
+
+    // Longer than the client's ping timeout (interval + timeout): green's heartbeats reach the client and its pongs reach green.
+    await new Promise((r) => setTimeout(r, PING_INTERVAL_MS + PING_TIMEOUT_MS + 500));
+    await Promise.all(sessions.map((s) => s.stopRequests()));
+
+    const green = new Set(backendsOf('green').map((b) => b.id));
+    assert.equal(green.size, 2);
+    // A request after the cutover, on each namespace: answered by green.
+    for (const s of sessions) {
+      for (const n of NAMESPACES) {
+        const answer = (await s.get(n).socket.timeout(3000).emitWithAck('echo', { session: s.id, after: true })) as { servedBy: string };
+        assert.ok(green.has(answer.servedBy), `${s.id}${n}: the request after the cutover answered by ${answer.servedBy}`);
+      }
+    }
+
+    const end = Date.now();
+    const gaps = sessions.flatMap((s) => NAMESPACES.map((n) => s.get(n).maxGap(end)));
+    t.diagnostic(`promoted ${promotedAt - greenAt} ms after green was created, every session on green ${movedAt - greenAt} ms after; longest gap between ticks ${Math.max(...gaps)} ms`);
+    for (const s of sessions) {
+      // Nothing of the move showed to the client library.
+      assert.equal(s.handshakes, 1, `${s.id}: one Engine.IO handshake reached the client`);
+      for (const n of NAMESPACES) {
+        const r = s.get(n);
+        const where = `${s.id}${n}`;
+        assert.deepEqual(r.disconnects, [], `${where}: no disconnect`);
+        assert.deepEqual(r.connectErrors, [], `${where}: no connect_error`);
+        assert.equal(r.connects, 1, `${where}: one 'connect' event`);
+        assert.equal(s.connectAnswers.get(n), 1, `${where}: one CONNECT answer reached the client`);
+        assert.ok(r.socket.connected, `${where}: still connected`);
+
+        // Ticks from one blue server, then from one green server, each 0, 1, 2, … with none lost or repeated.
+        const servers = [...new Set(r.ticks.map((t) => t.servedBy))];
+        assert.deepEqual(servers.map(revisionOf), ['blue', 'green'], `${where}: ticks from ${servers.join(', ')}`);
+        assert.ok(green.has(servers[1]!), `${where}: ends on a green pod (${servers[1]})`);
+        for (const server of servers) {
+          const ns = r.ticks.filter((t) => t.servedBy === server).map((t) => t.n);
+          const firstWrong = ns.findIndex((v, i) => v !== i);
+          assert.equal(firstWrong, -1, `${where}: tick ${firstWrong} from ${server} is ${ns[firstWrong]} (${ns.slice(Math.max(0, firstWrong - 3), firstWrong + 3).join(', ')})`);
+        }
+        const firstGreen = r.ticks.findIndex((t) => t.servedBy === servers[1]);
+        assert.ok(r.ticks.slice(firstGreen).every((t) => t.servedBy === servers[1]), `${where}: no blue tick after the first green one`);
+        assert.ok(r.ticks.at(-1)!.at >= movedAt, `${where}: ticks still coming after the cutover`);
+        const gap = r.maxGap(end);
+        assert.ok(gap <= MAX_GAP_MS, `${where}: ${gap} ms without a tick (at most ${MAX_GAP_MS})`);
+      }
+
+      // Requests through the cutover: every one answered, blue's answers before green's.
+      const failed = s.requests.filter((r) => r.error);
+      assert.deepEqual(failed.map((r) => `${r.i}: ${r.error}`), [], `${s.id}: every request answered`);
+      const by = s.requests.map((r) => revisionOf(r.servedBy!));
+      const firstGreen = by.indexOf('green');
+      assert.ok(
+        firstGreen > 0 && by.slice(0, firstGreen).every((v) => v === 'blue') && by.slice(firstGreen).every((v) => v === 'green'),
+        `${s.id}: requests answered by blue, then green (${by.join(' ')})`,
+      );
+    }
+
+    // The servers' view: each request ran once (a planned move replays nothing); green saw each
+    // session once, its two namespaces joined with the client's auth, and nothing refused.
+    const ran = new Map<string, number>();
+    for (const b of pods.backends.values()) {
+      for (const e of b.of('echo')) {
+        const x = e.x as { session: string; i?: number; after?: boolean };
+        if (x.i === undefined) continue;
+        const key = `${x.session}#${x.i}`;
+        ran.set(key, (ran.get(key) ?? 0) + 1);
+      }
+    }
+    const requests = sessions.reduce((n, s) => n + s.requests.length, 0);
+    assert.equal(ran.size, requests, 'every request reached a server');
+    assert.deepEqual([...ran].filter(([, n]) => n !== 1), [], 'no request ran twice');
+    const greens = backendsOf('green');
+    assert.equal(greens.reduce((n, b) => n + b.of('connection').length, 0), SESSIONS, 'one Engine.IO connection per session on green');
+    for (const n of NAMESPACES) {
+      assert.equal(greens.reduce((k, b) => k + b.of('connect', { nsp: n }).length, 0), SESSIONS, `${n} joined once per session on green`);
+      const joins = greens.flatMap((b) => b.of('message').map((e) => String(e.raw)).filter((raw) => raw.startsWith(`0${n},`)));
+      assert.ok(joins.every((raw) => raw === `0${n},{"token":"${TOKEN}"}`), `${n}: joined on green with the client's auth (${joins[0]})`);
+    }
+    assert.deepEqual(
+      [...pods.backends.values()].flatMap((b) => b.of('refused')),
+      [],
+      'no CONNECT refused',
+    );
+
+    // The sidecars' count: every session resumed once, none refused or unresumable.
+    const metric = async (name: string): Promise<number> => {
+      let sum = 0;
+      for (const s of sidecars()) {
+        const text = await fetch(`${s.adminUrl}/metrics`).then((r) => r.text());
+        const m = new RegExp(`^${name}\\{codec="socket.io"\\} (\\S+)$`, 'm').exec(text);
+        sum += m ? Number(m[1]) : 0;
+      }
+      return sum;
+    };
+    assert.deepEqual(
+      {
+        resumed: await metric('baton_codec_resumed_total'),
+        refusals: await metric('baton_codec_resume_refusals_total'),
+        unresumable: await metric('baton_codec_unresumable_sessions_total'),
+        replayed: await metric('baton_codec_requests_replayed_total'),
+      },
+      { resumed: SESSIONS, refusals: 0, unresumable: 0, replayed: 0 },
+    );
+  });
+});
