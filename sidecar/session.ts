@@ -423,7 +423,13 @@ export class Session {
         return;
       case 'close-leg': {
         const leg = this.legByNo(e.leg);
-        if (leg) closeLeg(leg, e.code, e.reason);
+        if (!leg) return;
+        // The old backend of a migration is let go: the protocol's own goodbye first.
+        if (leg.readyState === OPEN) {
+          const hwm = this.host.config.session.highWaterMarkBytes;
+          for (const f of this.protocolState?.farewell?.() ?? []) this.toBackend.forward(leg, f.data, f.isBinary, hwm);
+        }
+        closeLeg(leg, e.code, e.reason);
         return;
       }
       case 'drop-leg':

@@ -335,6 +335,8 @@ describe('MQTT sessions resumed on another backend', () => {
     const m = await metrics(sidecar);
     assert.deepEqual([m.resumes, m.resumed, m.resume_refusals], [1, 1, 0]);
     await waitFor(() => sidecar!.pool.backends.get(victim.id)!.sessions === 0, 'the old broker let go');
+    // A client leaving on purpose: the old broker got DISCONNECT, so it publishes no Will.
+    await waitFor(() => victim.packets('disconnect').length === 1, 'the old broker got DISCONNECT before the close');
   });
 
   test('the new broker refuses the replayed CONNECT (other credentials): the connection closes, mqtt.js reconnects and gets the broker\'s own refusal (CONNACK 5); nothing left connected', async () => {

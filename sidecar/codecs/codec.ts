@@ -80,6 +80,11 @@ export interface ProtocolState {
   replay(): Frame[];
   /** A frame from the new backend after the replay, until the verdict 'resumed' or a refusal. */
   resumeAnswer(data: Buffer, isBinary: boolean): ResumeVerdict;
+  /**
+   * A planned migration: frames the old backend gets just before its close, so that it ends the
+   * session as a client leaving on purpose would (MQTT: DISCONNECT, so the broker publishes no Will).
+   */
+  farewell?(): Frame[];
 }
 
 /** What a user's codec module exports: `export function createCodec(): SessionCodec`. */

@@ -586,6 +586,14 @@ class MqttState implements ProtocolState {
     return null;
   }
 
+  /**
+   * A drained broker gets DISCONNECT (reason 0 in MQTT 5) before the close: a client leaving on
+   * purpose, so it publishes no Will (MQTT-3.1.2-10 / 3.14.4). Only between two of the client's packets.
+   */
+  farewell(): Frame[] {
+    return this.connect !== null && this.client.atBoundary ? [{ data: Buffer.from([0xe0, 0x00]), isBinary: true }] : [];
+  }
+
   replay(): Frame[] {
     if (this.sticky !== null || this.connect === null) {
       this.resume = null;
