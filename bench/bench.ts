@@ -3,29 +3,37 @@
 // bars. Every server runs in its own process; the load generator runs in this one. All on
 // 127.0.0.1. See docs/performance.md for what each figure means.
 //
-//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,codec,migration] [--rounds N]
+//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,resume,codec,migration] [--rounds N]
 //                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 //
 // It reports; a missed bar is not an error. It exits non-zero only when the harness itself fails.
 import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, release } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { AdminClient } from '../sidecar/admin/client.js';
 import { keyDef } from '../sidecar/config/schema.js';
+import { CODEC_TRAFFIC, isBuiltinCodec, STEADY_FRAMES, type CodecTraffic } from './codec-traffic.js';
 import {
   closeAll,
   cpuShare,
   cpuSnapshot,
+  graphqlWsTraffic,
   openIdleSessions,
   runFailoverTrial,
   runHandshakes,
   runLatency,
   runThroughput,
+  socketIoTraffic,
   startMigrationTraffic,
+  taggedEchoTraffic,
+  warmUp,
   type CpuShare,
   type DrainWindow,
+  type FailoverTraffic,
   type HandshakePlan,
   type HandshakeResult,
   type LatencyPlan,
@@ -35,16 +43,21 @@ import {
   type WatchedProcess,
 } from './loadgen.js';
 import {
+  FIXTURE_TOKEN,
   findNginx,
   forceGc,
   freePort,
   killEverything,
+  makeTempDir,
+  readCpuMs,
   readMachineBusyMs,
   readRssKiB,
   startEchoBackend,
+  startFixtureBackend,
   startNginx,
   startSidecar,
-  type EchoBackendProcess,
+  type BackendProcess,
+  type FixtureProtocol,
   type NginxProcess,
   type SidecarProcess,
 } from './procs.js';
@@ -52,7 +65,7 @@ import { distributionOf, formatNumber, formatRatio, renderTable, type Distributi
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'codec', 'migration'] as const;
+const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'resume', 'codec', 'migration'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -63,7 +76,16 @@ interface Plan {
   /** Wait after opening/closing idle sessions before reading RSS (the sidecar can't be told to GC). */
   rssSettleMs: number;
   failoverTrials: number;
+  resume: ResumePlan;
   migration: MigrationPlan;
+}
+
+interface ResumePlan {
+  trials: number;
+  /** The fixture backends send each subscription / namespace a tick this often. */
+  tickMs: number;
+  /** Subscriptions (graphql-ws) or namespaces (socket.io) per session. */
+  streams: number;
 }
 
 interface MigrationPlan {
@@ -88,6 +110,7 @@ const FULL_PLAN: Plan = {
   idleSessions: 2000,
   rssSettleMs: 1000,
   failoverTrials: 40,
+  resume: { trials: 40, tickMs: 2, streams: 2 },
   migration: { sessions: 200, sendEveryMs: 20, answerDelay: '1-200', warmupMs: 1000, steadyMs: 3000, drains: 2, drainTimeoutMs: 15_000 },
 };
 
@@ -98,6 +121,7 @@ const QUICK_PLAN: Plan = {
   idleSessions: 500,
   rssSettleMs: 500,
   failoverTrials: 8,
+  resume: { ...FULL_PLAN.resume, trials: 8 },
   migration: { ...FULL_PLAN.migration, sessions: 100, warmupMs: 500, steadyMs: 1500, drains: 1 },
 };
 
@@ -115,6 +139,7 @@ const BARS = {
   addedP99Ms: 1,
   rssPerSessionKiB: 16,
   failoverP99Ms: 50,
+  resumeP99Ms: 50,
 };
 
 // ---- targets ---------------------------------------------------------------------------------
@@ -122,8 +147,8 @@ const BARS = {
 type TargetName = 'direct' | 'sidecar' | 'nginx';
 const TARGET_NAMES: readonly TargetName[] = ['direct', 'sidecar', 'nginx'];
 
-interface Target {
-  name: TargetName;
+interface Target<N extends string = TargetName> {
+  name: N;
   url: string;
   /** Processes whose CPU use is reported for this target's runs. */
   watched: WatchedProcess[];
@@ -146,10 +171,38 @@ interface Results {
   latency: PerTarget<LatencyResult>;
   handshakes: PerTarget<HandshakeResult>;
   rss: PerTarget<RssResult>;
-  failover?: { gaps: Distribution; trials: number; timeouts: number };
-  /** The same OCPP traffic through a sidecar without and with the ocpp codec. */
-  codec?: { none: ThroughputResult; ocpp: ThroughputResult };
+  failover?: FailoverResult;
+  /** Per protocol: a resumed session's failover gap. */
+  resume: { protocol: FixtureProtocol; result: FailoverResult }[];
+  /** Per protocol: the same traffic through a sidecar without and with its codec. */
+  codec: CodecResult[];
   migration?: MigrationResult;
+}
+
+interface FailoverResult {
+  gaps: Distribution;
+  trials: number;
+  /** Trials with no event from the other backend within the timeout (the session stayed open). */
+  timeouts: number;
+  /** Trials whose session the sidecar closed instead. */
+  closed: number;
+  /** Frames after the kill that were not events, over all trials (e.g. a resume answer not swallowed). */
+  otherAfterKill: number;
+  /**
+   * CPU over the trials, % of one core: this process, the sidecar, the backends (every process,
+   * restarts included, its whole life) and everything else.
+   */
+  cpu: CpuShare;
+  /** The sidecar's baton_codec_* resume counters over the section (with a codec). */
+  resumes?: { resumes: number; resumed: number; swallowed: number; refused: number; unresumable: number };
+}
+
+interface CodecResult {
+  traffic: CodecTraffic;
+  none: ThroughputResult;
+  coded: ThroughputResult;
+  /** baton_codec_malformed_frames_total after the runs: frames the codec could not read. */
+  malformed: number | undefined;
 }
 
 interface DrainResult {
@@ -204,7 +257,7 @@ interface Options {
 const USAGE = `usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--rounds N] [--sidecar-node-flags="FLAGS"]
   --quick               shorter runs and fewer trials (a smoke test; the figures are rougher)
   --only LIST           run only these sections (comma-separated)
-  --rounds N            run throughput, latency and handshakes N times per target, interleaved, and keep
+  --rounds N            run throughput, latency, handshakes and codec N times per target, interleaved, and keep
                         the least disturbed run of each (for a machine shared with other work; default 1)
   --sidecar-node-flags  extra node flags for every sidecar process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
 `;
@@ -247,7 +300,7 @@ async function main(): Promise<void> {
   const options = parseOptions();
   const { quick, sections } = options;
   const env = describeEnvironment();
-  const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {} };
+  const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {}, resume: [], codec: [] };
 
   log(`Baton bench${quick ? ' (--quick)' : ''} at ${env.commit}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
   log('The load generator, the proxy and the backend share these cores; every server is its own process on 127.0.0.1.');
@@ -263,6 +316,7 @@ async function main(): Promise<void> {
   }
   if (sections.has('rss')) await runRssSection(options, env, results);
   if (sections.has('failover')) await runFailoverSection(options, results);
+  if (sections.has('resume')) await runResumeSection(options, results);
   if (sections.has('codec')) await runCodecSection(options, results);
   if (sections.has('migration')) await runMigrationSection(options, results);
 
@@ -349,35 +403,57 @@ async function runProxySections(options: Options, env: Environment, results: Res
 }
 
 /**
- * The codec's cost: 64-byte OCPP CALL frames (distinct ids) answered by CALLRESULTs, through one
- * sidecar without a codec and one with `codec.default: ocpp`, interleaved like the other runs.
+ * Each codec's cost: a protocol's small frames (bench/codec-traffic.ts) through one sidecar
+ * without a codec and one with `codec.default: <codec>`, in front of an echo backend that answers
+ * each frame with the protocol's frame for the other direction; interleaved like the other runs.
  */
 async function runCodecSection(options: Options, results: Results): Promise<void> {
-  const backend = await startEchoBackend('ocpp', await freePort(), false, ['--ocpp-answer']);
-  const plain = await startSidecar({ backends: [{ id: 'ocpp', url: backend.url }], nodeFlags: options.sidecarNodeFlags });
-  const codec = await startSidecar({ backends: [{ id: 'ocpp', url: backend.url }], nodeFlags: options.sidecarNodeFlags, codec: 'ocpp' });
-  const frames = Array.from({ length: 1024 }, (_, i) => {
-    const head = `[2,"${i.toString(36).padStart(8, '0')}","Heartbeat",{"p":"`;
-    return Buffer.from(`${head}${'x'.repeat(64 - head.length - 3)}"}]`);
-  });
-  const plan = { ...options.plan.throughput, payloadBytes: 64, textFrames: frames };
-  const watched = (s: SidecarProcess) => [
-    { role: 'proxy', pid: s.proc.pid },
-    { role: 'backend', pid: backend.proc.pid },
-  ];
-  let none: ThroughputResult | undefined;
-  let ocpp: ThroughputResult | undefined;
-  for (let round = 0; round < options.rounds; round++) {
-    const a = await runThroughput(plain.url, plan, watched(plain));
-    const b = await runThroughput(codec.url, plan, watched(codec));
-    log(`codec round ${round + 1}: none ${formatNumber(a.messagesPerSec)} msg/s, ocpp ${formatNumber(b.messagesPerSec)} msg/s`);
-    if (!none || (a.cpu.other ?? 0) <= (none.cpu.other ?? 0)) none = a;
-    if (!ocpp || (b.cpu.other ?? 0) <= (ocpp.cpu.other ?? 0)) ocpp = b;
+  for (const traffic of CODEC_TRAFFIC) {
+    if (!isBuiltinCodec(traffic.codec)) {
+      log(`codec ${traffic.codec}: not a built-in codec of this sidecar: skipped`);
+      continue;
+    }
+    const exchanges = Array.from({ length: STEADY_FRAMES }, (_, i) => traffic.steady(i));
+    const file = join(makeTempDir('baton-bench-codec-'), 'answers.json');
+    const b64 = (frames: readonly Buffer[]) => frames.map((f) => f.toString('base64'));
+    writeFileSync(file, JSON.stringify({ binary: traffic.binary, open: b64(traffic.open.map((e) => e[1])), steady: b64(exchanges.map((e) => e[1])) }));
+    const backend = await startEchoBackend('codec', await freePort(), false, ['--answer-frames', file]);
+    const backends = [{ id: 'codec', url: backend.url }];
+    const plain = await startSidecar({ backends, nodeFlags: options.sidecarNodeFlags });
+    const coded = await startSidecar({ backends, nodeFlags: options.sidecarNodeFlags, codec: traffic.codec, admin: true });
+    const plan = {
+      ...options.plan.throughput,
+      payloadBytes: exchanges[0]![0].length,
+      frames: { binary: traffic.binary, open: traffic.open.map((e) => e[0]), steady: exchanges.map((e) => e[0]) },
+    };
+    const watched = (s: SidecarProcess) => [
+      { role: 'proxy', pid: s.proc.pid },
+      { role: 'backend', pid: backend.proc.pid },
+    ];
+    const targets = [
+      { name: 'none', url: plain.url, watched: watched(plain) },
+      { name: 'codec', url: coded.url, watched: watched(coded) },
+    ] as const;
+    try {
+      const kept = await runInterleaved(targets, options.rounds, async (target) => {
+        const r = await runThroughput(target.url, plan, target.watched);
+        const label = target.name === 'none' ? 'none' : traffic.codec;
+        return [r, `codec ${traffic.codec}, sidecar with ${label}: ${formatNumber(r.messagesPerSec)} msg/s, ${formatNumber(cpuPerEchoUs(r))} µs sidecar CPU per echo (CPU ${cpuLabel(r.cpu)})`];
+      });
+      const malformed = seriesDelta(new Map(), await readMetrics(coded.adminUrl!), 'baton_codec_malformed_frames_total')?.total;
+      if (malformed) log(`WARNING: the ${traffic.codec} codec could not read ${count(malformed)} frames (baton_codec_malformed_frames_total): fix bench/codec-traffic.ts`);
+      results.codec.push({ traffic, none: kept.none!, coded: kept.codec!, malformed });
+    } finally {
+      await stopSidecar(plain);
+      await stopSidecar(coded);
+      await backend.proc.stop('SIGKILL');
+    }
   }
-  results.codec = { none: none!, ocpp: ocpp! };
-  await stopSidecar(plain);
-  await stopSidecar(codec);
-  await backend.proc.stop('SIGKILL');
+}
+
+/** The sidecar's CPU per echo (one frame each way through it), µs. */
+function cpuPerEchoUs(r: ThroughputResult): number {
+  return ((r.cpu.proxy ?? 0) * 1e4) / r.messagesPerSec;
 }
 
 /**
@@ -386,12 +462,12 @@ async function runCodecSection(options: Options, results: Results): Promise<void
  * (on a tie, the later, warmer one). Other work on the machine only ever slows a run down, and
  * picking by disturbance rather than by result doesn't favour lucky runs.
  */
-async function runInterleaved<T extends { cpu: CpuShare }>(
-  targets: readonly Target[],
+async function runInterleaved<N extends string, T extends { cpu: CpuShare }>(
+  targets: readonly Target<N>[],
   rounds: number,
-  run: (target: Target) => Promise<[T, string]>,
-): Promise<PerTarget<T>> {
-  const kept: PerTarget<T> = {};
+  run: (target: Target<N>) => Promise<[T, string]>,
+): Promise<Partial<Record<N, T>>> {
+  const kept: Partial<Record<N, T>> = {};
   for (let round = 1; round <= rounds; round++) {
     for (const target of targets) {
       const [result, line] = await run(target);
@@ -409,7 +485,7 @@ function stopSidecar(sidecar: SidecarProcess): Promise<void> {
   return sidecar.proc.stop('SIGTERM');
 }
 
-function proxyTargets(backend: EchoBackendProcess, sidecar: SidecarProcess, nginx: NginxProcess | undefined): Target[] {
+function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, nginx: NginxProcess | undefined): Target[] {
   const backendWatch: WatchedProcess = { role: 'backend', pid: backend.proc.pid };
   const targets: Target[] = [
     { name: 'direct', url: backend.url, watched: [backendWatch] },
@@ -483,36 +559,115 @@ async function measureIdleRss(url: string, pid: number, plan: Plan, gcHooked?: S
 
 // ---- section 5: failover gap -------------------------------------------------------------------
 
-/**
- * Two tagged backends behind one sidecar. Each trial opens a new session, kills (SIGKILL) the
- * backend serving it and times the kill to the first reply from the other one; the killed backend
- * is restarted on its port before the next trial.
- */
+/** Two tagged echo backends behind a sidecar without a codec; each trial kills the one serving. */
 async function runFailoverSection(options: Options, results: Results): Promise<void> {
   const { plan } = options;
-  const backends = new Map<string, EchoBackendProcess>();
-  for (const id of ['a', 'b']) backends.set(id, await startEchoBackend(id, await freePort(), true));
-  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags });
-  const gaps = new Float64Array(plan.failoverTrials);
+  results.failover = await runFailoverTrials(options, plan.failoverTrials, (id, port) => startEchoBackend(id, port, true), 'none', taggedEchoTraffic);
+  log(`failover gap: ${failoverLabel(results.failover)}`);
+}
+
+/**
+ * A resumed session's gap: two protocol fixture backends (real graphql-ws and socket.io servers
+ * sending ticks every few ms) behind a sidecar with its default `codec.default: auto`; each trial
+ * kills the backend serving a session with an init and subscriptions (or joined namespaces), and
+ * times the kill to the first tick from the other backend on every subscription.
+ */
+async function runResumeSection(options: Options, results: Results): Promise<void> {
+  const rp = options.plan.resume;
+  for (const protocol of ['graphql-ws', 'socket.io'] as const) {
+    const traffic = protocol === 'graphql-ws' ? () => graphqlWsTraffic(rp.streams, FIXTURE_TOKEN) : () => socketIoTraffic(rp.streams, FIXTURE_TOKEN);
+    const result = await runFailoverTrials(options, rp.trials, (id, port) => startFixtureBackend(protocol, id, port, rp.tickMs), 'auto', traffic);
+    results.resume.push({ protocol, result });
+    log(`resume gap, ${protocol}: ${failoverLabel(result)}`);
+  }
+}
+
+/**
+ * Two backends behind one sidecar. Each trial opens a new session, kills (SIGKILL) the backend
+ * serving it and times the kill to the first event from the other one on every stream; the killed
+ * backend is restarted on its port before the next trial. Each backend, once (re)started, serves
+ * one session of the same traffic directly (warmUp), so the one taking over is never cold. With a codec, the sidecar's resume
+ * counters over the trials are read from /metrics.
+ */
+async function runFailoverTrials(
+  options: Options,
+  trials: number,
+  startBackend: (id: string, port: number) => Promise<BackendProcess>,
+  codec: 'none' | 'auto',
+  traffic: () => FailoverTraffic,
+): Promise<FailoverResult> {
+  const cpuFrom = { at: performance.now(), machine: readMachineBusyMs(), own: process.cpuUsage() };
+  let backendCpuMs = 0;
+  /** Its CPU so far: read before it is killed (the few ms it runs after that are not counted). */
+  const retire = (b: BackendProcess) => (backendCpuMs += readCpuMs(b.proc.pid));
+  const backends = new Map<string, BackendProcess>();
+  const start = async (id: string, port: number) => {
+    const b = await startBackend(id, port);
+    await warmUp(b.url, traffic());
+    backends.set(id, b);
+  };
+  for (const id of ['a', 'b']) await start(id, await freePort());
+  const withCodec = codec !== 'none';
+  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags, codec, admin: withCodec });
+  const gaps = new Float64Array(trials);
   let measured = 0;
   let timeouts = 0;
+  let closed = 0;
+  let otherAfterKill = 0;
+  let resumes: FailoverResult['resumes'];
+  let cpu: CpuShare = {};
   try {
-    for (let trial = 0; trial < plan.failoverTrials; trial++) {
-      const result = await runFailoverTrial(sidecar.url, (id) => backends.get(id)?.proc.child.kill('SIGKILL'));
-      if (result.gapMs === null) timeouts++;
-      else gaps[measured++] = result.gapMs;
+    const before = withCodec ? await readMetrics(sidecar.adminUrl!) : undefined;
+    const kill = (id: string) => {
+      const b = backends.get(id);
+      if (!b) return;
+      retire(b);
+      b.proc.child.kill('SIGKILL');
+    };
+    for (let trial = 0; trial < trials; trial++) {
+      const result = await runFailoverTrial(sidecar.url, kill, traffic());
+      if (result.gapMs !== null) gaps[measured++] = result.gapMs;
+      else if (result.closed) closed++;
+      else timeouts++;
+      otherAfterKill += result.otherAfterKill;
       const killed = backends.get(result.killed);
-      if (!killed) throw new Error(`failover trial: a reply came from unknown backend "${result.killed}"`);
+      if (!killed) throw new Error(`failover trial: an event came from unknown backend "${result.killed}"`);
       await killed.proc.exitPromise;
-      backends.set(killed.id, await startEchoBackend(killed.id, killed.port, true));
+      await start(killed.id, killed.port);
     }
+    if (before) {
+      const after = await readMetrics(sidecar.adminUrl!);
+      const delta = (name: string) => seriesDelta(before, after, `baton_codec_${name}`)?.total ?? NaN;
+      resumes = {
+        resumes: delta('resumes_total'),
+        resumed: delta('resumed_total'),
+        swallowed: delta('resume_answers_swallowed_total'),
+        refused: delta('resume_refusals_total'),
+        unresumable: delta('unresumable_sessions_total'),
+      };
+    }
+    for (const b of backends.values()) retire(b);
+    const wall = performance.now() - cpuFrom.at;
+    const own = process.cpuUsage(cpuFrom.own);
+    const pct = (ms: number) => (100 * ms) / wall;
+    cpu = { loadgen: pct((own.user + own.system) / 1000), proxy: pct(readCpuMs(sidecar.proc.pid)), backend: pct(backendCpuMs) };
+    cpu.other = Math.max(0, pct(readMachineBusyMs() - cpuFrom.machine) - cpu.loadgen! - cpu.proxy! - cpu.backend!);
   } finally {
     await stopSidecar(sidecar);
     for (const b of backends.values()) await b.proc.stop('SIGKILL');
   }
-  results.failover = { gaps: distributionOf(gaps, measured), trials: plan.failoverTrials, timeouts };
-  const d = results.failover.gaps;
-  log(`failover gap over ${plan.failoverTrials} trials: p50 ${formatNumber(d.p50)} ms, p99 ${formatNumber(d.p99)} ms, max ${formatNumber(d.max)} ms (${timeouts} without failover)`);
+  return { gaps: distributionOf(gaps, measured), trials, timeouts, closed, otherAfterKill, cpu, ...(resumes ? { resumes } : {}) };
+}
+
+function failoverLabel(r: FailoverResult): string {
+  const d = r.gaps;
+  const resumes = r.resumes
+    ? `; sidecar: ${r.resumes.resumes} resumes, ${r.resumes.resumed} resumed, ${r.resumes.swallowed} answers swallowed, ${r.resumes.refused} refused, ${r.resumes.unresumable} unresumable`
+    : '';
+  return (
+    `p50 ${formatNumber(d.p50)} ms, p99 ${formatNumber(d.p99)} ms, max ${formatNumber(d.max)} ms over ${r.trials} trials ` +
+    `(${r.timeouts} without failover, ${r.closed} closed, ${r.otherAfterKill} non-event frames after the kill${resumes}; CPU ${cpuLabel(r.cpu)})`
+  );
 }
 
 // ---- section 7: planned migration ---------------------------------------------------------------
@@ -534,7 +689,7 @@ const FINAL_WAIT_MS = 1000;
 async function runMigrationSection(options: Options, results: Results): Promise<void> {
   const mp = options.plan.migration;
   const backendArgs = ['--answer-delay', mp.answerDelay, '--stamp-delay'];
-  const backends: EchoBackendProcess[] = [];
+  const backends: BackendProcess[] = [];
   for (const id of ['a', 'b']) backends.push(await startEchoBackend(id, await freePort(), true, backendArgs));
   const sidecar = await startSidecar({ backends: backends.map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags, admin: true });
   const admin = new AdminClient({ baseUrl: sidecar.adminUrl! });
@@ -766,6 +921,7 @@ function report(options: Options, env: Environment, results: Results): string {
     rows.push(figureRow('failover gap p50, ms', { sidecar: fo.gaps.p50 }, false));
     rows.push(figureRow('failover gap p99, ms', { sidecar: fo.gaps.p99 }, false));
     rows.push(figureRow('failover gap max, ms', { sidecar: fo.gaps.max }, false));
+    noteOther(fo.cpu);
   }
 
   const out: string[] = [];
@@ -776,26 +932,69 @@ function report(options: Options, env: Environment, results: Results): string {
   out.push(
     `throughput: ${tp.connections} connections × ${tp.window} in flight, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
       `latency: ${plan.latency.connections} connections, ${plan.latency.payloadBytes} B; handshakes: concurrency ${plan.handshakes.concurrency}, ${plan.handshakes.measureMs} ms; ` +
-      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; migration: ${plan.migration.sessions} sessions` +
+      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; resume: ${plan.resume.trials} trials per protocol; migration: ${plan.migration.sessions} sessions` +
       (options.rounds > 1 ? `; ${options.rounds} interleaved rounds per target, the least disturbed kept` : ''),
   );
   out.push('');
   out.push(renderTable(['figure', 'direct', 'sidecar', 'nginx', 'sidecar/direct', 'sidecar/nginx'], rows));
   if (results.rss.direct) out.push('(RSS "direct" = the echo backend\'s own growth per connection: one plain ws socket in Node, for reference only.)');
-  if (fo && fo.timeouts > 0) out.push(`(failover: ${fo.timeouts} of ${fo.trials} trials saw no reply from the other backend within 5 s; not in the percentiles.)`);
-  const cd = results.codec;
-  if (cd) {
+  if (fo && fo.timeouts + fo.closed > 0) {
+    out.push(`(failover: ${fo.timeouts + fo.closed} of ${fo.trials} trials saw no reply from the other backend within 5 s; not in the percentiles.)`);
+  }
+  if (results.resume.length > 0) {
+    const rp = plan.resume;
     out.push('');
-    out.push('OCPP codec cost (64 B OCPP CALLs answered by CALLRESULTs, through the sidecar):');
+    out.push(
+      `Resumed sessions (sidecar with codec.default auto in front of two fixture backends ticking every ${rp.tickMs} ms; ` +
+        `${rp.streams} subscriptions / namespaces per session; SIGKILL of the serving backend → a tick from the other on every one):`,
+    );
+    const gapRow = (label: string, r: FailoverResult) => {
+      const sc = r.resumes;
+      return [
+        label,
+        formatNumber(r.gaps.p50),
+        formatNumber(r.gaps.p99),
+        formatNumber(r.gaps.max),
+        `${r.gaps.count}/${r.trials}`,
+        String(r.otherAfterKill),
+        sc ? `${sc.resumes}/${sc.resumed}/${sc.swallowed}/${sc.refused}/${sc.unresumable}` : '—',
+        `${(r.cpu.other ?? 0).toFixed(0)}%`,
+      ];
+    };
+    const rows = results.resume.map(({ protocol, result }) => gapRow(protocol, result));
+    if (fo) rows.push(gapRow('plain failover (echo, no codec)', fo));
+    out.push(renderTable(['gap, ms', 'p50', 'p99', 'max', 'failed over', 'other frames after kill', 'resumes/resumed/swallowed/refused/unresumable', 'other CPU'], rows));
+    for (const { result } of results.resume) noteOther(result.cpu);
+    out.push('("other CPU": used by processes the bench did not start, over the trials; the gaps are very sensitive to it.)');
+  }
+  if (results.codec.length > 0) {
+    out.push('');
+    out.push('Codec cost (small frames of each protocol, answered by the backend with the other direction\'s frame; echoes per second through the sidecar):');
     out.push(
       renderTable(
-        ['codec', 'msg/s', 'vs none', 'proxy CPU'],
-        [
-          ['none', formatNumber(cd.none.messagesPerSec), '1.00×', `${(cd.none.cpu.proxy ?? 0).toFixed(0)}%`],
-          ['ocpp', formatNumber(cd.ocpp.messagesPerSec), formatRatio(cd.ocpp.messagesPerSec, cd.none.messagesPerSec), `${(cd.ocpp.cpu.proxy ?? 0).toFixed(0)}%`],
-        ],
+        ['codec', 'frames →/← B', 'msg/s none', 'msg/s codec', 'codec/none', 'sidecar CPU µs/echo none', 'µs/echo codec', 'malformed'],
+        results.codec.map(({ traffic, none, coded, malformed }) => {
+          const first = traffic.steady(0);
+          return [
+            traffic.codec,
+            `${first[0].length}/${first[1].length}`,
+            formatNumber(none.messagesPerSec),
+            formatNumber(coded.messagesPerSec),
+            formatRatio(coded.messagesPerSec, none.messagesPerSec),
+            formatNumber(cpuPerEchoUs(none)),
+            formatNumber(cpuPerEchoUs(coded)),
+            malformed === undefined ? '—' : count(malformed),
+          ];
+        }),
       ),
     );
+    for (const { traffic } of results.codec) out.push(`  ${traffic.codec}: ${traffic.what}`);
+    out.push('("malformed": frames the codec could not read, baton_codec_malformed_frames_total; it should be 0.)');
+    for (const { traffic, none, coded } of results.codec) {
+      cpuRows.push(cpuRow(`codec ${traffic.codec}: none`, none.cpu), cpuRow(`codec ${traffic.codec}: ${traffic.codec}`, coded.cpu));
+      noteOther(none.cpu);
+      noteOther(coded.cpu);
+    }
   }
   const mg = results.migration;
   if (mg) {
@@ -857,9 +1056,9 @@ function report(options: Options, env: Environment, results: Results): string {
     out.push('CPU during the measurement window, % of one core (2 cores = 200%):');
     out.push(renderTable(['run', 'loadgen', 'proxy', 'backend', 'other', 'machine'], cpuRows));
     out.push('("other" = CPU used by processes the bench did not start; more than a few % means the figures are disturbed.)');
-    if (maxOtherCpu >= NOISY_OTHER_CPU_PCT) {
-      out.push(`WARNING: other processes used up to ${maxOtherCpu.toFixed(0)}% of a core during a measurement: rerun on a quiet machine.`);
-    }
+  }
+  if (maxOtherCpu >= NOISY_OTHER_CPU_PCT) {
+    out.push(`WARNING: other processes used up to ${maxOtherCpu.toFixed(0)}% of a core during a measurement: rerun on a quiet machine.`);
   }
   out.push('');
   out.push('== Bars ==');
@@ -919,9 +1118,17 @@ function bars(results: Results): string[] {
     lines.push(barLine('SKIP', `failover gap p99 < ${BARS.failoverP99Ms} ms: not measured`));
   } else {
     // A trial with no failover at all is an infinite gap: it fails the bar whatever the percentiles say.
-    const ok = fo.timeouts === 0 && fo.gaps.p99 < BARS.failoverP99Ms;
-    const extra = fo.timeouts > 0 ? `, ${fo.timeouts} trial(s) without failover` : '';
+    const ok = fo.timeouts + fo.closed === 0 && fo.gaps.p99 < BARS.failoverP99Ms;
+    const extra = fo.timeouts + fo.closed > 0 ? `, ${fo.timeouts + fo.closed} trial(s) without failover` : '';
     lines.push(barLine(ok ? 'PASS' : 'FAIL', `failover gap p99 < ${BARS.failoverP99Ms} ms: ${formatNumber(fo.gaps.p99)} ms over ${fo.gaps.count} trials${extra}`));
+  }
+  if (results.resume.length === 0) lines.push(barLine('SKIP', `resumed session's gap p99 < ${BARS.resumeP99Ms} ms: not measured`));
+  for (const { protocol, result: r } of results.resume) {
+    // A session that did not resume (closed, no tick from the other backend) fails the bar.
+    const failed = r.timeouts + r.closed;
+    const ok = failed === 0 && r.gaps.p99 < BARS.resumeP99Ms;
+    const extra = failed > 0 ? `, ${failed} trial(s) not resumed` : '';
+    lines.push(barLine(ok ? 'PASS' : 'FAIL', `resumed ${protocol} session's gap p99 < ${BARS.resumeP99Ms} ms: ${formatNumber(r.gaps.p99)} ms over ${r.gaps.count} trials${extra}`));
   }
   return lines;
 }

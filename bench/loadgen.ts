@@ -31,10 +31,14 @@ function sleep(ms: number): Promise<void> {
 
 // ---- connections ----------------------------------------------------------------------------
 
-/** Opens one client; rejects on error, a non-101 answer or the connect timeout. */
-export function connectClient(url: string): Promise<WebSocket> {
+/**
+ * Opens one client; rejects on error, a non-101 answer or the connect timeout. `onMessage` is
+ * attached at once: it also gets the frames a server sends with its 101 (before this resolves).
+ */
+export function connectClient(url: string, protocols: string[] = [], onMessage?: (ws: WebSocket, data: Buffer) => void): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, CLIENT_OPTIONS);
+    const ws = new WebSocket(url, protocols, CLIENT_OPTIONS);
+    if (onMessage) ws.on('message', (data: Buffer) => onMessage(ws, data));
     const timer = setTimeout(() => {
       ws.terminate();
       reject(new Error(`connect to ${url} timed out after ${CONNECT_TIMEOUT_MS} ms`));
@@ -156,8 +160,15 @@ export interface ThroughputPlan {
   payloadBytes: number;
   warmupMs: number;
   measureMs: number;
-  /** Text frames to send instead of binary payloads, cycled per connection (e.g. OCPP CALLs with distinct ids). */
-  textFrames?: readonly Buffer[];
+  /** A protocol's frames to send instead of binary payloads (e.g. OCPP CALLs with distinct ids). */
+  frames?: ClientFrames;
+}
+
+/** What each connection sends: `open` once, in order, then `steady` cycled. */
+export interface ClientFrames {
+  binary: boolean;
+  open: readonly Buffer[];
+  steady: readonly Buffer[];
 }
 
 export interface ThroughputResult {
@@ -169,24 +180,28 @@ export interface ThroughputResult {
 
 /**
  * Each connection keeps `window` binary messages in flight: every echo received is answered by
- * the next message. Counts echoes in the measurement window that follows the warm-up.
+ * the next message. Counts echoes in the measurement window that follows the warm-up. With
+ * `frames`, each connection first sends the opening frames (their answers count as echoes, in the
+ * warm-up), then the steady ones; the opening frames add to the window.
  */
 export async function runThroughput(url: string, plan: ThroughputPlan, watched: readonly WatchedProcess[]): Promise<ThroughputResult> {
   const sockets = await connectMany(url, plan.connections, plan.connections);
   const payload = Buffer.alloc(plan.payloadBytes, 0x61);
   let received = 0;
   let sending = true;
-  const frames = plan.textFrames;
+  const frames = plan.frames;
+  const frameOptions = frames?.binary ? SEND_BINARY : SEND_TEXT;
   for (const ws of sockets) {
     let next = 0;
     const send = frames
-      ? () => ws.send(frames[next++ % frames.length]!, SEND_TEXT)
+      ? () => ws.send(frames.steady[next++ % frames.steady.length]!, frameOptions)
       : () => ws.send(payload, SEND_BINARY);
     const onEcho = () => {
       received++;
       if (sending) send();
     };
     ws.on('message', onEcho);
+    for (const f of frames?.open ?? []) ws.send(f, frameOptions);
     for (let i = 0; i < plan.window; i++) send();
   }
   await sleep(plan.warmupMs);
@@ -365,62 +380,181 @@ export function openIdleSessions(url: string, count: number): Promise<WebSocket[
   return connectMany(url, count, 50);
 }
 
-// ---- 5. failover gap ---------------------------------------------------------------------------
+// ---- 5. failover gap, and a resumed session's ------------------------------------------------------
 
 export interface FailoverTrialResult {
   /** Id of the backend that served the session and was killed. */
   killed: string;
-  /** Kill → first echo from another backend, in ms; null if none came before the timeout. */
+  /** Kill → an event from another backend on every stream, in ms; null if not before the timeout. */
   gapMs: number | null;
+  /** Frames after the kill that were not events (a resume answer not swallowed, an error). */
+  otherAfterKill: number;
+  /** The sidecar closed the session before it failed over. */
+  closed: boolean;
 }
 
-const SEND_EVERY_MS = 1;
-/** Replies seen before the kill, so the session is in steady state when its backend dies. */
-const REPLIES_BEFORE_KILL = 20;
+/** One session's traffic in a failover trial: what it sends, and which backend each event came from. */
+export interface FailoverTraffic {
+  /** Appended to the sidecar's URL (path and query). */
+  path?: string;
+  /** Subprotocols the client offers. */
+  protocols?: string[];
+  /** Streams that must each hear from the new backend (subscriptions, namespaces; 1 for an echo). */
+  streams: number;
+  /** Starts the session's traffic on the open client; returns what stops it. */
+  start(ws: WebSocket): () => void;
+  /** Every frame received, also before start(): the protocol's own answers (a subscribe after the ack, a pong). */
+  frame?(ws: WebSocket, data: Buffer): void;
+  /** The backend and stream of an event; null for any other frame. */
+  event(data: Buffer): { backend: string; stream: number } | null;
+}
+
+/** Events seen before the kill (from every stream), so the session is in steady state when its backend dies. */
+const EVENTS_BEFORE_KILL = 20;
 const FAILOVER_TIMEOUT_MS = 5_000;
 
 /**
- * Opens a session to a sidecar in front of tagged echo backends (text replies are "<id>|<payload>",
- * ids one character long), sends a text message every 1 ms, calls `kill(id)` for the backend that
- * answers, and times the kill to the first reply from a different backend.
+ * Opens a session to a sidecar in front of two backends, runs its traffic, calls `kill(id)` for the
+ * backend whose events it gets, and times the kill to the first event from a different backend on
+ * every stream. Default traffic: tagged echo backends, a text message every 1 ms. Without `kill`,
+ * it ends once the session is in steady state (warmUp).
  */
-export async function runFailoverTrial(url: string, kill: (backendId: string) => void): Promise<FailoverTrialResult> {
-  const ws = await connectClient(url);
-  const message = Buffer.from('ping');
-  let repliesBeforeKill = 0;
-  let servedBy = -1; // char code of the serving backend's id
+export async function runFailoverTrial(url: string, kill: ((backendId: string) => void) | null, traffic = taggedEchoTraffic()): Promise<FailoverTrialResult> {
+  let events = 0;
+  let servedBy = '';
   let killedAt = 0;
+  let otherAfterKill = 0;
+  let closed = false;
+  const streamsSeen = new Set<number>();
+  const streamsMoved = new Set<number>();
   let gapMs: number | null = null;
   let onFailover: () => void = () => {};
   let onReady: () => void = () => {};
   const ready = new Promise<void>((resolve) => (onReady = resolve));
   const failedOver = new Promise<void>((resolve) => (onFailover = resolve));
 
-  ws.on('message', (data: Buffer) => {
-    if (data.length < 2 || data[1] !== 0x7c) return; // not "<id>|..."
+  const onMessage = (ws: WebSocket, data: Buffer) => {
+    traffic.frame?.(ws, data);
+    const e = traffic.event(data);
     if (killedAt === 0) {
-      servedBy = data[0];
-      if (++repliesBeforeKill === REPLIES_BEFORE_KILL) onReady();
-    } else if (data[0] !== servedBy && gapMs === null) {
+      if (e === null) return;
+      servedBy = e.backend;
+      streamsSeen.add(e.stream);
+      if (++events >= EVENTS_BEFORE_KILL && streamsSeen.size === traffic.streams) onReady();
+    } else if (e === null) otherAfterKill++;
+    else if (e.backend !== servedBy && gapMs === null) {
+      streamsMoved.add(e.stream);
+      if (streamsMoved.size < traffic.streams) return;
       gapMs = performance.now() - killedAt;
       onFailover();
     }
+  };
+  const ws = await connectClient(url + (traffic.path ?? ''), traffic.protocols, onMessage);
+  ws.once('close', () => {
+    closed = gapMs === null;
+    onFailover();
   });
-  const sender = setInterval(() => {
-    if (ws.readyState === WebSocket.OPEN) ws.send(message, SEND_TEXT);
-  }, SEND_EVERY_MS);
+  const stop = traffic.start(ws);
   try {
     const readyInTime = await Promise.race([ready.then(() => true), sleep(FAILOVER_TIMEOUT_MS).then(() => false)]);
-    if (!readyInTime) throw new Error('failover trial: no replies from the sidecar before the kill');
-    const killed = String.fromCharCode(servedBy);
+    if (!readyInTime) throw new Error(`failover trial: fewer than ${EVENTS_BEFORE_KILL} events, or not on every stream, before the kill`);
+    if (kill === null) return { killed: '', gapMs: null, otherAfterKill: 0, closed: false };
     killedAt = performance.now();
-    kill(killed);
+    kill(servedBy);
     await Promise.race([failedOver, sleep(FAILOVER_TIMEOUT_MS)]);
-    return { killed, gapMs };
+    return { killed: servedBy, gapMs, otherAfterKill, closed };
   } finally {
-    clearInterval(sender);
+    stop();
     await closeAll([ws]);
   }
+}
+
+/**
+ * One session of `traffic` straight to a backend, until it has had EVENTS_BEFORE_KILL events on
+ * every stream: a freshly started backend has then run its code once, so a failover trial does not
+ * time a cold process's first session (JIT, lazy loading).
+ */
+export async function warmUp(backendUrl: string, traffic: FailoverTraffic): Promise<void> {
+  await runFailoverTrial(backendUrl, null, traffic);
+}
+
+/**
+ * Tagged echo backends (text replies are "<id>|<payload>", ids one character long): a text message
+ * every 1 ms, each reply an event.
+ */
+export function taggedEchoTraffic(): FailoverTraffic {
+  const message = Buffer.from('ping');
+  return {
+    streams: 1,
+    start(ws) {
+      const sender = setInterval(() => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(message, SEND_TEXT);
+      }, 1);
+      return () => clearInterval(sender);
+    },
+    event: (data) => (data.length >= 2 && data[1] === 0x7c ? { backend: String.fromCharCode(data[0]!), stream: 0 } : null),
+  };
+}
+
+/**
+ * A graphql-ws client (graphql-transport-ws) of test/fixtures/graphql-ws-server.js: connection_init
+ * with the token, then, once acknowledged, one `ticks` subscription per stream. Events are the
+ * `next` frames; the connection_ack and anything else are not.
+ */
+export function graphqlWsTraffic(streams: number, token: string): FailoverTraffic {
+  let subscribed = false;
+  return {
+    protocols: ['graphql-transport-ws'],
+    streams,
+    start(ws) {
+      ws.send(JSON.stringify({ type: 'connection_init', payload: { token } }));
+      return () => {};
+    },
+    frame(ws, data) {
+      if (subscribed || (JSON.parse(data.toString()) as { type?: string }).type !== 'connection_ack') return;
+      subscribed = true; // a second ack (a resume's, not swallowed) counts as a frame after the kill
+      for (let i = 0; i < streams; i++) {
+        const query = `subscription { ticks(topic: "t${i}") { n servedBy } }`;
+        ws.send(JSON.stringify({ id: String(i), type: 'subscribe', payload: { query } }));
+      }
+    },
+    event(data) {
+      const m = JSON.parse(data.toString()) as { id?: string; type?: string; payload?: { data?: { ticks?: { servedBy?: string } } } };
+      const backend = m.payload?.data?.ticks?.servedBy;
+      return m.type === 'next' && backend !== undefined ? { backend, stream: Number(m.id) } : null;
+    },
+  };
+}
+
+/**
+ * A socket.io 4 client (Engine.IO 4 over the websocket transport) of
+ * test/fixtures/socketio-server.js: on the server's open packet (it may come with the 101) it joins
+ * one namespace per stream (/chat, /news) with the token, and answers the server's pings. Events
+ * are the `tick` events.
+ */
+export function socketIoTraffic(streams: number, token: string): FailoverTraffic {
+  const namespaces = ['/chat', '/news'].slice(0, streams);
+  if (namespaces.length < streams) throw new Error(`socket.io traffic: at most 2 streams (namespaces), not ${streams}`);
+  let joined = false;
+  return {
+    path: '/socket.io/?EIO=4&transport=websocket',
+    streams,
+    start: () => () => {},
+    frame(ws, data) {
+      if (data[0] === 0x30 /* '0': open */ && !joined) {
+        joined = true; // a second open packet (a resume's, not swallowed) counts as a frame after the kill
+        for (const nsp of namespaces) ws.send(`40${nsp},${JSON.stringify({ token })}`);
+      } else if (data.length === 1 && data[0] === 0x32 /* '2': ping */) ws.send('3');
+    },
+    event(data) {
+      const text = data.toString();
+      if (!text.startsWith('42/')) return null;
+      const comma = text.indexOf(',');
+      const stream = namespaces.indexOf(text.slice(2, comma));
+      const [name, tick] = JSON.parse(text.slice(comma + 1)) as [string, { servedBy?: string }];
+      return stream >= 0 && name === 'tick' && tick.servedBy !== undefined ? { backend: tick.servedBy, stream } : null;
+    },
+  };
 }
 
 // ---- 6. planned migration under steady traffic --------------------------------------------------

@@ -1,4 +1,4 @@
-// Child processes of the benchmark: echo backends, the sidecar and nginx, each in its own process
+// Child processes of the benchmark: echo and protocol backends, the sidecar and nginx, each in its own process
 // so the load generator (this process) measures them from outside. Every process started here is
 // registered and killed on exit, on error and on SIGINT/SIGTERM.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BuiltinCodec } from '../sidecar/vocabulary.js';
 import { freePort } from '../tools/free-port.js';
 
 const echoBackendScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));
@@ -147,9 +148,9 @@ function childEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-// ---- echo backend -------------------------------------------------------------------------
+// ---- backends ------------------------------------------------------------------------------
 
-export interface EchoBackendProcess {
+export interface BackendProcess {
   readonly id: string;
   readonly port: number;
   readonly url: string;
@@ -157,10 +158,36 @@ export interface EchoBackendProcess {
 }
 
 /** Starts tools/echo-backend.js and waits for its {"event":"listening"} line. */
-export async function startEchoBackend(id: string, port: number, tag: boolean, extraArgs: string[] = []): Promise<EchoBackendProcess> {
-  const args = [echoBackendScript, '--port', String(port), '--id', id, ...(tag ? ['--tag'] : []), ...extraArgs];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
-  const proc = new ManagedProcess(`echo backend ${id}`, child);
+export async function startEchoBackend(id: string, port: number, tag: boolean, extraArgs: string[] = []): Promise<BackendProcess> {
+  const args = ['--port', String(port), '--id', id, ...(tag ? ['--tag'] : []), ...extraArgs];
+  return { id, port, url: `ws://127.0.0.1:${port}`, proc: await startListening(`echo backend ${id}`, echoBackendScript, args) };
+}
+
+/** The resume section's backends: the test suite's protocol servers (real graphql-ws and socket.io). */
+export type FixtureProtocol = 'graphql-ws' | 'socket.io';
+
+/** The auth token the fixture backends accept (connection_init payload, namespace auth). */
+export const FIXTURE_TOKEN = 'secret';
+
+const fixtureScripts: Record<FixtureProtocol, string> = {
+  'graphql-ws': fileURLToPath(new URL('../test/fixtures/graphql-ws-server.js', import.meta.url)),
+  'socket.io': fileURLToPath(new URL('../test/fixtures/socketio-server.js', import.meta.url)),
+};
+
+/**
+ * Starts a protocol fixture server (test/fixtures/*-server.js, built into dist/) that sends each
+ * subscription (graphql-ws) or joined namespace (socket.io) a tick every `tickMs`, tagged with
+ * `servedBy: <id>`; it accepts FIXTURE_TOKEN.
+ */
+export async function startFixtureBackend(protocol: FixtureProtocol, id: string, port: number, tickMs: number): Promise<BackendProcess> {
+  const args = ['--port', String(port), '--id', id, '--token', FIXTURE_TOKEN, '--tick-ms', String(tickMs)];
+  return { id, port, url: `ws://127.0.0.1:${port}`, proc: await startListening(`${protocol} backend ${id}`, fixtureScripts[protocol], args) };
+}
+
+/** Runs a node script and waits for the {"event":"listening"} line it prints when ready. */
+async function startListening(name: string, script: string, args: string[]): Promise<ManagedProcess> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const proc = new ManagedProcess(name, child);
   await new Promise<void>((resolve, reject) => {
     let pending = '';
     const timer = setTimeout(() => reject(new Error(`${proc.name} not ready within ${READY_TIMEOUT_MS} ms:\n${proc.outputTail()}`)), READY_TIMEOUT_MS);
@@ -178,7 +205,7 @@ export async function startEchoBackend(id: string, port: number, tag: boolean, e
       reject(new Error(`${proc.name} exited before listening:\n${proc.outputTail()}`));
     });
   });
-  return { id, port, url: `ws://127.0.0.1:${port}`, proc };
+  return proc;
 }
 
 // ---- sidecar --------------------------------------------------------------------------------
@@ -194,8 +221,8 @@ export interface SidecarOptions {
   gcHook?: boolean;
   /** Default warn: a quiet sidecar; info lets an experiment read its session events. */
   logLevel?: 'warn' | 'info';
-  /** codec.default for every session (default none). */
-  codec?: 'none' | 'ocpp';
+  /** codec.default for every session: none (the default), auto (the sidecar's own default) or a codec's name. */
+  codec?: 'none' | 'auto' | BuiltinCodec;
   /** Put the admin API on a known free port (default: port 0, unused by the bench) and return its URL. */
   admin?: boolean;
 }

@@ -1,10 +1,11 @@
 // A WebSocket echo backend for the demo, the tests and the benchmark.
 // As a process: node dist/tools/echo-backend.js --port 9001 [--host 127.0.0.1] [--id a] [--tag]
-//   [--handshake-delay MS] [--protocol NAME] [--report] [--ocpp-answer] [--answer-delay MIN-MAX [--stamp-delay]]
+//   [--handshake-delay MS] [--protocol NAME] [--report] [--answer-frames FILE] [--answer-delay MIN-MAX [--stamp-delay]]
 // It prints one JSON line {"event":"listening",...} when ready; with --report it also prints one
 // line per connection (path, headers, protocol) so a test can see what the sidecar sent.
 // A text message "__close CODE [REASON]" makes it close that connection with CODE (tests use it to
 // play a backend that restarts or ends a session; CODE 0 closes without a code).
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pathToFileURL } from 'node:url';
@@ -20,10 +21,11 @@ export interface EchoBackendOptions {
   /** Prefix every text reply with "<id>|" so a client can tell which backend answered. */
   tag?: boolean;
   /**
-   * Answer OCPP-J CALLs as a central system would: `[2,"id",...]` comes back as `[3,"id",...]`
-   * (a CALLRESULT for the same id; the benchmark's codec traffic).
+   * Answer each message with a given frame instead of an echo: the k-th message of a connection
+   * gets `open[k]`, then `steady[(k - open.length) % steady.length]` (the benchmark's codec
+   * traffic: a protocol's frames in each direction, e.g. OCPP CALLs answered by CALLRESULTs).
    */
-  ocppAnswer?: boolean;
+  answerFrames?: AnswerFrames;
   /**
    * Answer each message after a random delay in [min, max] ms, in order per connection (a backend
    * doing async work: a database call, a queue). Unset = answer at once.
@@ -40,6 +42,24 @@ export interface EchoBackendOptions {
   protocol?: string;
   perMessageDeflate?: boolean;
   onConnection?: (info: ConnectionInfo, socket: WebSocket) => void;
+}
+
+export interface AnswerFrames {
+  binary: boolean;
+  open: readonly Buffer[];
+  steady: readonly Buffer[];
+}
+
+/** An --answer-frames file: JSON {"binary": bool, "open": [base64…], "steady": [base64…]}. */
+export function readAnswerFrames(file: string): AnswerFrames {
+  const raw = JSON.parse(readFileSync(file, 'utf8')) as { binary?: unknown; open?: unknown; steady?: unknown };
+  const frames = (list: unknown, key: string) => {
+    if (!Array.isArray(list) || !list.every((f) => typeof f === 'string')) throw new Error(`--answer-frames ${file}: "${key}" must be an array of base64 strings`);
+    return list.map((f: string) => Buffer.from(f, 'base64'));
+  };
+  const steady = frames(raw.steady, 'steady');
+  if (steady.length === 0) throw new Error(`--answer-frames ${file}: "steady" is empty`);
+  return { binary: raw.binary === true, open: frames(raw.open ?? [], 'open'), steady };
 }
 
 export interface ConnectionInfo {
@@ -81,11 +101,12 @@ export async function startEchoBackend(opts: EchoBackendOptions = {}): Promise<E
   });
   wss.on('connection', (ws: WebSocket, req: IncomingMessage) => {
     ws.on('error', () => {});
+    let answered = 0;
     const answer = (data: Buffer, isBinary: boolean) => {
-      if (opts.ocppAnswer && !isBinary && data[1] === 0x32 /* "2" */ && data[0] === 0x5b /* "[" */) {
-        const reply = Buffer.from(data);
-        reply[1] = 0x33; // "3": CALLRESULT
-        ws.send(reply, { binary: false });
+      const frames = opts.answerFrames;
+      if (frames) {
+        const k = answered++;
+        ws.send(k < frames.open.length ? frames.open[k]! : frames.steady[(k - frames.open.length) % frames.steady.length]!, { binary: frames.binary });
       } else if (opts.tag && !isBinary) ws.send(Buffer.concat([tagPrefix, data]), { binary: false });
       else ws.send(data, { binary: isBinary });
     };
@@ -163,7 +184,7 @@ async function main(): Promise<void> {
       'handshake-delay': { type: 'string', default: '0' },
       protocol: { type: 'string' },
       report: { type: 'boolean', default: false },
-      'ocpp-answer': { type: 'boolean', default: false },
+      'answer-frames': { type: 'string' },
       'answer-delay': { type: 'string' },
       'stamp-delay': { type: 'boolean', default: false },
     },
@@ -175,7 +196,7 @@ async function main(): Promise<void> {
     tag: values.tag,
     handshakeDelayMs: Number(values['handshake-delay']),
     protocol: values.protocol,
-    ocppAnswer: values['ocpp-answer'],
+    answerFrames: values['answer-frames'] === undefined ? undefined : readAnswerFrames(values['answer-frames']),
     answerDelayMs: values['answer-delay'] === undefined ? undefined : delayRange(values['answer-delay']),
     stampDelay: values['stamp-delay'],
     onConnection: values.report ? (info) => process.stdout.write(`${JSON.stringify({ event: 'connection', ...info })}\n`) : undefined,
