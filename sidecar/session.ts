@@ -319,9 +319,9 @@ export class Session {
     return this.protocolState?.unresumable() ?? null;
   }
 
-  /** The codec has no request of the serving leg left unanswered. */
+  /** The codec has no request of the serving leg left unanswered, nor its protocol state an exchange. */
   private get settled(): boolean {
-    return this.tracker !== null && this.tracker.size === 0;
+    return this.tracker !== null && this.tracker.size === 0 && (this.protocolState?.settled?.() ?? true);
   }
 
   private enqueue(data: Buffer, isBinary: boolean, requestIds: string[] | null): void {

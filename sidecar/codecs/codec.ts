@@ -76,6 +76,11 @@ export interface ProtocolState {
   received(data: Buffer, isBinary: boolean): void;
   /** Why the session cannot be resumed now (state over its bound, a transaction open), or null. */
   unresumable(): string | null;
+  /**
+   * Whether the backend owes this session nothing (MQTT: no QoS 1/2 exchange in flight). A planned
+   * migration waits for it, as for a codec's tracked requests; absent = always.
+   */
+  settled?(): boolean;
   /** The frames that rebuild the session on a new backend, in their original order. */
   replay(): Frame[];
   /** A frame from the new backend after the replay, until the verdict 'resumed' or a refusal. */

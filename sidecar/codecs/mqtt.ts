@@ -586,6 +586,11 @@ class MqttState implements ProtocolState {
     return null;
   }
 
+  /** No QoS 1/2 exchange or PINGREQ of the client in flight: a drain need not replay anything. */
+  settled(): boolean {
+    return this.inflight.size === 0 && !this.pingOutstanding;
+  }
+
   /**
    * A drained broker gets DISCONNECT (reason 0 in MQTT 5) before the close: a client leaving on
    * purpose, so it publishes no Will (MQTT-3.1.2-10 / 3.14.4). Only between two of the client's packets.
