@@ -165,3 +165,95 @@ export function pump(client: TestClient, prefix: string, everyMs: number): { sto
     sent: () => i,
   };
 }
+
+/** A JSON line a fixture printed on stdout. */
+export interface FixtureEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+const liveFixtures = new Set<FixtureProcess>();
+
+/**
+ * A fixture server in its own process (test/fixtures/*-server.ts), so a test can SIGKILL it:
+ * `node <script> ...args`, printing JSON lines on stdout, one of them `"event": "listening"` (with
+ * its `port`) when it is ready. Every line is kept in `events`.
+ */
+export class FixtureProcess {
+  child: ChildProcessWithoutNullStreams | null = null;
+  readonly events: FixtureEvent[] = [];
+  /** From its listening line. */
+  port = 0;
+
+  constructor(
+    readonly id: string,
+    private readonly script: string,
+    private readonly args: readonly string[],
+  ) {}
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, [this.script, ...this.args]);
+    this.child = child;
+    liveFixtures.add(this);
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    let pending = '';
+    await new Promise<void>((resolve, reject) => {
+      child.once('error', reject);
+      child.once('exit', (code, signal) => reject(new Error(`fixture ${this.id} exited early (${code ?? signal}): ${stderr}`)));
+      child.stdout.on('data', (chunk: Buffer) => {
+        pending += chunk.toString();
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) !== -1) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          let event: FixtureEvent;
+          try {
+            event = JSON.parse(line) as FixtureEvent;
+          } catch {
+            continue; // not one of its report lines
+          }
+          this.events.push(event);
+          if (event.event === 'listening') {
+            this.port = Number(event.port);
+            resolve();
+          }
+        }
+      });
+    });
+    child.removeAllListeners('exit');
+  }
+
+  /** The lines with this `event` (and, when given, these other fields). */
+  of(event: string, fields: Record<string, unknown> = {}): FixtureEvent[] {
+    return this.events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e[k] === v));
+  }
+
+  /** Sends a signal; for killing signals, waits until the process is gone and all its output read. */
+  async signal(sig: NodeJS.Signals): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    if (sig === 'SIGSTOP' || sig === 'SIGCONT') {
+      child.kill(sig);
+      return;
+    }
+    const closed = new Promise((r) => child.once('close', r));
+    child.kill(sig);
+    await closed;
+    this.child = null;
+    liveFixtures.delete(this);
+  }
+
+  kill(): Promise<void> {
+    return this.signal('SIGKILL');
+  }
+}
+
+/** Kills every fixture process still running (for after()/afterEach()). */
+export async function killAllFixtures(): Promise<void> {
+  await Promise.all([...liveFixtures].map((f) => f.kill()));
+}

@@ -14,12 +14,12 @@ import { after, before, describe, test } from 'node:test';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Manager, type Socket } from 'socket.io-client';
 import type { BackendsResponse } from '../sidecar/admin/contract.js';
-import { freePort, waitFor } from './helpers.js';
+import { FixtureProcess, freePort, waitFor } from './helpers.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
 import { deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
-import { ADMIN_PORT, BACKEND_PORT, FixtureProcess, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
 const OPERATOR_NS = 'baton-system';

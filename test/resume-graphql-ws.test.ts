@@ -9,69 +9,24 @@
 // (past codec.maxStateFrames, failover.mode close, a mutation in flight) gets 1012 and the
 // client library reconnects by itself.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test } from 'node:test';
 import { createClient, type Client, type ExecutionResult } from 'graphql-ws';
 import { WebSocket } from 'ws';
 import { AdminClient } from '../sidecar/admin/client.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { backendsYaml, startSidecar, waitFor } from './helpers.js';
+import { backendsYaml, FixtureProcess, killAllFixtures, startSidecar, waitFor } from './helpers.js';
 
 const script = fileURLToPath(new URL('./fixtures/graphql-ws-server.js', import.meta.url));
 const TOKEN = 'token-a';
 const ADMIN_TOKEN = 'admin-token-0123456789';
 
-interface FixtureEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-const live = new Set<Fixture>();
-
 /** A graphql-ws server process; records the JSON lines it prints. */
-class Fixture {
-  readonly events: FixtureEvent[] = [];
-  private child: ChildProcessWithoutNullStreams | null = null;
-  port = 0;
-
-  private constructor(readonly id: string) {}
-
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
-  }
-
-  static async start(id: string, token = TOKEN): Promise<Fixture> {
-    const f = new Fixture(id);
-    const child = spawn(process.execPath, [script, '--host', '127.0.0.1', '--port', '0', '--id', id, '--token', token]);
-    f.child = child;
-    live.add(f);
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`graphql-ws fixture ${id} exited early (${code}): ${stderr}`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = JSON.parse(pending.slice(0, nl)) as FixtureEvent;
-          pending = pending.slice(nl + 1);
-          f.events.push(line);
-          if (line.event === 'listening') {
-            f.port = line.port as number;
-            resolve();
-          }
-        }
-      });
-    });
-    child.removeAllListeners('exit');
+class Fixture extends FixtureProcess {
+  static async begin(id: string, token = TOKEN): Promise<Fixture> {
+    const f = new Fixture(id, script, ['--host', '127.0.0.1', '--port', '0', '--id', id, '--token', token]);
+    await f.start();
     return f;
-  }
-
-  of(event: string): FixtureEvent[] {
-    return this.events.filter((e) => e.event === event);
   }
 
   /** Ids of the operations of a kind it was asked to run, in order. */
@@ -84,17 +39,6 @@ class Fixture {
   /** The frames it received, parsed. */
   messages(): { type: string; id?: string }[] {
     return this.of('message').map((e) => JSON.parse(String(e.raw)) as { type: string; id?: string });
-  }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    live.delete(this);
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    // 'close', not 'exit': what it printed before it died must all have been read.
-    const closed = new Promise((r) => child.once('close', r));
-    child.kill('SIGKILL');
-    await closed;
-    this.child = null;
   }
 }
 
@@ -226,8 +170,8 @@ function servingPair(sidecar: Sidecar, x: Fixture, y: Fixture): { victim: Fixtur
 
 /** Starts two backends, a sidecar and a client with two subscriptions ticking from the serving backend. */
 async function setup(opts: { extra?: string; survivorToken?: string; retry?: boolean; env?: NodeJS.ProcessEnv } = {}) {
-  const a = await Fixture.start('a');
-  const b = await Fixture.start('b', opts.survivorToken);
+  const a = await Fixture.begin('a');
+  const b = await Fixture.begin('b', opts.survivorToken);
   // With another token, b must not get the session first: it is a standby then.
   const { sidecar, url } = await startSidecar(config([a, b], opts.extra ?? '', opts.survivorToken !== undefined), opts.env ?? {});
   current = sidecar;
@@ -248,10 +192,10 @@ afterEach(async () => {
   for (const c of clients.splice(0)) await c.dispose().catch(() => {});
   await current?.stop(0);
   current = null;
-  await Promise.all([...live].map((f) => f.kill()));
+  await killAllFixtures();
 });
 after(async () => {
-  await Promise.all([...live].map((f) => f.kill()));
+  await killAllFixtures();
 });
 
 /** The moment every topic has a tick from `backend` after `since`, or throws with what the client and backend saw. */

@@ -12,64 +12,22 @@
 // - state over its bound, or failover.mode close: the client is closed with 1012 and mqtt.js
 //   reconnects (and resubscribes) by itself.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test } from 'node:test';
 import mqtt, { type MqttClient } from 'mqtt';
 import { WebSocket } from 'ws';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { backendsYaml, freePort, startSidecar, waitFor } from './helpers.js';
+import { backendsYaml, FixtureProcess, freePort, killAllFixtures, startSidecar, waitFor, type FixtureEvent } from './helpers.js';
 
 const script = fileURLToPath(new URL('./fixtures/mqtt-server.js', import.meta.url));
 const TOKEN = 'tok-good';
 const ADMIN_TOKEN = 'admin-token-0123456789';
 
-interface FixtureEvent {
-  event: string;
-  cmd?: string;
-  [key: string]: unknown;
-}
-
-const live = new Set<Fixture>();
-
 /** A broker process; records the JSON lines it prints. */
-class Fixture {
-  readonly events: FixtureEvent[] = [];
-  private child: ChildProcessWithoutNullStreams | null = null;
-  port = 0;
-
-  private constructor(readonly id: string) {}
-
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
-  }
-
-  static async start(id: string, token = TOKEN, port = 0, extra: string[] = []): Promise<Fixture> {
-    const f = new Fixture(id);
-    const child = spawn(process.execPath, [script, '--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token, ...extra]);
-    f.child = child;
-    live.add(f);
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`mqtt fixture ${id} exited early (${code}): ${stderr}`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = JSON.parse(pending.slice(0, nl)) as FixtureEvent;
-          pending = pending.slice(nl + 1);
-          f.events.push(line);
-          if (line.event === 'listening') {
-            f.port = line.port as number;
-            resolve();
-          }
-        }
-      });
-    });
-    child.removeAllListeners('exit');
+class Fixture extends FixtureProcess {
+  static async begin(id: string, token = TOKEN, port = 0, extra: string[] = []): Promise<Fixture> {
+    const f = new Fixture(id, script, ['--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token, ...extra]);
+    await f.start();
     return f;
   }
 
@@ -77,20 +35,6 @@ class Fixture {
   packets(cmd?: string): FixtureEvent[] {
     return this.events.filter((e) => e.event === 'packet' && (cmd === undefined || e.cmd === cmd));
   }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    live.delete(this);
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const closed = new Promise((r) => child.once('close', r)); // all its output read
-    child.kill('SIGKILL');
-    await closed;
-    this.child = null;
-  }
-}
-
-async function killAll(): Promise<void> {
-  await Promise.all([...live].map((f) => f.kill()));
 }
 
 // ---- the client ---------------------------------------------------------------------------------
@@ -227,14 +171,14 @@ describe('MQTT sessions resumed on another backend', () => {
     clients.clear();
     await sidecar?.stop(0);
     sidecar = undefined;
-    await killAll();
+    await killAllFixtures();
   });
-  after(killAll);
+  after(killAllFixtures);
 
   for (const protocolVersion of [4, 5] as const) {
     test(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: SIGKILL of the serving broker — the same connection goes on with the survivor on both subscriptions, no close or second connect; the QoS 1 PUBLISH in flight is replayed (DUP) and acknowledged once, by the survivor`, async (t) => {
-      const a = await Fixture.start('a');
-      const b = await Fixture.start('b');
+      const a = await Fixture.begin('a');
+      const b = await Fixture.begin('b');
       let url: string;
       ({ sidecar, url } = await startSidecar(config([a, b])));
       const c = client(url, { protocolVersion });
@@ -275,8 +219,8 @@ describe('MQTT sessions resumed on another backend', () => {
   }
 
   test('a subscription removed before the kill is not made again: the survivor gets exactly one SUBSCRIBE', async () => {
-    const a = await Fixture.start('a');
-    const b = await Fixture.start('b');
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     const c = client(url);
@@ -299,8 +243,8 @@ describe('MQTT sessions resumed on another backend', () => {
   });
 
   test('drain of the serving broker through the admin API: the same outcome; the PUBLISH the old broker holds is acknowledged by it, once, and not replayed', async () => {
-    const a = await Fixture.start('a');
-    const b = await Fixture.start('b');
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b]), { BATON_ADMIN_TOKEN: ADMIN_TOKEN }));
     const c = client(url);
@@ -342,7 +286,7 @@ describe('MQTT sessions resumed on another backend', () => {
   });
 
   test('the new broker refuses the replayed CONNECT (other credentials): the connection closes, mqtt.js reconnects and gets the broker\'s own refusal (CONNACK 5); nothing left connected', async () => {
-    const a = await Fixture.start('a');
+    const a = await Fixture.begin('a');
     const laterPort = await freePort();
     let url: string;
     // b is down at first, so the session lands on a; it comes up accepting another token only.
@@ -353,7 +297,7 @@ describe('MQTT sessions resumed on another backend', () => {
     await c.mqtt.subscribeAsync('t/b');
     const first = onlySession(sidecar);
     assert.equal(first.backend!.id, 'a');
-    const b = await Fixture.start('b', 'another-token', laterPort);
+    const b = await Fixture.begin('b', 'another-token', laterPort);
     await a.kill();
 
     await waitFor(() => c.errors.length > 0, 'an error from mqtt.js', 5000);
@@ -375,14 +319,14 @@ describe('MQTT sessions resumed on another backend', () => {
   });
 
   test('MQTT 5: the new broker connects on other terms (Receive Maximum 5, was 20): closed with 1012 rather than carried on under terms mqtt.js does not know; it reconnects and learns them', async () => {
-    const a = await Fixture.start('a');
+    const a = await Fixture.begin('a');
     const laterPort = await freePort();
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, { id: 'b', url: `ws://127.0.0.1:${laterPort}` }])));
     const c = client(url, { protocolVersion: 5, reconnectPeriod: 100 });
     await c.connected();
     await c.mqtt.subscribeAsync('t/a');
-    const b = await Fixture.start('b', TOKEN, laterPort, ['--receive-maximum', '5']);
+    const b = await Fixture.begin('b', TOKEN, laterPort, ['--receive-maximum', '5']);
     const killedAt = Date.now();
     await a.kill();
 
@@ -400,8 +344,8 @@ describe('MQTT sessions resumed on another backend', () => {
     ['failover.mode close', 'failover: { mode: close }\n'],
   ] as const) {
     test(`${name}: the client is closed with 1012 and mqtt.js reconnects and resubscribes by itself`, async () => {
-      const a = await Fixture.start('a');
-      const b = await Fixture.start('b');
+      const a = await Fixture.begin('a');
+      const b = await Fixture.begin('b');
       let url: string;
       ({ sidecar, url } = await startSidecar(config([a, b], extra)));
       const c = client(url, { reconnectPeriod: 100 });

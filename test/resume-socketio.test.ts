@@ -11,90 +11,28 @@
 // - state over its bound, or failover.mode close: the client is closed with 1012 and
 //   socket.io-client reconnects by itself.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test } from 'node:test';
 import { Manager, type Socket } from 'socket.io-client';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { backendsYaml, freePort, startSidecar, waitFor } from './helpers.js';
+import { backendsYaml, FixtureProcess, freePort, killAllFixtures, startSidecar, waitFor } from './helpers.js';
 
 const script = fileURLToPath(new URL('./fixtures/socketio-server.js', import.meta.url));
 const TOKEN = 'tok-good';
 const ADMIN_TOKEN = 'admin-token-0123456789';
 
-interface FixtureEvent {
-  event: string;
-  nsp?: string;
-  raw?: string;
-  [key: string]: unknown;
-}
-
-const live = new Set<Fixture>();
-
 /** A socket.io server process; records the JSON lines it prints. */
-class Fixture {
-  readonly events: FixtureEvent[] = [];
-  private child: ChildProcessWithoutNullStreams | null = null;
-
-  port = 0;
-
-  private constructor(readonly id: string) {}
-
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
-  }
-
-  static async start(id: string, token = TOKEN, port = 0): Promise<Fixture> {
-    const f = new Fixture(id);
-    const child = spawn(process.execPath, [script, '--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token, '--ping-interval', '400', '--ping-timeout', '1500']);
-    f.child = child;
-    live.add(f);
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`socket.io fixture ${id} exited early (${code}): ${stderr}`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = JSON.parse(pending.slice(0, nl)) as FixtureEvent;
-          pending = pending.slice(nl + 1);
-          f.events.push(line);
-          if (line.event === 'listening') {
-            f.port = line.port as number;
-            resolve();
-          }
-        }
-      });
-    });
-    child.removeAllListeners('exit');
+class Fixture extends FixtureProcess {
+  static async begin(id: string, token = TOKEN, port = 0): Promise<Fixture> {
+    const f = new Fixture(id, script, ['--host', '127.0.0.1', '--port', String(port), '--id', id, '--token', token, '--ping-interval', '400', '--ping-timeout', '1500']);
+    await f.start();
     return f;
-  }
-
-  of(event: string, nsp?: string): FixtureEvent[] {
-    return this.events.filter((e) => e.event === event && (nsp === undefined || e.nsp === nsp));
   }
 
   /** socket.io packets it received (text after the Engine.IO '4'), in order. */
   messages(): string[] {
     return this.of('message').map((e) => String(e.raw));
   }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    live.delete(this);
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const closed = new Promise((r) => child.once('close', r)); // all its output read
-    child.kill('SIGKILL');
-    await closed;
-    this.child = null;
-  }
-}
-
-async function killAll(): Promise<void> {
-  await Promise.all([...live].map((f) => f.kill()));
 }
 
 // ---- the client ---------------------------------------------------------------------------------
@@ -256,13 +194,13 @@ describe('socket.io sessions resumed on another backend', () => {
     clients.clear();
     await sidecar?.stop(0);
     sidecar = undefined;
-    await killAll();
+    await killAllFixtures();
   });
-  after(killAll);
+  after(killAllFixtures);
 
   test('SIGKILL of the serving backend: the same connection goes on with the survivor, both namespaces, no disconnect or second connect; the emitWithAck in flight is answered once, by the survivor', async () => {
-    const a = await Fixture.start('a');
-    const b = await Fixture.start('b');
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     const c = client(url, ['/chat', '/news']);
@@ -313,15 +251,15 @@ describe('socket.io sessions resumed on another backend', () => {
   });
 
   test('a namespace left before the kill is not joined again: the survivor sees exactly one join', async () => {
-    const a = await Fixture.start('a');
-    const b = await Fixture.start('b');
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     const c = client(url, ['/chat', '/news']);
     await c.connected();
     const { victim, survivor } = servingPair(sidecar, a, b);
     c.get('/news').socket.disconnect(); // sends "41/news,"
-    await waitFor(() => victim.of('disconnect', '/news').length === 1, 'the victim saw /news leave');
+    await waitFor(() => victim.of('disconnect', { nsp: '/news' }).length === 1, 'the victim saw /news leave');
     const newsTicks = c.get('/news').ticks.length;
     const killedAt = Date.now();
     await victim.kill();
@@ -338,8 +276,8 @@ describe('socket.io sessions resumed on another backend', () => {
   });
 
   test('drain of the serving backend through the admin API: same outcome, the request in flight answered by the old backend and not replayed', async () => {
-    const a = await Fixture.start('a');
-    const b = await Fixture.start('b');
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b]), { BATON_ADMIN_TOKEN: ADMIN_TOKEN }));
     const c = client(url, ['/chat', '/news']);
@@ -367,7 +305,7 @@ describe('socket.io sessions resumed on another backend', () => {
   });
 
   test('the new backend refuses the replayed CONNECT (another token): the connection closes (1008), socket.io-client reconnects and gets the refusal as a connect_error; nothing left connected', async () => {
-    const a = await Fixture.start('a');
+    const a = await Fixture.begin('a');
     const laterPort = await freePort();
     let url: string;
     // b is down at first, so the session lands on a; it comes up accepting another token only.
@@ -376,7 +314,7 @@ describe('socket.io sessions resumed on another backend', () => {
     await c.connected();
     assert.equal(onlySession(sidecar).backend!.id, 'a');
     const first = onlySession(sidecar);
-    const b = await Fixture.start('b', 'another-token', laterPort);
+    const b = await Fixture.begin('b', 'another-token', laterPort);
     await a.kill();
 
     const all = [...c.ns.values()];
@@ -404,8 +342,8 @@ describe('socket.io sessions resumed on another backend', () => {
     ['failover.mode close', 'failover: { mode: close }\n'],
   ] as const) {
     test(`${name}: the client is closed with 1012 and socket.io-client reconnects by itself to the survivor`, async () => {
-      const a = await Fixture.start('a');
-      const b = await Fixture.start('b');
+      const a = await Fixture.begin('a');
+      const b = await Fixture.begin('b');
       let url: string;
       ({ sidecar, url } = await startSidecar(config([a, b], extra)));
       const c = client(url, ['/chat', '/news']);

@@ -9,14 +9,13 @@
 // needs the client cannot meet gets a 1012; a session that cannot be resumed (state over its
 // bound, failover.mode close) gets 1012 and stompjs reconnects by itself.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test } from 'node:test';
 import { Client, type IFrame, type StompSubscription } from '@stomp/stompjs';
 import { WebSocket } from 'ws';
 import { AdminClient } from '../sidecar/admin/client.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
-import { startSidecar, waitFor } from './helpers.js';
+import { FixtureProcess, killAllFixtures, startSidecar, waitFor } from './helpers.js';
 
 const script = fileURLToPath(new URL('./fixtures/stomp-server.js', import.meta.url));
 const TOKEN = 'secret';
@@ -24,76 +23,18 @@ const ADMIN_TOKEN = 'stomp-admin-token-0123456789';
 /** The broker checks the client's heart-beats every second: a resume that broke them would be closed. */
 const BROKER_HEARTBEAT = '0,1000';
 
-interface FixtureEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-const live = new Set<Broker>();
-
 /** A stomp-server fixture process; records the JSON lines it prints. */
-class Broker {
-  readonly events: FixtureEvent[] = [];
-  private child: ChildProcessWithoutNullStreams | null = null;
-  port = 0;
-
-  private constructor(readonly id: string) {}
-
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
-  }
-
-  static async start(id: string, token = TOKEN, heartbeat = BROKER_HEARTBEAT): Promise<Broker> {
-    const b = new Broker(id);
-    const child = spawn(process.execPath, [script, '--port', '0', '--host', '127.0.0.1', '--id', id, '--token', token, '--heartbeat', heartbeat]);
-    b.child = child;
-    live.add(b);
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`stomp fixture ${id} exited early (${code}): ${stderr}`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = JSON.parse(pending.slice(0, nl)) as FixtureEvent;
-          pending = pending.slice(nl + 1);
-          b.events.push(line);
-          if (line.event === 'listening') {
-            b.port = line.port as number;
-            resolve();
-          }
-        }
-      });
-    });
-    child.removeAllListeners('exit');
+class Broker extends FixtureProcess {
+  static async begin(id: string, token = TOKEN, heartbeat = BROKER_HEARTBEAT): Promise<Broker> {
+    const b = new Broker(id, script, ['--port', '0', '--host', '127.0.0.1', '--id', id, '--token', token, '--heartbeat', heartbeat]);
+    await b.start();
     return b;
-  }
-
-  of(event: string): FixtureEvent[] {
-    return this.events.filter((e) => e.event === event);
   }
 
   /** SIGSTOP: the broker stops reading and answering (its socket stays open). */
   pause(): void {
-    this.child?.kill('SIGSTOP');
+    void this.signal('SIGSTOP');
   }
-
-  async kill(): Promise<void> {
-    const child = this.child;
-    live.delete(this);
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const closed = new Promise((r) => child.once('close', r));
-    child.kill('SIGKILL');
-    await closed;
-    this.child = null;
-  }
-}
-
-async function killAll(): Promise<void> {
-  await Promise.all([...live].map((b) => b.kill()));
 }
 
 interface Received {
@@ -208,12 +149,12 @@ describe('STOMP sessions resumed on another backend', () => {
     user = undefined;
     await sidecar?.stop(0);
     sidecar = undefined;
-    await killAll();
+    await killAllFixtures();
   });
-  after(killAll);
+  after(killAllFixtures);
 
   test('the fixture, directly: CONNECT with the passcode, two subscriptions fed every 50 ms, a receipted SEND answered; a bad passcode gets ERROR and a close', async () => {
-    const a = await Broker.start('a');
+    const a = await Broker.begin('a');
     user = new StompUser(`ws://127.0.0.1:${a.port}`);
     await waitFor(() => user!.from('a', 'a').length >= 3 && user!.from('a', 'b').length >= 3, 'messages on both topics');
     const receipt = await user.request('direct-1');
@@ -230,8 +171,8 @@ describe('STOMP sessions resumed on another backend', () => {
   });
 
   test('SIGKILL of the serving broker: the same connection is fed by the other within 1 s, a request is answered, nothing reaches the client', async () => {
-    const a = await Broker.start('a');
-    const b = await Broker.start('b');
+    const a = await Broker.begin('a');
+    const b = await Broker.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     user = new StompUser(url);
@@ -260,8 +201,8 @@ describe('STOMP sessions resumed on another backend', () => {
   });
 
   test('a receipted SEND the dying broker never answered is replayed to the new one after the resume, its RECEIPT delivered once', async () => {
-    const a = await Broker.start('a');
-    const b = await Broker.start('b');
+    const a = await Broker.begin('a');
+    const b = await Broker.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     user = new StompUser(url);
@@ -282,8 +223,8 @@ describe('STOMP sessions resumed on another backend', () => {
   });
 
   test('after an UNSUBSCRIBE, only the remaining subscription is resumed', async () => {
-    const a = await Broker.start('a');
-    const b = await Broker.start('b');
+    const a = await Broker.begin('a');
+    const b = await Broker.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b])));
     user = new StompUser(url);
@@ -299,8 +240,8 @@ describe('STOMP sessions resumed on another backend', () => {
   });
 
   test('drain of the serving broker through the admin API: same outcome, the old broker let go', async () => {
-    const a = await Broker.start('a');
-    const b = await Broker.start('b');
+    const a = await Broker.begin('a');
+    const b = await Broker.begin('b');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, b]), { BATON_ADMIN_TOKEN: ADMIN_TOKEN }));
     const admin = new AdminClient({ baseUrl: `http://127.0.0.1:${sidecar.adminAddress!.port}`, token: ADMIN_TOKEN });
@@ -322,8 +263,8 @@ describe('STOMP sessions resumed on another backend', () => {
   });
 
   test('the new broker refuses the replayed CONNECT (another passcode): the client gets its ERROR and a close, not a zombie session', async () => {
-    const a = await Broker.start('a');
-    const b = await Broker.start('b', 'another-token');
+    const a = await Broker.begin('a');
+    const b = await Broker.begin('b', 'another-token');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, { id: b.id, url: b.url, standby: true }])));
     user = new StompUser(url);
@@ -341,8 +282,8 @@ describe('STOMP sessions resumed on another backend', () => {
 
   test('a new broker wanting heart-beats more often than the client was told to send them: 1012, and stompjs reconnects and negotiates with it', async () => {
     // The client offers to send every 1 s; a wants one every 3 s (the client sends every 3 s), b every 1 s.
-    const a = await Broker.start('a', TOKEN, '0,3000');
-    const b = await Broker.start('b', TOKEN, '0,1000');
+    const a = await Broker.begin('a', TOKEN, '0,3000');
+    const b = await Broker.begin('b', TOKEN, '0,1000');
     let url: string;
     ({ sidecar, url } = await startSidecar(config([a, { id: b.id, url: b.url, standby: true }])));
     user = new StompUser(url, { reconnectDelay: 100 });
@@ -360,8 +301,8 @@ describe('STOMP sessions resumed on another backend', () => {
     ['failover.mode: close', 'failover: { mode: close }\n'],
   ] as const) {
     test(`${name}: the client gets 1012 at the kill and stompjs reconnects by itself`, async () => {
-      const a = await Broker.start('a');
-      const b = await Broker.start('b');
+      const a = await Broker.begin('a');
+      const b = await Broker.begin('b');
       let url: string;
       ({ sidecar, url } = await startSidecar(config([a, b], extra)));
       user = new StompUser(url, { reconnectDelay: 100 });

@@ -1,7 +1,7 @@
 // The real processes behind the fake kubelet's pods: a backend for a pod labelled role=backend (the
 // echo backend, or what the test chooses), a Baton sidecar for role=sidecar, each bound to the pod's
 // loopback IP.
-import { spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -176,70 +176,3 @@ export class PodProcesses<B extends PodBackend = BackendProcess> {
   }
 }
 
-/** A JSON line a fixture printed on stdout. */
-export interface FixtureEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-/**
- * A fixture server as a pod's backend: `node <script> ...args`, printing JSON lines on stdout of
- * which one with `"event": "listening"` says it is ready (test/fixtures/*-server.ts). Every line is
- * kept in `events`.
- */
-export class FixtureProcess implements PodBackend {
-  child: ChildProcessWithoutNullStreams | null = null;
-  readonly events: FixtureEvent[] = [];
-
-  constructor(
-    readonly id: string,
-    private readonly script: string,
-    private readonly args: readonly string[],
-  ) {}
-
-  async start(): Promise<void> {
-    const child = spawn(process.execPath, [this.script, ...this.args]);
-    this.child = child;
-    child.stderr.on('data', (c: Buffer) => process.stderr.write(`[${this.id}] ${c.toString()}`));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code, signal) => reject(new Error(`fixture ${this.id} exited early (${code ?? signal})`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = pending.slice(0, nl);
-          pending = pending.slice(nl + 1);
-          let event: FixtureEvent;
-          try {
-            event = JSON.parse(line) as FixtureEvent;
-          } catch {
-            continue; // not one of its report lines
-          }
-          this.events.push(event);
-          if (event.event === 'listening') resolve();
-        }
-      });
-    });
-    child.removeAllListeners('exit');
-  }
-
-  /** The lines with this `event` (and, when given, these other fields). */
-  of(event: string, fields: Record<string, unknown> = {}): FixtureEvent[] {
-    return this.events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e[k] === v));
-  }
-
-  async signal(sig: NodeJS.Signals): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    if (sig === 'SIGSTOP' || sig === 'SIGCONT') {
-      child.kill(sig);
-      return;
-    }
-    const closed = new Promise((r) => child.once('close', r)); // all its output read
-    child.kill(sig);
-    await closed;
-    this.child = null;
-  }
-}
