@@ -22,12 +22,14 @@ import {
   cpuShare,
   cpuSnapshot,
   graphqlWsTraffic,
+  mqttTraffic,
   openIdleSessions,
   runFailoverTrial,
   runHandshakes,
   runLatency,
   runThroughput,
   socketIoTraffic,
+  stompTraffic,
   startMigrationTraffic,
   taggedEchoTraffic,
   warmUp,
@@ -567,15 +569,21 @@ async function runFailoverSection(options: Options, results: Results): Promise<v
 }
 
 /**
- * A resumed session's gap: two protocol fixture backends (real graphql-ws and socket.io servers
- * sending ticks every few ms) behind a sidecar with its default `codec.default: auto`; each trial
+ * A resumed session's gap: two protocol fixture backends (real graphql-ws, socket.io, MQTT (aedes)
+ * and STOMP (stomp-broker-js) servers sending ticks every few ms) behind a sidecar with its default `codec.default: auto`; each trial
  * kills the backend serving a session with an init and subscriptions (or joined namespaces), and
  * times the kill to the first tick from the other backend on every subscription.
  */
 async function runResumeSection(options: Options, results: Results): Promise<void> {
   const rp = options.plan.resume;
-  for (const protocol of ['graphql-ws', 'socket.io'] as const) {
-    const traffic = protocol === 'graphql-ws' ? () => graphqlWsTraffic(rp.streams, FIXTURE_TOKEN) : () => socketIoTraffic(rp.streams, FIXTURE_TOKEN);
+  const clients: Record<FixtureProtocol, (streams: number, token: string) => FailoverTraffic> = {
+    'graphql-ws': graphqlWsTraffic,
+    'socket.io': socketIoTraffic,
+    mqtt: mqttTraffic,
+    stomp: stompTraffic,
+  };
+  for (const protocol of Object.keys(clients) as FixtureProtocol[]) {
+    const traffic = () => clients[protocol](rp.streams, FIXTURE_TOKEN);
     const result = await runFailoverTrials(options, rp.trials, (id, port) => startFixtureBackend(protocol, id, port, rp.tickMs), 'auto', traffic);
     results.resume.push({ protocol, result });
     log(`resume gap, ${protocol}: ${failoverLabel(result)}`);

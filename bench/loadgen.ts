@@ -2,6 +2,7 @@
 // through a proxy. The hot loops reuse one payload buffer and one options object and read no
 // clock per message where the figure doesn't need it (throughput counts, it doesn't time).
 import { createHistogram, performance } from 'node:perf_hooks';
+import mqttPacket, { type Packet } from 'mqtt-packet';
 import { WebSocket, type ClientOptions } from 'ws';
 import { readCpuMs, readMachineBusyMs } from './procs.js';
 
@@ -405,8 +406,11 @@ export interface FailoverTraffic {
   start(ws: WebSocket): () => void;
   /** Every frame received, also before start(): the protocol's own answers (a subscribe after the ack, a pong). */
   frame?(ws: WebSocket, data: Buffer): void;
-  /** The backend and stream of an event; null for any other frame. */
-  event(data: Buffer): { backend: string; stream: number } | null;
+  /**
+   * The backend and stream of an event; null for any other frame; 'fragment' for a frame that
+   * completes nothing (part of a packet of a byte-stream protocol, MQTT), which is not counted.
+   */
+  event(data: Buffer): { backend: string; stream: number } | null | 'fragment';
 }
 
 /** Events seen before the kill (from every stream), so the session is in steady state when its backend dies. */
@@ -436,6 +440,7 @@ export async function runFailoverTrial(url: string, kill: ((backendId: string) =
   const onMessage = (ws: WebSocket, data: Buffer) => {
     traffic.frame?.(ws, data);
     const e = traffic.event(data);
+    if (e === 'fragment') return;
     if (killedAt === 0) {
       if (e === null) return;
       servedBy = e.backend;
@@ -553,6 +558,82 @@ export function socketIoTraffic(streams: number, token: string): FailoverTraffic
       const stream = namespaces.indexOf(text.slice(2, comma));
       const [name, tick] = JSON.parse(text.slice(comma + 1)) as [string, { servedBy?: string }];
       return stream >= 0 && name === 'tick' && tick.servedBy !== undefined ? { backend: tick.servedBy, stream } : null;
+    },
+  };
+}
+
+/**
+ * An MQTT 3.1.1 client of test/fixtures/mqtt-server.js (served by aedes, which sends every field of
+ * a packet as its own binary frame): CONNECT with the token as password (user "bench", keep-alive off), then,
+ * on the CONNACK, one SUBSCRIBE (QoS 0) to t/a, t/b. The frames are fed to an mqtt-packet parser;
+ * events are the PUBLISHes, counted on the frame that completes them (the others are fragments).
+ */
+export function mqttTraffic(streams: number, token: string): FailoverTraffic {
+  const topics = ['t/a', 't/b'].slice(0, streams);
+  if (topics.length < streams) throw new Error(`mqtt traffic: at most 2 streams (topics), not ${streams}`);
+  const parser = mqttPacket.parser({ protocolVersion: 4 });
+  /** The packets the latest frame completed (frame() parses, event() reads). */
+  let completed: Packet[] = [];
+  let broken = false;
+  parser.on('packet', (p: Packet) => completed.push(p));
+  parser.on('error', () => (broken = true));
+  let subscribed = false;
+  const generate = (p: Packet) => mqttPacket.generate(p, { protocolVersion: 4 });
+  return {
+    protocols: ['mqtt'],
+    streams,
+    start(ws) {
+      ws.send(generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: `bench-${process.pid}-${Math.random().toString(36).slice(2, 10)}`, keepalive: 0, username: 'bench', password: Buffer.from(token) }));
+      return () => {};
+    },
+    frame(ws, data) {
+      completed = [];
+      if (!broken) parser.parse(data);
+      if (subscribed || !completed.some((p) => p.cmd === 'connack')) return;
+      subscribed = true; // a second CONNACK (a resume's, not swallowed) counts as a frame after the kill
+      ws.send(generate({ cmd: 'subscribe', messageId: 1, subscriptions: topics.map((topic) => ({ topic, qos: 0 })) }));
+    },
+    event() {
+      if (completed.length === 0) return broken ? null : 'fragment';
+      const p = completed.find((q) => q.cmd === 'publish');
+      if (!p || p.cmd !== 'publish') return null;
+      const from = (JSON.parse(String(p.payload)) as { from?: string }).from;
+      const stream = topics.indexOf(p.topic);
+      return from !== undefined && stream >= 0 ? { backend: from, stream } : null;
+    },
+  };
+}
+
+/**
+ * A STOMP 1.2 client (subprotocol v12.stomp, one frame per text message) of
+ * test/fixtures/stomp-server.js at /stomp: CONNECT with the token as passcode (heart-beats off),
+ * then, on the CONNECTED, one SUBSCRIBE per stream (/topic/a, /topic/b). Events are the MESSAGE frames.
+ */
+export function stompTraffic(streams: number, token: string): FailoverTraffic {
+  const topics = ['a', 'b'].slice(0, streams);
+  if (topics.length < streams) throw new Error(`stomp traffic: at most 2 streams (topics), not ${streams}`);
+  let subscribed = false;
+  return {
+    path: '/stomp',
+    protocols: ['v12.stomp'],
+    streams,
+    start(ws) {
+      ws.send(`CONNECT\naccept-version:1.2\nhost:localhost\nlogin:bench\npasscode:${token}\nheart-beat:0,0\n\n\0`);
+      return () => {};
+    },
+    frame(ws, data) {
+      if (subscribed || !data.toString('latin1', 0, 10).startsWith('CONNECTED\n')) return;
+      subscribed = true; // a second CONNECTED (a resume's, not swallowed) counts as a frame after the kill
+      topics.forEach((t, i) => ws.send(`SUBSCRIBE\nid:${i}\ndestination:/topic/${t}\nack:auto\n\n\0`));
+    },
+    event(data) {
+      const text = data.toString();
+      if (!text.startsWith('MESSAGE\n')) return null;
+      const body = text.indexOf('\n\n');
+      const nul = text.indexOf('\0', body);
+      const m = JSON.parse(text.slice(body + 2, nul < 0 ? undefined : nul)) as { from?: string; topic?: string };
+      const stream = topics.indexOf(m.topic ?? '');
+      return m.from !== undefined && stream >= 0 ? { backend: m.from, stream } : null;
     },
   };
 }

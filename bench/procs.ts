@@ -163,21 +163,23 @@ export async function startEchoBackend(id: string, port: number, tag: boolean, e
   return { id, port, url: `ws://127.0.0.1:${port}`, proc: await startListening(`echo backend ${id}`, echoBackendScript, args) };
 }
 
-/** The resume section's backends: the test suite's protocol servers (real graphql-ws and socket.io). */
-export type FixtureProtocol = 'graphql-ws' | 'socket.io';
+/** The resume section's backends: the test suite's protocol servers (real graphql-ws, socket.io, aedes, stomp-broker-js). */
+export type FixtureProtocol = 'graphql-ws' | 'socket.io' | 'mqtt' | 'stomp';
 
-/** The auth token the fixture backends accept (connection_init payload, namespace auth). */
+/** The auth token the fixture backends accept (connection_init payload, namespace auth, MQTT password, STOMP passcode). */
 export const FIXTURE_TOKEN = 'secret';
 
 const fixtureScripts: Record<FixtureProtocol, string> = {
   'graphql-ws': fileURLToPath(new URL('../test/fixtures/graphql-ws-server.js', import.meta.url)),
   'socket.io': fileURLToPath(new URL('../test/fixtures/socketio-server.js', import.meta.url)),
+  mqtt: fileURLToPath(new URL('../test/fixtures/mqtt-server.js', import.meta.url)),
+  stomp: fileURLToPath(new URL('../test/fixtures/stomp-server.js', import.meta.url)),
 };
 
 /**
  * Starts a protocol fixture server (test/fixtures/*-server.js, built into dist/) that sends each
- * subscription (graphql-ws) or joined namespace (socket.io) a tick every `tickMs`, tagged with
- * `servedBy: <id>`; it accepts FIXTURE_TOKEN.
+ * subscription (graphql-ws), joined namespace (socket.io) or topic (mqtt, stomp) a tick every
+ * `tickMs`, tagged with `servedBy: <id>` (mqtt, stomp: `from: <id>`); it accepts FIXTURE_TOKEN.
  */
 export async function startFixtureBackend(protocol: FixtureProtocol, id: string, port: number, tickMs: number): Promise<BackendProcess> {
   const args = ['--port', String(port), '--id', id, '--token', FIXTURE_TOKEN, '--tick-ms', String(tickMs)];
