@@ -21,15 +21,29 @@ export async function waitFor(condition: () => boolean, what: string, timeoutMs 
 
 export { freePort } from '../tools/free-port.js';
 
-/** An echo backend in its own process, so it can be SIGKILLed, SIGSTOPped and restarted. */
-export class BackendProcess {
+/** A JSON line a fixture printed on stdout. */
+export interface FixtureEvent {
+  event: string;
+  [key: string]: unknown;
+}
+
+const liveFixtures = new Set<FixtureProcess>();
+
+/**
+ * A fixture server in its own process (test/fixtures/*-server.ts), so a test can SIGKILL it:
+ * `node <script> ...args`, printing JSON lines on stdout, one of them `"event": "listening"` (with
+ * its `port`) when it is ready. Every line is kept in `events`.
+ */
+export class FixtureProcess {
   child: ChildProcessWithoutNullStreams | null = null;
-  readonly connections: ConnectionInfo[] = [];
+  readonly events: FixtureEvent[] = [];
+  /** From its listening line. */
+  port = 0;
 
   constructor(
     readonly id: string,
-    readonly port: number,
-    private readonly extraArgs: string[] = [],
+    private readonly script: string,
+    private readonly args: readonly string[],
     readonly host = '127.0.0.1',
   ) {}
 
@@ -40,35 +54,45 @@ export class BackendProcess {
     return this.child?.pid ?? 0;
   }
 
-  static async start(id: string, extraArgs: string[] = []): Promise<BackendProcess> {
-    const b = new BackendProcess(id, await freePort(), extraArgs);
-    await b.start();
-    return b;
-  }
-
   async start(): Promise<void> {
-    const child = spawn(process.execPath, [echoScript, '--host', this.host, '--port', String(this.port), '--id', this.id, '--tag', '--report', ...this.extraArgs]);
+    const child = spawn(process.execPath, [this.script, ...this.args]);
     this.child = child;
-    live.add(this);
+    liveFixtures.add(this);
+    let stderr = '';
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     let pending = '';
     await new Promise<void>((resolve, reject) => {
       child.once('error', reject);
-      child.once('exit', (code) => reject(new Error(`backend ${this.id} exited early (${code})`)));
+      child.once('exit', (code, signal) => reject(new Error(`fixture ${this.id} exited early (${code ?? signal}): ${stderr}`)));
       child.stdout.on('data', (chunk: Buffer) => {
         pending += chunk.toString();
         let nl: number;
         while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = JSON.parse(pending.slice(0, nl)) as { event: string } & ConnectionInfo;
+          const line = pending.slice(0, nl);
           pending = pending.slice(nl + 1);
-          if (line.event === 'listening') resolve();
-          if (line.event === 'connection') this.connections.push(line);
+          let event: FixtureEvent;
+          try {
+            event = JSON.parse(line) as FixtureEvent;
+          } catch {
+            continue; // not one of its report lines
+          }
+          this.events.push(event);
+          if (event.event === 'listening') {
+            this.port = Number(event.port);
+            resolve();
+          }
         }
       });
     });
     child.removeAllListeners('exit');
   }
 
-  /** Sends a signal and, for killing signals, waits until the process is gone. */
+  /** The lines with this `event` (and, when given, these other fields). */
+  of(event: string, fields: Record<string, unknown> = {}): FixtureEvent[] {
+    return this.events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e[k] === v));
+  }
+
+  /** Sends a signal; for killing signals, waits until the process is gone and all its output read. */
   async signal(sig: NodeJS.Signals): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
@@ -76,23 +100,44 @@ export class BackendProcess {
       child.kill(sig);
       return;
     }
-    const exited = new Promise((r) => child.once('exit', r));
+    const closed = new Promise((r) => child.once('close', r));
     child.kill(sig);
-    await exited;
+    await closed;
     this.child = null;
-    live.delete(this);
+    liveFixtures.delete(this);
+  }
+
+  kill(): Promise<void> {
+    return this.signal('SIGKILL');
   }
 }
 
-const live = new Set<BackendProcess>();
+/** Kills every fixture process still running (for after()/afterEach()). */
+export async function killAllFixtures(): Promise<void> {
+  await Promise.all([...liveFixtures].map((f) => f.kill()));
+}
+
+/** An echo backend in its own process, so it can be SIGKILLed, SIGSTOPped and restarted (on its port). */
+export class BackendProcess extends FixtureProcess {
+  constructor(id: string, port: number, extraArgs: string[] = [], host = '127.0.0.1') {
+    super(id, echoScript, ['--host', host, '--port', String(port), '--id', id, '--tag', '--report', ...extraArgs], host);
+    this.port = port;
+  }
+
+  /** What the sidecar sent with each connection (path, headers, protocol), from its reports. */
+  get connections(): ConnectionInfo[] {
+    return this.of('connection') as unknown as ConnectionInfo[];
+  }
+
+  static async start(id: string, extraArgs: string[] = []): Promise<BackendProcess> {
+    const b = new BackendProcess(id, await freePort(), extraArgs);
+    await b.start();
+    return b;
+  }
+}
 
 /** Kills every backend process a test file started (call from after()). */
-export async function killAllBackends(): Promise<void> {
-  for (const b of [...live]) {
-    b.child?.kill('SIGCONT');
-    await b.signal('SIGKILL');
-  }
-}
+export const killAllBackends = killAllFixtures;
 
 /** A sidecar in this process, from YAML text (listen address and log level filled in). */
 export async function startSidecar(yaml: string, env: NodeJS.ProcessEnv = {}): Promise<{ sidecar: Sidecar; url: string }> {
@@ -166,94 +211,3 @@ export function pump(client: TestClient, prefix: string, everyMs: number): { sto
   };
 }
 
-/** A JSON line a fixture printed on stdout. */
-export interface FixtureEvent {
-  event: string;
-  [key: string]: unknown;
-}
-
-const liveFixtures = new Set<FixtureProcess>();
-
-/**
- * A fixture server in its own process (test/fixtures/*-server.ts), so a test can SIGKILL it:
- * `node <script> ...args`, printing JSON lines on stdout, one of them `"event": "listening"` (with
- * its `port`) when it is ready. Every line is kept in `events`.
- */
-export class FixtureProcess {
-  child: ChildProcessWithoutNullStreams | null = null;
-  readonly events: FixtureEvent[] = [];
-  /** From its listening line. */
-  port = 0;
-
-  constructor(
-    readonly id: string,
-    private readonly script: string,
-    private readonly args: readonly string[],
-  ) {}
-
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn(process.execPath, [this.script, ...this.args]);
-    this.child = child;
-    liveFixtures.add(this);
-    let stderr = '';
-    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    let pending = '';
-    await new Promise<void>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code, signal) => reject(new Error(`fixture ${this.id} exited early (${code ?? signal}): ${stderr}`)));
-      child.stdout.on('data', (chunk: Buffer) => {
-        pending += chunk.toString();
-        let nl: number;
-        while ((nl = pending.indexOf('\n')) !== -1) {
-          const line = pending.slice(0, nl);
-          pending = pending.slice(nl + 1);
-          let event: FixtureEvent;
-          try {
-            event = JSON.parse(line) as FixtureEvent;
-          } catch {
-            continue; // not one of its report lines
-          }
-          this.events.push(event);
-          if (event.event === 'listening') {
-            this.port = Number(event.port);
-            resolve();
-          }
-        }
-      });
-    });
-    child.removeAllListeners('exit');
-  }
-
-  /** The lines with this `event` (and, when given, these other fields). */
-  of(event: string, fields: Record<string, unknown> = {}): FixtureEvent[] {
-    return this.events.filter((e) => e.event === event && Object.entries(fields).every(([k, v]) => e[k] === v));
-  }
-
-  /** Sends a signal; for killing signals, waits until the process is gone and all its output read. */
-  async signal(sig: NodeJS.Signals): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    if (sig === 'SIGSTOP' || sig === 'SIGCONT') {
-      child.kill(sig);
-      return;
-    }
-    const closed = new Promise((r) => child.once('close', r));
-    child.kill(sig);
-    await closed;
-    this.child = null;
-    liveFixtures.delete(this);
-  }
-
-  kill(): Promise<void> {
-    return this.signal('SIGKILL');
-  }
-}
-
-/** Kills every fixture process still running (for after()/afterEach()). */
-export async function killAllFixtures(): Promise<void> {
-  await Promise.all([...liveFixtures].map((f) => f.kill()));
-}
