@@ -141,8 +141,10 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
 
   test('the operator creates its certificate Secret, fills in the caBundle and serves that certificate', async () => {
     const bundle = await eventually(async () => (await caBundle()) || undefined, 'the caBundle filled in', 20_000);
-    const certs = fromSecret(await readSecret());
-    assert.equal((await readSecret()).type, 'kubernetes.io/tls');
+    // The caBundle and the Secret are two writes: the Secret may come a moment after.
+    const secret = await eventually(() => readSecret(), 'the certificate Secret', 20_000);
+    const certs = fromSecret(secret);
+    assert.equal(secret.type, 'kubernetes.io/tls');
     assert.equal(bundle, certs.caBundle);
     const ca = new X509Certificate(bundle);
     const serving = new X509Certificate(certs.cert!);
