@@ -19,7 +19,7 @@ import type { Logger } from '../sidecar/logger.js';
 import { FINALIZER, GROUP, PLURAL, VERSION, validateSpec, type WsBalancer, type WsBalancerSpec, type WsBalancerStatus } from './api/wsbalancer.js';
 import { runChecks } from './checks.js';
 import { EventRecorder } from './events.js';
-import { Informer, type ListResult } from './informer.js';
+import { Informer, type ListPage } from './informer.js';
 import { LeaderElector } from './leader.js';
 import type { OperatorMetrics } from './metrics.js';
 import {
@@ -116,10 +116,12 @@ export class Controller {
     const ns = this.opts.namespace;
     const base = (group: string, version: string) => (group ? `/apis/${group}/${version}` : `/api/${version}`);
     const path = (group: string, version: string, plural: string) => `${base(group, version)}${ns ? `/namespaces/${ns}` : ''}/${plural}`;
-    const listCustom = <T>(group: string, version: string, plural: string, labelSelector?: string) => (): Promise<ListResult<T>> =>
-      ns
-        ? this.custom.listNamespacedCustomObject({ group, version, namespace: ns, plural, labelSelector })
-        : this.custom.listClusterCustomObject({ group, version, plural, labelSelector });
+    const listCustom =
+      <T>(group: string, version: string, plural: string, labelSelector?: string): ListPage<T> =>
+      ({ limit, continueToken }) =>
+        ns
+          ? this.custom.listNamespacedCustomObject({ group, version, namespace: ns, plural, labelSelector, limit, _continue: continueToken })
+          : this.custom.listClusterCustomObject({ group, version, plural, labelSelector, limit, _continue: continueToken });
     const common = { watch: this.watch, log: this.log };
     const restarted = (resource: string) => () => this.opts.metrics.informerRestarts.inc({ resource });
 
@@ -142,7 +144,8 @@ export class Controller {
       ...common,
       resource: 'pods',
       path: path('', 'v1', 'pods'),
-      list: () => (ns ? this.core.listNamespacedPod({ namespace: ns }) : this.core.listPodForAllNamespaces()),
+      list: ({ limit, continueToken }) =>
+        ns ? this.core.listNamespacedPod({ namespace: ns, limit, _continue: continueToken }) : this.core.listPodForAllNamespaces({ limit, _continue: continueToken }),
       onRestart: restarted('pods'),
     });
 

@@ -11,15 +11,23 @@ export type ChangeType = 'added' | 'modified' | 'deleted';
 
 export interface ListResult<T> {
   items: T[];
-  metadata?: { resourceVersion?: string };
+  metadata?: { resourceVersion?: string; _continue?: string };
 }
+
+/** Lists one page of at most `limit` objects from `continueToken` (undefined: the first page). */
+export type ListPage<T> = (page: { limit: number; continueToken: string | undefined }) => Promise<ListResult<T>>;
 
 export interface InformerOptions<T> {
   /** For logs and metrics, e.g. "pods". */
   resource: string;
   /** Collection path to watch, e.g. /api/v1/pods. */
   path: string;
-  list: () => Promise<ListResult<T>>;
+  list: ListPage<unknown>;
+  /**
+   * What the cache keeps of each object (default: all of it). A projection of the few fields the
+   * operator reads keeps memory proportional to what it needs, not to what the API serves.
+   */
+  project?: (raw: unknown) => T;
   /** Must match the one `list` uses. */
   labelSelector?: string;
   watch: Watch;
@@ -28,6 +36,8 @@ export interface InformerOptions<T> {
   onRestart?: () => void;
 }
 
+/** Objects per list page: a relist of a large collection is never one huge response in memory. */
+const PAGE_SIZE = 500;
 const BACKOFF = { initial: 500, max: 30_000, multiplier: 2, jitter: 0.2 };
 /**
  * Asked of the server so it ends each watch cleanly before client-node's 30 s inactivity abort; a
@@ -115,12 +125,22 @@ export class Informer<T extends ObjectWithMeta> {
 
   /** Replaces the cache with a fresh list, telling handlers what changed meanwhile. */
   private async relist(): Promise<void> {
-    const result = await this.opts.list();
     const next = new Map<string, T>();
-    for (const obj of result.items) next.set(keyOf(obj), obj);
+    let continueToken: string | undefined;
+    let resourceVersion = '';
+    do {
+      // A continue token that expired (410) fails the relist: the loop starts it again from scratch.
+      const page = await this.opts.list({ limit: PAGE_SIZE, continueToken });
+      for (const raw of page.items) {
+        const obj = this.project(raw);
+        next.set(keyOf(obj), obj);
+      }
+      resourceVersion = page.metadata?.resourceVersion ?? '';
+      continueToken = page.metadata?._continue || undefined;
+    } while (continueToken);
     const previous = this.objects;
     this.objects = next;
-    this.resourceVersion = result.metadata?.resourceVersion ?? '';
+    this.resourceVersion = resourceVersion;
     for (const [key, old] of previous) if (!next.has(key)) this.emit(old, 'deleted');
     for (const [key, obj] of next) {
       const old = previous.get(key);
@@ -150,14 +170,15 @@ export class Informer<T extends ObjectWithMeta> {
         const rv = obj.metadata?.resourceVersion;
         if (rv) this.resourceVersion = rv;
         if (phase === 'BOOKMARK') return;
-        const key = keyOf(obj);
+        const kept = this.project(obj);
+        const key = keyOf(kept);
         if (phase === 'DELETED') {
-          if (this.objects.delete(key)) this.emit(obj, 'deleted');
+          if (this.objects.delete(key)) this.emit(kept, 'deleted');
           return;
         }
         const old = this.objects.get(key);
-        this.objects.set(key, obj);
-        this.emit(obj, old ? 'modified' : 'added');
+        this.objects.set(key, kept);
+        this.emit(kept, old ? 'modified' : 'added');
       };
       const onDone = (err: (Error & { statusCode?: number }) | null): void => {
         this.abort = undefined;
@@ -174,6 +195,10 @@ export class Informer<T extends ObjectWithMeta> {
         })
         .catch((err: Error & { statusCode?: number }) => (err.statusCode === 410 ? reject(new WatchExpired()) : reject(err)));
     });
+  }
+
+  private project(raw: unknown): T {
+    return this.opts.project ? this.opts.project(raw) : (raw as T);
   }
 
   private emit(obj: T, type: ChangeType): void {
