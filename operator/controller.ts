@@ -1,38 +1,37 @@
-// The operator's control loop: informers on WsBalancers, EndpointSlices and Pods feed a keyed work
-// queue; each reconcile reads the caches and the sidecars, asks plan.ts what must change, pushes the
-// backend set to every sidecar that differs, records events and writes status when it changed.
-// Only the leader reconciles; a standby keeps its caches warm.
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  DiscoveryApi,
-  PatchStrategy,
-  setHeaderOptions,
-  Watch,
-  type KubeConfig,
-  type V1EndpointSlice,
-  type V1Pod,
-} from '@kubernetes/client-node';
+// The operator's control loop: informers on WsBalancers, and on the EndpointSlices and Pods of their
+// namespaces (caches.ts), feed a keyed work queue; each reconcile reads the caches and the sidecars,
+// asks plan.ts what must change, pushes the backend set to every sidecar that differs, records events
+// and writes status when it changed. Nothing is decided from a cache that has not listed yet: an
+// empty cache would look like a Service without endpoints (every backend drained) or a revision
+// without pods (the rollout's memory forgotten). Only the leader reconciles; a standby keeps its
+// caches warm.
+import { CoreV1Api, CustomObjectsApi, DiscoveryApi, PatchStrategy, setHeaderOptions, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
 import type { PutBackendsRequest } from '../sidecar/admin/contract.js';
 import type { Logger } from '../sidecar/logger.js';
 import { FINALIZER, GROUP, PLURAL, VERSION, validateSpec, type WsBalancer, type WsBalancerSpec, type WsBalancerStatus } from './api/wsbalancer.js';
 import { runChecks } from './checks.js';
+import { ENDPOINTSLICE_SERVICE_LABEL, NamespaceCaches } from './caches.js';
 import { EventRecorder } from './events.js';
-import { Informer, type ListPage } from './informer.js';
+import { Informer } from './informer.js';
 import { LeaderElector } from './leader.js';
 import type { OperatorMetrics } from './metrics.js';
 import {
   buildStatus,
   collectEndpoints,
   desiredBackends,
+  endpointPods,
   invalidSpecStatus,
+  matchesSelector,
+  podChanged,
   sessionsByRevision,
   sidecarHolds,
   sidecarTargets,
   statusChanged,
   stepRollout,
+  type PodView,
   type RolloutState,
+  type SliceView,
 } from './plan.js';
 import { WorkQueue } from './queue.js';
 import { observeSidecars, pushSidecars, type SidecarIo } from './sidecars.js';
@@ -54,9 +53,15 @@ export interface ControllerOptions {
   log: Logger;
 }
 
-const ENDPOINTSLICE_SERVICE_LABEL = 'kubernetes.io/service-name';
 /** How long an admin token read from its Secret is reused. */
 const TOKEN_CACHE_MS = 10_000;
+/**
+ * An endpoint whose pod is not cached yet (its event comes after the slice's) is looked at again
+ * this soon; nothing is decided meanwhile, as its revision is unknown.
+ */
+const UNRESOLVED_RETRY_MS = 1000;
+/** Pods still missing after this long get a Warning event: something else is wrong. */
+const UNRESOLVED_WARN_MS = 30_000;
 
 type Key = string;
 const keyOf = (namespace: string, name: string): Key => `${namespace}/${name}`;
@@ -69,8 +74,7 @@ export class Controller {
   private readonly queue: WorkQueue;
   private readonly elector: LeaderElector | null;
   private balancers!: Informer<WsBalancer>;
-  private slices!: Informer<V1EndpointSlice>;
-  private pods!: Informer<V1Pod>;
+  private caches!: NamespaceCaches;
   /** discovery.k8s.io version the server serves: v1, or v1beta1 before Kubernetes 1.21. */
   endpointSliceVersion = 'v1';
   /** The last backend set pushed per WsBalancer and its generation. */
@@ -80,6 +84,12 @@ export class Controller {
   private readonly tokens = new Map<string, { token: string | undefined; readAt: number }>();
   /** The sidecars that failed the last sync, per WsBalancer: an event only when that changes. */
   private readonly syncFailures = new Map<Key, string>();
+  /** The pods each WsBalancer's EndpointSlices named at its last reconcile: a pod's event reconciles only these. */
+  private readonly backendPods = new Map<Key, ReadonlySet<string>>();
+  /** Since when a WsBalancer has waited for pods its slices name (its Warning is recorded once). */
+  private readonly unresolvedSince = new Map<Key, { since: number; warned: boolean }>();
+  /** WsBalancers whose last reconcile refused a backend set: the Warning is recorded once per episode. */
+  private readonly refusing = new Set<Key>();
   private readonly log: Logger;
 
   constructor(private readonly opts: ControllerOptions) {
@@ -108,62 +118,43 @@ export class Controller {
 
   /** Every informer has listed once. */
   get isReady(): boolean {
-    return this.balancers?.isSynced && this.slices?.isSynced && this.pods?.isSynced;
+    return Boolean(this.balancers?.isSynced && this.caches?.isSynced);
   }
 
   async start(): Promise<void> {
     this.endpointSliceVersion = await this.detectEndpointSliceVersion();
     const ns = this.opts.namespace;
-    const base = (group: string, version: string) => (group ? `/apis/${group}/${version}` : `/api/${version}`);
-    const path = (group: string, version: string, plural: string) => `${base(group, version)}${ns ? `/namespaces/${ns}` : ''}/${plural}`;
-    const listCustom =
-      <T>(group: string, version: string, plural: string, labelSelector?: string): ListPage<T> =>
-      ({ limit, continueToken }) =>
-        ns
-          ? this.custom.listNamespacedCustomObject({ group, version, namespace: ns, plural, labelSelector, limit, _continue: continueToken })
-          : this.custom.listClusterCustomObject({ group, version, plural, labelSelector, limit, _continue: continueToken });
-    const common = { watch: this.watch, log: this.log };
-    const restarted = (resource: string) => () => this.opts.metrics.informerRestarts.inc({ resource });
+    const restarted = (resource: string) => this.opts.metrics.informerRestarts.inc({ resource });
 
     this.balancers = new Informer<WsBalancer>({
-      ...common,
       resource: 'wsbalancers',
-      path: path(GROUP, VERSION, PLURAL),
-      list: listCustom(GROUP, VERSION, PLURAL),
-      onRestart: restarted('wsbalancers'),
-    });
-    this.slices = new Informer<V1EndpointSlice>({
-      ...common,
-      resource: 'endpointslices',
-      path: path('discovery.k8s.io', this.endpointSliceVersion, 'endpointslices'),
-      list: listCustom('discovery.k8s.io', this.endpointSliceVersion, 'endpointslices', ENDPOINTSLICE_SERVICE_LABEL),
-      labelSelector: ENDPOINTSLICE_SERVICE_LABEL,
-      onRestart: restarted('endpointslices'),
-    });
-    this.pods = new Informer<V1Pod>({
-      ...common,
-      resource: 'pods',
-      path: path('', 'v1', 'pods'),
+      path: `/apis/${GROUP}/${VERSION}${ns ? `/namespaces/${ns}` : ''}/${PLURAL}`,
       list: ({ limit, continueToken }) =>
-        ns ? this.core.listNamespacedPod({ namespace: ns, limit, _continue: continueToken }) : this.core.listPodForAllNamespaces({ limit, _continue: continueToken }),
-      onRestart: restarted('pods'),
+        ns
+          ? this.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, limit, _continue: continueToken })
+          : this.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, limit, _continue: continueToken }),
+      watch: this.watch,
+      log: this.log,
+      onRestart: () => restarted('wsbalancers'),
+    });
+    this.caches = new NamespaceCaches({
+      kubeConfig: this.opts.kubeConfig,
+      watch: this.watch,
+      endpointSliceVersion: this.endpointSliceVersion,
+      log: this.log,
+      onSlice: (slice) => this.sliceChanged(slice),
+      onPod: (pod, type, old) => this.podChanged(pod, type === 'modified' ? old : undefined),
+      onSynced: (namespace) => this.enqueueNamespace(namespace),
+      onRestart: restarted,
     });
 
-    this.balancers.onChange((b) => this.queue.add(keyOf(b.metadata.namespace, b.metadata.name)));
-    this.slices.onChange((s) => {
-      const service = s.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL];
-      for (const b of this.balancers.list(s.metadata?.namespace)) {
-        if ((b.spec as Partial<WsBalancerSpec> | undefined)?.backend?.service === service) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
-      }
-    });
-    // Pods are sidecars or backends of any WsBalancer in their namespace; telling which costs more
-    // than a reconcile that finds nothing to do.
-    this.pods.onChange((p) => {
-      for (const b of this.balancers.list(p.metadata?.namespace)) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
+    this.balancers.onChange((b, type) => {
+      const namespace = b.metadata.namespace;
+      if (type !== 'deleted') this.caches.ensure(namespace);
+      else if (this.balancers.list(namespace).length === 0) void this.caches.release(namespace);
+      this.queue.add(keyOf(namespace, b.metadata.name));
     });
     this.balancers.start();
-    this.slices.start();
-    this.pods.start();
     this.elector?.start();
     if (!this.elector) this.opts.metrics.leader.set(1);
   }
@@ -171,8 +162,36 @@ export class Controller {
   async stop(): Promise<void> {
     this.queue.stop();
     await this.queue.idle();
-    await Promise.all([this.balancers?.stop(), this.slices?.stop(), this.pods?.stop()]);
+    await Promise.all([this.balancers?.stop(), this.caches?.stop()]);
     await this.elector?.stop();
+  }
+
+  /** A slice reconciles the WsBalancers whose backend Service it belongs to. */
+  private sliceChanged(slice: SliceView): void {
+    const service = slice.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL];
+    for (const b of this.balancers.list(slice.metadata?.namespace)) {
+      if ((b.spec as Partial<WsBalancerSpec> | undefined)?.backend?.service === service) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
+    }
+  }
+
+  /**
+   * A pod reconciles the WsBalancers it is a sidecar of (by their selectors, before or after the
+   * change) or a backend of (named by their slices), and only when something the operator reads
+   * changed: an unrelated pod of the namespace costs nothing.
+   */
+  private podChanged(pod: PodView, old: PodView | undefined): void {
+    if (old && !podChanged(old, pod)) return;
+    const name = pod.metadata?.name ?? '';
+    for (const b of this.balancers.list(pod.metadata?.namespace)) {
+      const key = keyOf(b.metadata.namespace, b.metadata.name);
+      const selector = (b.spec as Partial<WsBalancerSpec> | undefined)?.sidecarSelector;
+      const sidecar = selector !== undefined && (matchesSelector(pod.metadata?.labels, selector) || (old !== undefined && matchesSelector(old.metadata?.labels, selector)));
+      if (sidecar || this.backendPods.get(key)?.has(name)) this.queue.add(key);
+    }
+  }
+
+  private enqueueNamespace(namespace: string): void {
+    for (const b of this.balancers.list(namespace)) this.queue.add(keyOf(b.metadata.namespace, b.metadata.name));
   }
 
   private enqueueAll(): void {
@@ -259,10 +278,18 @@ export class Controller {
     const spec = checked.spec;
     const annotations = wsb.metadata.annotations ?? {};
 
-    const slices = this.slices.list(namespace).filter((s) => s.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL] === spec.backend.service);
-    const endpoints = collectEndpoints(slices, (pod) => this.pods.get(namespace, pod), spec);
-    const targets = sidecarTargets(this.pods.list(namespace), namespace, spec);
-    const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(namespace, spec) };
+    // Nothing is decided from caches that have not listed: their synced callback reconciles again.
+    const cache = this.caches.get(namespace);
+    if (!cache?.isSynced) return undefined;
+    const slices = cache.slices.list().filter((s) => s.metadata?.labels?.[ENDPOINTSLICE_SERVICE_LABEL] === spec.backend.service);
+    const named = endpointPods(slices);
+    this.backendPods.set(key, named);
+    const missing = [...named].filter((pod) => !cache.pods.get(namespace, pod));
+    if (missing.length > 0) return this.waitForPods(wsb, missing);
+    this.unresolvedSince.delete(key);
+    const endpoints = collectEndpoints(slices, (pod) => cache.pods.get(namespace, pod), spec);
+    const targets = sidecarTargets(cache.pods.list(), namespace, spec);
+    const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(namespace, spec), proceed: () => this.isLeader };
 
     const state: RolloutState = {
       activeRevision: previous.activeRevision,
@@ -303,6 +330,8 @@ export class Controller {
     const body: PutBackendsRequest = { generation: last.generation, backends, settings: spec.settings, drain };
     const stale = observed.filter((o) => o.view && !(o.view.generation === last.generation && sidecarHolds(o.view, backends)));
     if (!this.isLeader) return undefined;
+    if (backends.length === 0 && stale.some((o) => o.view!.backends.some((b) => b.state !== 'draining'))) await this.checkEmptySet(wsb, spec);
+    this.refusing.delete(key);
     const pushes = await pushSidecars(stale.map((o) => o.target), body, io);
     let failed = observed.filter((o) => !o.view).map((o) => `${o.target.name}: ${o.error}`);
     for (const p of pushes) {
@@ -330,6 +359,7 @@ export class Controller {
       backendsGeneration: last.generation,
       now,
     });
+    if (!this.isLeader) return undefined;
     if (statusChanged(previous, status)) await this.writeStatus(wsb, status);
     this.opts.metrics.observeStatus(namespace, name, status);
     // Events only once the step they report is stored (a failed write repeats the step).
@@ -342,10 +372,58 @@ export class Controller {
     return step.requeueAfterMs ?? this.opts.resyncMs;
   }
 
+  /**
+   * The slices name pods the cache has not seen yet: nothing is decided (their revisions are
+   * unknown) until they arrive; a Warning if that lasts.
+   */
+  private async waitForPods(wsb: WsBalancer, missing: string[]): Promise<number> {
+    const key = keyOf(wsb.metadata.namespace, wsb.metadata.name);
+    const now = Date.now();
+    let wait = this.unresolvedSince.get(key);
+    if (!wait) this.unresolvedSince.set(key, (wait = { since: now, warned: false }));
+    if (!wait.warned && now - wait.since >= UNRESOLVED_WARN_MS) {
+      wait.warned = true;
+      const note = `the EndpointSlices of service ${(wsb.spec as Partial<WsBalancerSpec>).backend?.service} name pods that do not exist: ${missing.slice(0, 5).join(', ')}; the backend set is not changed until they do`;
+      this.log.warn({ wsbalancer: key, pods: missing.slice(0, 5) }, 'endpoints name pods that are not there; waiting');
+      await this.events.record(wsb.metadata, 'Warning', 'EndpointsUnresolved', note);
+    }
+    this.opts.metrics.reconciles.inc({ result: 'waiting' });
+    return UNRESOLVED_RETRY_MS;
+  }
+
+  /**
+   * An empty backend set would drain every backend of every sidecar. Before it is pushed the API is
+   * asked directly (no cache) whether the Service truly has no endpoints; if it has some, the set is
+   * refused: a Warning event, and the reconcile fails (retried with backoff).
+   */
+  private async checkEmptySet(wsb: WsBalancer, spec: WsBalancerSpec): Promise<void> {
+    const { namespace, name } = wsb.metadata;
+    const live = (await this.custom.listNamespacedCustomObject({
+      group: 'discovery.k8s.io',
+      version: this.endpointSliceVersion,
+      namespace,
+      plural: 'endpointslices',
+      labelSelector: `${ENDPOINTSLICE_SERVICE_LABEL}=${spec.backend.service}`,
+    })) as { items: SliceView[] };
+    const endpoints = live.items.reduce((n, s) => n + (s.endpoints?.filter((e) => e.addresses.length > 0).length ?? 0), 0);
+    if (endpoints === 0) return;
+    const key = keyOf(namespace, name);
+    const note = `refused to push an empty backend set: service ${spec.backend.service} has ${endpoints} endpoints in the API that the operator's cache does not show`;
+    this.log.warn({ wsbalancer: key, endpoints }, 'refused an empty backend set; the cache disagrees with the API');
+    if (!this.refusing.has(key)) {
+      this.refusing.add(key);
+      await this.events.record(wsb.metadata, 'Warning', 'BackendSetRefused', note);
+    }
+    throw new Error(note);
+  }
+
   private forget(key: Key, namespace: string, name: string): void {
     this.pushed.delete(key);
     this.syncFailures.delete(key);
     this.written.delete(key);
+    this.backendPods.delete(key);
+    this.unresolvedSince.delete(key);
+    this.refusing.delete(key);
     this.opts.metrics.forget(namespace, name);
   }
 

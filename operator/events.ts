@@ -6,7 +6,16 @@ import { API_VERSION, KIND } from './api/wsbalancer.js';
 
 export const REPORTING_CONTROLLER = 'baton.dev/operator';
 
-export type EventReason = 'PreviewDetected' | 'PromotionStarted' | 'SessionsMigrated' | 'Promoted' | 'Aborted' | 'SidecarSyncFailed' | 'InvalidSpec';
+export type EventReason =
+  | 'PreviewDetected'
+  | 'PromotionStarted'
+  | 'SessionsMigrated'
+  | 'Promoted'
+  | 'Aborted'
+  | 'SidecarSyncFailed'
+  | 'InvalidSpec'
+  | 'BackendSetRefused'
+  | 'EndpointsUnresolved';
 
 export interface EventTarget {
   namespace: string;

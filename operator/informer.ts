@@ -8,6 +8,8 @@ import { backoffDelay } from '../sidecar/backoff.js';
 import type { Logger } from '../sidecar/logger.js';
 
 export type ChangeType = 'added' | 'modified' | 'deleted';
+/** Told of every change; `old` is the cached copy a modification replaced. */
+export type ChangeHandler<T> = (obj: T, type: ChangeType, old?: T) => void;
 
 export interface ListResult<T> {
   items: T[];
@@ -59,7 +61,7 @@ const keyOf = (obj: ObjectWithMeta): string => `${obj.metadata?.namespace ?? ''}
 export class Informer<T extends ObjectWithMeta> {
   private objects = new Map<string, T>();
   private resourceVersion = '';
-  private readonly handlers: Array<(obj: T, type: ChangeType) => void> = [];
+  private readonly handlers: Array<ChangeHandler<T>> = [];
   private stopped = false;
   private readonly stopping = new AbortController();
   private abort: AbortController | undefined;
@@ -71,7 +73,7 @@ export class Informer<T extends ObjectWithMeta> {
 
   constructor(private readonly opts: InformerOptions<T>) {}
 
-  onChange(handler: (obj: T, type: ChangeType) => void): void {
+  onChange(handler: ChangeHandler<T>): void {
     this.handlers.push(handler);
   }
 
@@ -145,7 +147,7 @@ export class Informer<T extends ObjectWithMeta> {
     for (const [key, obj] of next) {
       const old = previous.get(key);
       if (!old) this.emit(obj, 'added');
-      else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) this.emit(obj, 'modified');
+      else if (old.metadata?.resourceVersion !== obj.metadata?.resourceVersion) this.emit(obj, 'modified', old);
     }
     if (!this.isSynced) {
       this.isSynced = true;
@@ -178,7 +180,7 @@ export class Informer<T extends ObjectWithMeta> {
         }
         const old = this.objects.get(key);
         this.objects.set(key, kept);
-        this.emit(kept, old ? 'modified' : 'added');
+        this.emit(kept, old ? 'modified' : 'added', old);
       };
       const onDone = (err: (Error & { statusCode?: number }) | null): void => {
         this.abort = undefined;
@@ -201,10 +203,10 @@ export class Informer<T extends ObjectWithMeta> {
     return this.opts.project ? this.opts.project(raw) : (raw as T);
   }
 
-  private emit(obj: T, type: ChangeType): void {
+  private emit(obj: T, type: ChangeType, old?: T): void {
     for (const h of this.handlers) {
       try {
-        h(obj, type);
+        h(obj, type, old);
       } catch (err) {
         this.opts.log.error({ resource: this.opts.resource, err: (err as Error).message }, 'informer handler failed');
       }

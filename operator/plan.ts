@@ -1,7 +1,7 @@
 // The operator's decisions, as pure functions of what the caches and the sidecars show: which
 // endpoints a WsBalancer has, which backend set every sidecar must hold, the next blue/green step,
 // and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
-import type { V1EndpointSlice, V1LabelSelector, V1Pod } from '@kubernetes/client-node';
+import type { V1EndpointSlice, V1LabelSelector } from '@kubernetes/client-node';
 import type { BackendInput, BackendsResponse } from '../sidecar/admin/contract.js';
 import type { BackendState } from '../sidecar/vocabulary.js';
 import {
@@ -32,6 +32,56 @@ export function matchesSelector(labels: Record<string, string> | undefined, sele
   return true;
 }
 
+// ---- what the caches keep ----------------------------------------------------------------------
+
+/** The fields of a Pod the operator reads: all its pod cache keeps (a V1Pod is one too). */
+export interface PodView {
+  metadata?: { namespace?: string; name?: string; resourceVersion?: string; labels?: Record<string, string> };
+  status?: { podIP?: string; phase?: string };
+}
+
+/** The fields of an EndpointSlice the operator reads (a V1EndpointSlice is one too). */
+export type SliceView = Pick<V1EndpointSlice, 'metadata' | 'ports' | 'endpoints'>;
+
+/** A Pod as the cache keeps it: a few hundred bytes instead of the several KiB the API serves. */
+export function podView(raw: unknown): PodView {
+  const pod = raw as { metadata?: Record<string, unknown> & PodView['metadata']; status?: PodView['status'] };
+  const m = pod.metadata ?? {};
+  return {
+    metadata: { namespace: m.namespace, name: m.name, resourceVersion: m.resourceVersion, labels: m.labels },
+    status: { podIP: pod.status?.podIP, phase: pod.status?.phase },
+  };
+}
+
+/** An EndpointSlice as the cache keeps it: without managedFields and the fields not read. */
+export function sliceView(raw: unknown): SliceView {
+  const slice = raw as V1EndpointSlice;
+  const m = slice.metadata ?? {};
+  return {
+    metadata: { namespace: m.namespace, name: m.name, resourceVersion: m.resourceVersion, labels: m.labels },
+    ports: slice.ports,
+    endpoints: (slice.endpoints ?? []).map((ep) => ({
+      addresses: ep.addresses,
+      conditions: ep.conditions,
+      ...(ep.targetRef ? { targetRef: { kind: ep.targetRef.kind, name: ep.targetRef.name } } : {}),
+    })),
+  };
+}
+
+/** Whether two cached pods differ in anything the operator reads (not merely their resourceVersion). */
+export function podChanged(a: PodView, b: PodView): boolean {
+  const am = a.metadata ?? {};
+  const bm = b.metadata ?? {};
+  return a.status?.podIP !== b.status?.podIP || a.status?.phase !== b.status?.phase || !sameRecord(am.labels ?? {}, bm.labels ?? {});
+}
+
+/** The pods the slices' endpoints name: the backend pods of a WsBalancer, resolved or not. */
+export function endpointPods(slices: readonly SliceView[]): Set<string> {
+  const out = new Set<string>();
+  for (const slice of slices) for (const ep of slice.endpoints ?? []) if (ep.targetRef?.kind === 'Pod' && ep.targetRef.name) out.add(ep.targetRef.name);
+  return out;
+}
+
 // ---- sidecars ----------------------------------------------------------------------------------
 
 export interface SidecarTarget {
@@ -46,7 +96,7 @@ export interface SidecarTarget {
  * pushed. Running, not Ready: a sidecar reports ready only once it has a usable backend, which is
  * what the push gives it.
  */
-export function sidecarTargets(pods: readonly V1Pod[], namespace: string, spec: WsBalancerSpec): SidecarTarget[] {
+export function sidecarTargets(pods: readonly PodView[], namespace: string, spec: WsBalancerSpec): SidecarTarget[] {
   const out: SidecarTarget[] = [];
   for (const pod of pods) {
     const ip = pod.status?.podIP;
@@ -68,7 +118,9 @@ export interface BackendEndpoint {
   pod?: string;
   /** Value of the revision label on the endpoint's pod ("" when unlabelled or without a pod). */
   revision: string;
+  /** Takes new sessions: serving and not terminating. */
   ready: boolean;
+  /** The pod is ready (terminating or not). */
   serving: boolean;
   terminating: boolean;
 }
@@ -79,8 +131,8 @@ export interface BackendEndpoint {
  * a number matches the endpoint (target) port, or is taken as the slice's only port.
  */
 export function collectEndpoints(
-  slices: readonly V1EndpointSlice[],
-  podByName: (name: string) => V1Pod | undefined,
+  slices: readonly SliceView[],
+  podByName: (name: string) => PodView | undefined,
   spec: WsBalancerSpec,
 ): BackendEndpoint[] {
   const byId = new Map<string, BackendEndpoint>();
@@ -98,15 +150,19 @@ export function collectEndpoints(
       const pod = podName ? podByName(podName) : undefined;
       // Its revision is unknown until the pod cache has it (the pod's event reconciles again).
       if (podName && !pod) continue;
-      // Per the API, an unset condition means ready / serving = ready / not terminating.
-      const ready = ep.conditions?.ready ?? true;
+      // Per the API, an unset condition means ready / serving = ready / not terminating. `ready` is
+      // forced true for a Service with publishNotReadyAddresses; `serving` still tracks the pod's
+      // readiness there, so it decides (where the API server sets it: 1.22 on, 1.20–1.21 behind
+      // the EndpointSliceTerminatingCondition gate).
+      const serving = ep.conditions?.serving ?? ep.conditions?.ready ?? true;
+      const terminating = ep.conditions?.terminating ?? false;
       const endpoint: BackendEndpoint = {
         id: podName ?? `${ip}-${port.port}`,
         url: `${spec.backend.scheme}://${hostOf(ip)}:${port.port}`,
         revision: pod?.metadata?.labels?.[spec.backend.revisionLabel] ?? '',
-        ready,
-        serving: ep.conditions?.serving ?? ready,
-        terminating: ep.conditions?.terminating ?? false,
+        ready: serving && !terminating,
+        serving,
+        terminating,
         ...(podName ? { pod: podName } : {}),
       };
       // The same endpoint may sit in two slices while the controller moves it; the ready copy wins.

@@ -14,6 +14,8 @@ export interface SidecarIo {
   concurrency: number;
   /** Attempts per request (1 = no retry). */
   attempts: number;
+  /** Asked before each push: false (leadership lost) stops pushing at once. */
+  proceed?: () => boolean;
 }
 
 export interface Observed {
@@ -40,7 +42,10 @@ export function observeSidecars(targets: readonly SidecarTarget[], io: SidecarIo
 export function pushSidecars(targets: readonly SidecarTarget[], body: PutBackendsRequest, io: SidecarIo): Promise<PushResult[]> {
   return mapLimit(targets, io.concurrency, async (target): Promise<PushResult> => {
     try {
-      await withRetries(io.attempts, () => client(target, io).putBackends(body));
+      await withRetries(io.attempts, () => {
+        if (io.proceed && !io.proceed()) throw new Error('no longer the leader');
+        return client(target, io).putBackends(body);
+      });
       return { target, ok: true };
     } catch (err) {
       return { target, ok: false, error: describe(err) };

@@ -9,13 +9,17 @@ import {
   buildStatus,
   collectEndpoints,
   desiredBackends,
+  endpointPods,
   invalidSpecStatus,
   matchesSelector,
   mergeConditions,
+  podChanged,
+  podView,
   PROGRESS_POLL_MS,
   sessionsByRevision,
   sidecarHolds,
   sidecarTargets,
+  sliceView,
   statusChanged,
   stepRollout,
   type BackendEndpoint,
@@ -287,6 +291,44 @@ describe('collectEndpoints', () => {
       { id: '10.1.0.8-8080', url: 'ws://10.1.0.8:8080', revision: '', ready: true, serving: true, terminating: false },
       { id: '10.1.0.9-8080', url: 'ws://10.1.0.9:8080', revision: '', ready: true, serving: true, terminating: false },
     ]);
+  });
+
+  test('publishNotReadyAddresses: ready is forced true, serving tracks the pod; a not-serving endpoint takes no new sessions', () => {
+    const spec = specOf({ port: 'ws' });
+    const got = collectEndpoints(
+      [
+        slice(
+          [{ name: 'ws', port: 8080 }],
+          [
+            endpointOf('10.1.0.1', 'blue-1', { ready: true, serving: true, terminating: false }),
+            endpointOf('10.1.0.2', 'blue-2', { ready: true, serving: false, terminating: false }),
+            endpointOf('10.1.0.3', 'green-1', { ready: true, serving: true, terminating: true }),
+          ],
+        ),
+      ],
+      byName,
+      spec,
+    );
+    assert.deepEqual(
+      Object.fromEntries(got.map((e) => [e.id, e.ready])),
+      { 'blue-1': true, 'blue-2': false, 'green-1': false },
+    );
+    // The unready pod of a new revision is no ready endpoint: not a preview, and disabled on the sidecars.
+    const step = stepRollout({
+      spec,
+      annotations: {},
+      state: { activeRevision: 'green' },
+      endpoints: got.filter((e) => e.id === 'blue-2').concat(ep('green-2', 'green')),
+      sessionsByRevision: new Map(),
+      sidecarsSynced: true,
+      now: 0,
+    });
+    assert.equal(step.state.previewRevision, undefined, 'a revision whose only pod is not serving is no preview');
+    const backends = desiredBackends(spec, got, { activeRevision: 'blue' });
+    assert.deepEqual(
+      Object.fromEntries(backends.map((b) => [b.id, b.state])),
+      { 'blue-1': 'enabled', 'blue-2': 'disabled' },
+    );
   });
 
   test('unset conditions: ready, serving (= ready) and not terminating', () => {
@@ -1281,5 +1323,61 @@ describe('validateSpec (the specs above rely on its defaults)', () => {
     assert.equal(r.ok, false);
     assert.ok(!r.ok);
     assert.equal(r.field, 'spec.settings["failover.deadline"]');
+  });
+});
+
+// ---- what the caches keep ----------------------------------------------------------------------
+
+describe('cache projections', () => {
+  const full: V1Pod = {
+    metadata: {
+      name: 'echo-1',
+      namespace: NS,
+      resourceVersion: '42',
+      labels: { app: 'echo', version: 'blue' },
+      annotations: { big: 'x'.repeat(4096) },
+      managedFields: [{ manager: 'kubectl', operation: 'Update', fieldsV1: { 'f:metadata': {} } }],
+    },
+    spec: { containers: [{ name: 'main', image: 'example.invalid/echo:1', env: [{ name: 'A', value: 'b' }] }] },
+    status: { phase: 'Running', podIP: '10.0.0.7', conditions: [{ type: 'Ready', status: 'True' }] },
+  };
+
+  test('a pod keeps its name, namespace, resourceVersion, labels, IP and phase, and nothing else', () => {
+    assert.deepEqual(podView(full), {
+      metadata: { namespace: NS, name: 'echo-1', resourceVersion: '42', labels: { app: 'echo', version: 'blue' } },
+      status: { podIP: '10.0.0.7', phase: 'Running' },
+    });
+    assert.ok(JSON.stringify(podView(full)).length < JSON.stringify(full).length / 10);
+  });
+
+  test('a pod changed only in what the operator does not read is no change', () => {
+    const view = podView(full);
+    const bumped = podView({ ...full, metadata: { ...full.metadata, resourceVersion: '43', annotations: {} } });
+    assert.equal(podChanged(view, bumped), false);
+    assert.equal(podChanged(view, podView({ ...full, metadata: { ...full.metadata, labels: { app: 'echo', version: 'green' } } })), true);
+    assert.equal(podChanged(view, podView({ ...full, status: { ...full.status, phase: 'Failed' } })), true);
+    assert.equal(podChanged(view, podView({ ...full, status: { ...full.status, podIP: '10.0.0.8' } })), true);
+  });
+
+  test('a slice keeps its ports and endpoints (addresses, conditions, pod); endpointPods names the pods', () => {
+    const raw: V1EndpointSlice = {
+      addressType: 'IPv4',
+      metadata: { name: 'echo-abc', namespace: NS, resourceVersion: '7', labels: { 'kubernetes.io/service-name': 'echo' }, managedFields: [{ manager: 'x' }] },
+      ports: [{ name: 'ws', port: 8080 }],
+      endpoints: [
+        { addresses: ['10.0.0.7'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'echo-1', namespace: NS, uid: 'u1' }, nodeName: 'n1' },
+        { addresses: ['10.0.0.9'], targetRef: { kind: 'Node', name: 'n1' } },
+        { addresses: ['10.0.0.10'] },
+      ],
+    };
+    const view = sliceView(raw);
+    assert.deepEqual(view.endpoints?.[0], { addresses: ['10.0.0.7'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'echo-1' } });
+    assert.equal(view.metadata?.managedFields, undefined);
+    assert.deepEqual([...endpointPods([view])], ['echo-1']);
+    assert.deepEqual(collectEndpoints([view], (n) => (n === 'echo-1' ? podView(full) : undefined), specOf({ port: 'ws', revisionLabel: 'version' })).map((e) => [e.id, e.revision]), [
+      ['10.0.0.10-8080', ''],
+      ['10.0.0.9-8080', ''],
+      ['echo-1', 'blue'],
+    ]);
   });
 });
