@@ -290,6 +290,28 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.equal(wsb.status?.sidecars?.synced, 3);
   });
 
+  test("a pod of the namespace that is neither sidecar nor backend: 50 label changes reconcile nothing", async () => {
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: { metadata: { name: 'unrelated', labels: { app: 'other', n: '0' } }, spec: { containers: [{ name: 'main', image: 'example.invalid/none:1' }] } },
+    });
+    const leader = operators.find((o) => o.leading)!;
+    const before = await leader.metric('baton_operator_reconciles_total');
+    const started = Date.now();
+    for (let i = 1; i <= 50; i++) await core.patchNamespacedPod({ name: 'unrelated', namespace: NS, body: { metadata: { labels: { n: String(i) } } } }, mergePatch);
+    // A change that must reconcile, seen on the same pod watch after the 50: once the sidecars hold
+    // the new backend, the operator has handled every one of those events.
+    await scale('echo-blue', 3);
+    await eventually(async () => ((await agreedBackends([...pods.sidecars.values()]))?.length === 3 ? true : undefined), 'sidecars hold 3 backends', 20_000);
+    const reconciles = (await leader.metric('baton_operator_reconciles_total')) - before;
+    // The resync (5 s here) and the new backend's pod and slice changes account for a few.
+    const budget = Math.ceil((Date.now() - started) / 5000) + 8;
+    assert.ok(reconciles <= budget, `${reconciles} reconciles while an unrelated pod changed 50 times (budget ${budget})`);
+    await core.deleteNamespacedPod({ name: 'unrelated', namespace: NS });
+    await scale('echo-blue', 2);
+    await eventually(async () => ((await agreedBackends([...pods.sidecars.values()]))?.length === 2 ? true : undefined), 'sidecars hold 2 backends', 30_000);
+  });
+
   /** What the sessions lost or got wrong since the previous settle(), in one line ('' when nothing). */
   const lossReport = (): string => {
     const audits = sessions.map((t) => t.audit());
