@@ -13,6 +13,7 @@ import {
   AdmissionregistrationV1Api,
   ApiextensionsV1Api,
   AppsV1Api,
+  AuthorizationV1Api,
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
@@ -29,6 +30,7 @@ import {
 } from '@kubernetes/client-node';
 import { parse, parseAllDocuments, stringify } from 'yaml';
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
+import { OPTIONS } from '../operator/options.js';
 import { freePort } from './helpers.js';
 import { apiCode, eventually, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 
@@ -39,6 +41,7 @@ const NS = 'baton-system';
 const CRD_FILE = join(root, 'crds/baton.dev_wsbalancers.yaml');
 const RBAC = parse(readFileSync(join(CHART, 'files/operator-rbac.yaml'), 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
 const CHART_YAML = parse(readFileSync(join(CHART, 'Chart.yaml'), 'utf8')) as { version: string; appVersion: string };
+const VALUES = parse(readFileSync(join(CHART, 'values.yaml'), 'utf8')) as { image: { repository: string }; rbac: { adminTokenSecretNames: string[] } };
 
 interface Manifest {
   apiVersion: string;
@@ -79,6 +82,22 @@ function flags(container: V1Container): Map<string, string> {
 
 /** The top-level `spec:` block of the CRD file, as text (it is the file's last key). */
 const crdSpecText = (text: string): string => text.slice(text.search(/^spec:$/m));
+
+/** The commands of README's "Quick start on a cluster", as words: its sh blocks, continuations joined, comments dropped. */
+function quickStartCommands(): string[][] {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const start = readme.indexOf('## Quick start on a cluster');
+  assert.ok(start >= 0, 'README has the quick start');
+  const section = readme.slice(start, readme.indexOf('\n## ', start));
+  return [...section.matchAll(/```sh\n([\s\S]*?)```/g)]
+    .flatMap((m) => m[1]!.replace(/\\\n/g, ' ').split('\n'))
+    .filter((line) => !line.trimStart().startsWith('#'))
+    .map((line) => line.replace(/\s#\s.*$/, '').trim().split(/\s+/));
+}
+
+/** The `--set name=value` flags of a command line. */
+const setFlags = (words: string[]): Map<string, string> =>
+  new Map(words.flatMap((w, i) => (words[i - 1] === '--set' ? [w.split('=') as [string, string]] : [])));
 
 describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
   let work: string;
@@ -199,6 +218,8 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     assert.equal(pod.serviceAccountName, 'baton');
     const c = operatorContainer(r);
     assert.equal(c.image, `ghcr.io/baton-dev/baton:${CHART_YAML.appVersion}`);
+    // The operator's own default (outside the chart) is the chart's default image too.
+    assert.equal(OPTIONS.find((o) => o.key === 'sidecarImage')!.default({}), c.image);
     assert.deepEqual(
       Object.fromEntries(flags(c)),
       {
@@ -284,19 +305,82 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     // release they become the names the chart gives those objects, and passes to the operator.
     const edge = await render({}, { release: 'edge' });
     const f = flags(operatorContainer(edge));
-    const renamed: Record<string, string> = { 'baton-sidecar-injector': f.get('webhook-configuration')!, 'baton-webhook-cert': f.get('webhook-cert-secret')! };
-    const rename = (rules: V1PolicyRule[]) => rules.map((rule) => (rule.resourceNames ? { ...rule, resourceNames: rule.resourceNames.map((n) => renamed[n] ?? n) } : rule));
+    const renamed: Record<string, string[]> = {
+      'baton-sidecar-injector': [f.get('webhook-configuration')!],
+      'baton-webhook-cert': [f.get('webhook-cert-secret')!],
+      'baton-admin': VALUES.rbac.adminTokenSecretNames,
+    };
+    const rename = (rules: V1PolicyRule[]) => rules.map((rule) => (rule.resourceNames ? { ...rule, resourceNames: rule.resourceNames.flatMap((n) => renamed[n] ?? [n]) } : rule));
     assert.deepEqual(one<V1ClusterRole>(edge, 'ClusterRole', 'edge-baton').rules, rename(RBAC.clusterRules));
     assert.deepEqual(one<V1Role>(edge, 'Role', 'edge-baton').rules, rename(RBAC.namespaceRules));
     assert.equal(one<V1MutatingWebhookConfiguration>(edge, 'MutatingWebhookConfiguration').metadata!.name, 'edge-baton-sidecar-injector');
-    assert.equal(renamed['baton-webhook-cert'], 'edge-baton-webhook-cert');
+    assert.deepEqual(renamed['baton-webhook-cert'], ['edge-baton-webhook-cert']);
     for (const rule of [...RBAC.clusterRules, ...RBAC.namespaceRules]) {
-      for (const name of rule.resourceNames ?? []) assert.ok(name in renamed, `the chart renames resourceName ${name} per release`);
+      for (const name of rule.resourceNames ?? []) assert.ok(name in renamed, `the chart substitutes resourceName ${name}`);
     }
 
     const none = await render({ rbac: { create: false }, serviceAccount: { create: false, name: 'mine' } });
     assert.deepEqual(kinds(none).filter((k) => /Role|ServiceAccount/.test(k)), []);
     assert.equal(one<V1Deployment>(none, 'Deployment').spec!.template.spec!.serviceAccountName, 'mine');
+  });
+
+  test('RBAC: the operator gets Secrets by name only: the admin-token names of rbac.adminTokenSecretNames', async () => {
+    const secretRules = (rules: V1PolicyRule[]) => rules.filter((rule) => rule.resources?.includes('secrets'));
+    const clusterSecretRules = async (values: object) => secretRules(one<V1ClusterRole>(await render(values), 'ClusterRole').rules!);
+
+    assert.deepEqual(VALUES.rbac.adminTokenSecretNames, ['baton-admin'], 'the name the webhook, the docs and the tests use');
+    assert.deepEqual(await clusterSecretRules({}), [{ apiGroups: [''], resources: ['secrets'], resourceNames: ['baton-admin'], verbs: ['get'] }]);
+    const names = ['baton-admin', 'chat-admin-token', 'ocpp.admin'];
+    assert.deepEqual(await clusterSecretRules({ rbac: { adminTokenSecretNames: names } }), [{ apiGroups: [''], resources: ['secrets'], resourceNames: names, verbs: ['get'] }]);
+    // The namespaced Secret rules (the webhook's certificate) are not the admin token's.
+    const role = one<V1Role>(await render({ rbac: { adminTokenSecretNames: names } }), 'Role');
+    assert.deepEqual(secretRules(role.rules!), secretRules(RBAC.namespaceRules));
+
+    // No list, and never every name: an empty resourceNames would grant any Secret.
+    for (const args of [[], ['--skip-schema-validation']]) {
+      const r = await run(helmBin, ['template', RELEASE, CHART, '-f', valuesFile({ rbac: { adminTokenSecretNames: [] } }), ...args]);
+      assert.notEqual(r.code, 0, `an empty list accepted ${args.join(' ')}`);
+      assert.match(r.stderr, /rbac\.adminTokenSecretNames/);
+    }
+  });
+
+  test("README's quick start: each helm install runs the image its cluster was given, pulled as it can be", async () => {
+    const commands = quickStartCommands();
+    const built = commands.find((w) => w.slice(0, 2).join(' ') === 'docker build');
+    assert.ok(built, 'the quick start builds the image');
+    const image = built[built.indexOf('-t') + 1]!;
+    assert.doesNotMatch(image, /:latest$|^[^:]*$/, 'a tag other than latest, so the sidecars (IfNotPresent) do not re-pull it');
+
+    let given: { image: string; loaded: boolean } | undefined;
+    let tagged: string | undefined;
+    let installs = 0;
+    for (const words of commands) {
+      const command = words.slice(0, 3).join(' ');
+      if (command === 'kind load docker-image' || command === 'minikube image load') {
+        assert.equal(words[3], image, 'the built image is loaded');
+        given = { image, loaded: true };
+      } else if (command.startsWith('docker tag')) {
+        assert.equal(words[2], image, 'docker tag names the built image');
+        tagged = words[3];
+      } else if (command.startsWith('docker push')) {
+        assert.equal(words[2], tagged, 'the tagged image is pushed');
+        given = { image: words[2]!, loaded: false };
+      } else if (command.startsWith('helm install')) {
+        installs++;
+        assert.ok(given, `${words.join(' ')}: preceded by a load or a push`);
+        assert.equal(words[3], 'charts/baton');
+        for (const w of words) assert.doesNotMatch(w, /['"$]/, 'plain words, as run here');
+        for (const name of setFlags(words).keys()) assert.match(name, /^image\./, 'only the image is set');
+        const r = await render({}, { release: words[2], extra: words.slice(4) });
+        const c = operatorContainer(r);
+        assert.equal(c.image, given.image, words.join(' '));
+        assert.equal(flags(c).get('sidecar-image'), given.image, 'the injected sidecars run it too');
+        // Loaded onto the nodes: never pulled (a missing image says ErrImageNeverPull); pushed: pulled.
+        assert.equal(c.imagePullPolicy, given.loaded ? 'Never' : 'IfNotPresent');
+        given = undefined;
+      }
+    }
+    assert.equal(installs, 3, 'kind, minikube and a registry');
   });
 
   test('the CRD is crds/ byte for byte in its spec, kept on uninstall; crds.install=false leaves it out', async () => {
@@ -440,6 +524,8 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
       [{ operator: { resync: '30 seconds' } }, /operator\.resync: Does not match pattern/],
       [{ webhook: { timeoutSeconds: 60 } }, /webhook\.timeoutSeconds: Must be less than or equal to 30/],
       [{ resources: { limits: { memory: 'lots' } } }, /resources\.limits\.memory: Does not match pattern/],
+      [{ rbac: { adminTokenSecretNames: [] } }, /rbac\.adminTokenSecretNames: Array must have at least 1 items/],
+      [{ rbac: { adminTokenSecretNames: ['Admin_Token'] } }, /rbac\.adminTokenSecretNames\.0: Does not match pattern/],
     ];
     for (const [values, message] of cases) {
       const r = await run(helmBin, ['template', RELEASE, CHART, '-f', valuesFile(values)]);
@@ -480,6 +566,17 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
       const apps = cp.kubeConfig().makeApiClient(AppsV1Api);
       const deployment = await apps.readNamespacedDeployment({ name: 'baton', namespace: NS });
       assert.equal(deployment.spec!.replicas, 2);
+
+      // The API server's RBAC: the chart's ServiceAccount gets the admin-token Secret by name, in
+      // any namespace, and no other Secret there.
+      const authz = cp.kubeConfig().makeApiClient(AuthorizationV1Api);
+      const may = async (verb: string, namespace: string, name?: string) =>
+        (await authz.createSubjectAccessReview({ body: { spec: { user: `system:serviceaccount:${NS}:baton`, resourceAttributes: { verb, resource: 'secrets', namespace, name } } } })).status!.allowed;
+      assert.equal(await may('get', APP_NS, 'baton-admin'), true);
+      assert.equal(await may('get', 'default', 'baton-admin'), true);
+      assert.equal(await may('get', APP_NS, 'db-password'), false);
+      assert.equal(await may('list', APP_NS), false);
+      assert.equal(await may('watch', APP_NS), false);
     });
 
     test("the operator, run as the chart's ServiceAccount with the chart's flags, reconciles a WsBalancer and sets up its webhook", async () => {

@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { parse } from 'yaml';
 import { BackendProcess, freePort, killAllBackends, TestClient, waitFor } from './helpers.js';
+import { ensureDebianPackage } from './prometheus.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -149,6 +151,82 @@ describe('Dockerfile and .dockerignore', () => {
     for (const path of ['node_modules/ws/package.json', 'dist/cli/baton.js', '.git/HEAD', 'test/helpers.ts', 'bench/bench.ts', 'charts/baton/values.yaml', 'x.log']) {
       assert.ok(ignored(path), `${path} is sent to the build`);
     }
+  });
+});
+
+describe('the release workflow: .github/workflows/release.yml', () => {
+  interface Step {
+    id?: string;
+    uses?: string;
+    run?: string;
+    with?: Record<string, string | boolean>;
+  }
+  const workflow = parse(readFileSync(join(repo, '.github/workflows/release.yml'), 'utf8')) as {
+    on: unknown;
+    permissions: Record<string, string>;
+    jobs: Record<string, { steps: Step[] }>;
+  };
+  const steps = Object.values(workflow.jobs).flatMap((job) => job.steps);
+  const action = (name: string): Step => {
+    const found = steps.filter((s) => s.uses?.split('@')[0] === name);
+    assert.equal(found.length, 1, `one ${name} step`);
+    return found[0]!;
+  };
+  const chartValues = (dir: string) => parse(readFileSync(join(dir, 'charts/baton/values.yaml'), 'utf8')) as { image: { repository: string } };
+  const appVersion = (parse(readFileSync(join(repo, 'charts/baton/Chart.yaml'), 'utf8')) as { appVersion: string }).appVersion;
+
+  test('on a v* tag it builds this Dockerfile for amd64 and arm64, with every ARG of its runtime stage, and pushes with GITHUB_TOKEN', () => {
+    assert.deepEqual(workflow.on, { push: { tags: ['v*'] } });
+    assert.equal(workflow.permissions.packages, 'write');
+    for (const name of ['actions/checkout', 'docker/setup-qemu-action', 'docker/setup-buildx-action']) action(name);
+    assert.deepEqual(action('docker/login-action').with, { registry: 'ghcr.io', username: '${{ github.actor }}', password: '${{ secrets.GITHUB_TOKEN }}' });
+    // The image name is the checked repository (below); its tags come from the git tag.
+    const meta = action('docker/metadata-action');
+    assert.equal(meta.with!.images, '${{ steps.release.outputs.repository }}');
+    assert.match(String(meta.with!.tags), /^type=semver,pattern=\{\{version\}\}$/m, 'v1.2.3 → 1.2.3, the chart\'s appVersion form');
+
+    const build = action('docker/build-push-action').with!;
+    assert.equal(build.context, '.', 'the Dockerfile and .dockerignore at the root');
+    assert.deepEqual(String(build.platforms).split(','), ['linux/amd64', 'linux/arm64']);
+    assert.equal(build.push, true);
+    assert.equal(build.tags, '${{ steps.meta.outputs.tags }}');
+    const passed = String(build['build-args']).trim().split('\n').map((line) => line.split('=')[0]);
+    const declared = runtimeStage.instructions.filter((i) => i.op === 'ARG').map((i) => i.args.split('=')[0]);
+    assert.deepEqual(passed.sort(), declared.sort());
+  });
+
+  test("the tag must be the chart's appVersion and package.json's version; the image goes to the chart's image.repository", (t) => {
+    ensureDebianPackage('yq', ['yq']); // GitHub's runners have yq; Debian's is another yq that reads the same
+    const check = steps.find((s) => s.id === 'release')!;
+    const work = mkdtempSync(join(tmpdir(), 'baton-release-'));
+    t.after(() => rmSync(work, { recursive: true, force: true }));
+    let runs = 0;
+    const runCheck = (dir: string, tag: string) => {
+      const output = join(work, `output-${++runs}`);
+      writeFileSync(output, '');
+      const r = spawnSync('bash', ['-c', check.run!], { cwd: dir, env: { PATH: process.env.PATH, TAG: tag, GITHUB_OUTPUT: output }, encoding: 'utf8' });
+      return { code: r.status, log: r.stdout + r.stderr, output: readFileSync(output, 'utf8') };
+    };
+
+    const ok = runCheck(repo, `v${appVersion}`);
+    assert.equal(ok.code, 0, ok.log);
+    assert.equal(ok.output, `repository=${chartValues(repo).image.repository}\n`);
+
+    const wrong = runCheck(repo, 'v9.9.9');
+    assert.notEqual(wrong.code, 0);
+    assert.equal(wrong.output, '', 'nothing is pushed');
+    assert.match(wrong.log, new RegExp(`^::error file=charts/baton/Chart.yaml::appVersion is ${appVersion}; the tag v9.9.9 says 9.9.9$`, 'm'));
+    assert.match(wrong.log, /^::error file=package\.json::version is .*; the tag v9\.9\.9 says 9\.9\.9$/m);
+
+    // A repository GITHUB_TOKEN cannot push to is refused before building.
+    const elsewhere = join(work, 'elsewhere');
+    for (const f of ['package.json', 'charts/baton/Chart.yaml', 'charts/baton/values.yaml']) cpSync(join(repo, f), join(elsewhere, f));
+    const values = join(elsewhere, 'charts/baton/values.yaml');
+    writeFileSync(values, readFileSync(values, 'utf8').replace(/^( {2}repository: ).*$/m, '$1docker.io/someone/baton'));
+    assert.equal(chartValues(elsewhere).image.repository, 'docker.io/someone/baton');
+    const refused = runCheck(elsewhere, `v${appVersion}`);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.log, /^::error file=charts\/baton\/values\.yaml::image\.repository docker\.io\/someone\/baton is not on ghcr\.io/m);
   });
 });
 

@@ -15,15 +15,20 @@ function onPath(cmd: string): boolean {
   }
 }
 
-/** Makes sure promtool and prometheus exist (apt-get install prometheus, as root, once). */
-export function ensurePrometheus(): void {
-  if (onPath('promtool') && onPath('prometheus')) return;
+/** Makes sure `commands` exist: apt-get install `pkg` (as root, once) when one is missing. */
+export function ensureDebianPackage(pkg: string, commands: string[]): void {
+  if (commands.every(onPath)) return;
   if (process.getuid?.() !== 0) {
-    throw new Error('promtool/prometheus missing and not root: run `apt-get install prometheus` first');
+    throw new Error(`${commands.join('/')} missing and not root: run \`apt-get install ${pkg}\` first`);
   }
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', 'prometheus'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', pkg], { stdio: 'inherit', env });
+}
+
+/** Makes sure promtool and prometheus exist (Debian's `prometheus`). */
+export function ensurePrometheus(): void {
+  ensureDebianPackage('prometheus', ['promtool', 'prometheus']);
 }
 
 /** `promtool check metrics` on exposition text; returns its complaints ('' when clean). */

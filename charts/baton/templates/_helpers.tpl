@@ -83,18 +83,20 @@ true
 
 {{/*
 Rules of files/operator-rbac.yaml as YAML. Their resourceNames are the operator's default object
-names; each becomes the name the chart gives that object. Call with (list $ rules).
+names; each becomes the name(s) the chart gives that object: the release's webhook configuration
+and certificate Secret, and the admin-token Secret names of rbac.adminTokenSecretNames.
+Call with (list $ rules).
 */}}
 {{- define "baton.rules" -}}
 {{- $root := index . 0 }}
-{{- $names := dict "baton-sidecar-injector" (include "baton.webhookName" $root) "baton-webhook-cert" (include "baton.webhookCertSecret" $root) }}
+{{- $names := dict "baton-sidecar-injector" (list (include "baton.webhookName" $root)) "baton-webhook-cert" (list (include "baton.webhookCertSecret" $root)) "baton-admin" $root.Values.rbac.adminTokenSecretNames }}
 {{- $rules := list }}
 {{- range index . 1 }}
 {{- $rule := deepCopy . }}
 {{- if hasKey $rule "resourceNames" }}
 {{- $renamed := list }}
 {{- range $rule.resourceNames }}
-{{- $renamed = append $renamed (get $names . | default .) }}
+{{- $renamed = concat $renamed (get $names . | default (list .)) }}
 {{- end }}
 {{- $_ := set $rule "resourceNames" $renamed }}
 {{- end }}
