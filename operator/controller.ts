@@ -88,8 +88,8 @@ export class Controller {
   private readonly backendPods = new Map<Key, ReadonlySet<string>>();
   /** Since when a WsBalancer has waited for pods its slices name (its Warning is recorded once). */
   private readonly unresolvedSince = new Map<Key, { since: number; warned: boolean }>();
-  /** WsBalancers whose last reconcile refused a backend set: the Warning is recorded once per episode. */
-  private readonly refusing = new Set<Key>();
+  /** The last Warning that stopped each WsBalancer's reconcile: recorded again only when it changes. */
+  private readonly stoppedBy = new Map<Key, string>();
   private readonly log: Logger;
 
   constructor(private readonly opts: ControllerOptions) {
@@ -289,7 +289,7 @@ export class Controller {
     this.unresolvedSince.delete(key);
     const endpoints = collectEndpoints(slices, (pod) => cache.pods.get(namespace, pod), spec);
     const targets = sidecarTargets(cache.pods.list(), namespace, spec);
-    const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(namespace, spec), proceed: () => this.isLeader };
+    const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(wsb, spec), proceed: () => this.isLeader };
 
     const state: RolloutState = {
       activeRevision: previous.activeRevision,
@@ -331,7 +331,7 @@ export class Controller {
     const stale = observed.filter((o) => o.view && !(o.view.generation === last.generation && sidecarHolds(o.view, backends)));
     if (!this.isLeader) return undefined;
     if (backends.length === 0 && stale.some((o) => o.view!.backends.some((b) => b.state !== 'draining'))) await this.checkEmptySet(wsb, spec);
-    this.refusing.delete(key);
+    this.stoppedBy.delete(key);
     const pushes = await pushSidecars(stale.map((o) => o.target), body, io);
     let failed = observed.filter((o) => !o.view).map((o) => `${o.target.name}: ${o.error}`);
     for (const p of pushes) {
@@ -407,12 +407,16 @@ export class Controller {
     })) as { items: SliceView[] };
     const endpoints = live.items.reduce((n, s) => n + (s.endpoints?.filter((e) => e.addresses.length > 0).length ?? 0), 0);
     if (endpoints === 0) return;
-    const key = keyOf(namespace, name);
-    const note = `refused to push an empty backend set: service ${spec.backend.service} has ${endpoints} endpoints in the API that the operator's cache does not show`;
-    this.log.warn({ wsbalancer: key, endpoints }, 'refused an empty backend set; the cache disagrees with the API');
-    if (!this.refusing.has(key)) {
-      this.refusing.add(key);
-      await this.events.record(wsb.metadata, 'Warning', 'BackendSetRefused', note);
+    this.log.warn({ wsbalancer: keyOf(namespace, name), endpoints }, 'refused an empty backend set; the cache disagrees with the API');
+    await this.giveUp(wsb, 'BackendSetRefused', `refused to push an empty backend set: service ${spec.backend.service} has ${endpoints} endpoints in the API that the operator's cache does not show`);
+  }
+
+  /** Ends the reconcile with an error (retried with backoff) and a Warning event, unless the same one was just recorded. */
+  private async giveUp(wsb: WsBalancer, reason: 'BackendSetRefused' | 'AdminTokenUnreadable', note: string): Promise<never> {
+    const key = keyOf(wsb.metadata.namespace, wsb.metadata.name);
+    if (this.stoppedBy.get(key) !== `${reason}: ${note}`) {
+      this.stoppedBy.set(key, `${reason}: ${note}`);
+      await this.events.record(wsb.metadata, 'Warning', reason, note);
     }
     throw new Error(note);
   }
@@ -423,7 +427,7 @@ export class Controller {
     this.written.delete(key);
     this.backendPods.delete(key);
     this.unresolvedSince.delete(key);
-    this.refusing.delete(key);
+    this.stoppedBy.delete(key);
     this.opts.metrics.forget(namespace, name);
   }
 
@@ -456,15 +460,27 @@ export class Controller {
     this.written.set(keyOf(wsb.metadata.namespace, wsb.metadata.name), updated);
   }
 
-  private async adminToken(namespace: string, spec: WsBalancerSpec): Promise<string | undefined> {
+  private async adminToken(wsb: WsBalancer, spec: WsBalancerSpec): Promise<string | undefined> {
     const ref = spec.sidecar.adminTokenSecretRef;
     if (!ref) return undefined;
+    const namespace = wsb.metadata.namespace;
     const cacheKey = `${namespace}/${ref.name}/${ref.key}`;
     const cached = this.tokens.get(cacheKey);
     if (cached && Date.now() - cached.readAt < TOKEN_CACHE_MS) return cached.token;
-    const secret = await this.core.readNamespacedSecret({ namespace, name: ref.name });
+    let secret;
+    try {
+      secret = await this.core.readNamespacedSecret({ namespace, name: ref.name });
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (code !== 403 && code !== 404) throw err;
+      const why =
+        code === 403
+          ? 'the operator may not read it: it reads only the Secrets named in the chart value rbac.adminTokenSecretNames'
+          : 'it does not exist';
+      return this.giveUp(wsb, 'AdminTokenUnreadable', `cannot read the admin token Secret ${namespace}/${ref.name} (spec.sidecar.adminTokenSecretRef): ${why}`);
+    }
     const encoded = secret.data?.[ref.key];
-    if (encoded === undefined) throw new Error(`secret ${namespace}/${ref.name} has no key "${ref.key}"`);
+    if (encoded === undefined) return this.giveUp(wsb, 'AdminTokenUnreadable', `secret ${namespace}/${ref.name} has no key "${ref.key}" (spec.sidecar.adminTokenSecretRef.key)`);
     const token = Buffer.from(encoded, 'base64').toString('utf8').trim();
     this.tokens.set(cacheKey, { token, readAt: Date.now() });
     return token;

@@ -15,7 +15,8 @@ export type EventReason =
   | 'SidecarSyncFailed'
   | 'InvalidSpec'
   | 'BackendSetRefused'
-  | 'EndpointsUnresolved';
+  | 'EndpointsUnresolved'
+  | 'AdminTokenUnreadable';
 
 export interface EventTarget {
   namespace: string;
