@@ -88,7 +88,7 @@ function startWebhook(o: OperatorOptions, address: HostPort, kc: KubeConfig, con
         isLeader: () => controller.isLeader,
         log,
       });
-  return WebhookServer.start({ kubeConfig: kc, address, image: o.sidecarImage, certificates, refreshMs: WEBHOOK_REFRESH_MS, metrics, log });
+  return WebhookServer.start({ kubeConfig: kc, address, image: o.sidecarImage, nativeSidecars: o.nativeSidecars, certificates, refreshMs: WEBHOOK_REFRESH_MS, metrics, log });
 }
 
 function serveProbes(o: OperatorOptions, notReady: () => string | undefined, metrics: OperatorMetrics): Promise<Server> {

@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { address, bool, duration, int, oneOf, str, type Parsed, type ValueType } from '../sidecar/config/schema.js';
 import type { HostPort, LogLevel } from '../sidecar/config/types.js';
+import { NATIVE_SIDECARS_MODES, type NativeSidecarsMode } from './webhook/native.js';
 
 export interface OperatorOptions {
   kubeconfig: string;
@@ -28,6 +29,7 @@ export interface OperatorOptions {
   webhookCertSecret: string;
   webhookCertDir: string;
   sidecarImage: string;
+  nativeSidecars: NativeSidecarsMode;
 }
 
 interface OptionDef<K extends keyof OperatorOptions = keyof OperatorOptions> {
@@ -80,6 +82,7 @@ export const OPTIONS: ReadonlyArray<OptionDef> = [
   opt('webhookCertSecret', 'webhook-cert-secret', 'BATON_OPERATOR_WEBHOOK_CERT_SECRET', subdomain(), 'baton-webhook-cert', 'Secret holding the self-managed webhook CA and serving certificate.'),
   opt('webhookCertDir', 'webhook-cert-dir', 'BATON_OPERATOR_WEBHOOK_CERT_DIR', str(), '', 'Serve tls.crt/tls.key from this directory (e.g. cert-manager\'s Secret) instead of self-managed certificates.'),
   opt('sidecarImage', 'sidecar-image', 'BATON_OPERATOR_SIDECAR_IMAGE', str(), 'ghcr.io/baton-dev/baton:0.1.0', 'Image of the injected sidecar (a pod can override it with baton.dev/image).'),
+  opt('nativeSidecars', 'native-sidecars', 'BATON_OPERATOR_NATIVE_SIDECARS', oneOf(NATIVE_SIDECARS_MODES), 'auto', 'Inject the sidecar as a native sidecar: auto = when the API server and the kubelets of the nodes the pod may run on are 1.29+; always; never.'),
 ];
 
 export type OptionsResult = { ok: true; options: OperatorOptions } | { ok: false; problems: string[] };

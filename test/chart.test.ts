@@ -239,6 +239,7 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
         'webhook-configuration': 'baton-sidecar-injector',
         'webhook-cert-secret': 'baton-webhook-cert',
         'sidecar-image': `ghcr.io/baton-dev/baton:${CHART_YAML.appVersion}`,
+        'native-sidecars': 'auto',
       },
     );
     // The Lease's namespace and the replica's identity come from the downward API.
@@ -285,6 +286,8 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     assert.equal(hook.failurePolicy, 'Ignore');
     assert.equal(hook.timeoutSeconds, 5);
     assert.deepEqual(hook.namespaceSelector, { matchExpressions: [{ key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: [NS, 'kube-system'] }] });
+    // Only the pods labelled for injection are sent to the webhook.
+    assert.deepEqual(hook.objectSelector, { matchLabels: { 'baton.dev/inject': 'true' } });
   });
 
   test('RBAC: exactly the rules of files/operator-rbac.yaml, bound to the chart\'s ServiceAccount', async () => {
@@ -450,7 +453,7 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     const digest = `sha256:${'a'.repeat(64)}`;
     const r = await render({
       image: { digest },
-      webhook: { certManager: { enabled: true }, failurePolicy: 'Fail', sidecarImage: 'registry.example.com/sidecar:1' },
+      webhook: { certManager: { enabled: true }, failurePolicy: 'Fail', sidecarImage: 'registry.example.com/sidecar:1', nativeSidecars: 'never' },
     });
     const issuer = one<Manifest & { spec: unknown }>(r, 'Issuer', 'baton-selfsigned');
     assert.deepEqual(issuer.spec, { selfSigned: {} });
@@ -469,6 +472,7 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
     assert.equal(f.get('webhook-cert-dir'), '/certs');
     assert.equal(f.has('webhook-cert-secret'), false);
     assert.equal(f.get('sidecar-image'), 'registry.example.com/sidecar:1');
+    assert.equal(f.get('native-sidecars'), 'never');
     assert.deepEqual(c.volumeMounts, [{ name: 'webhook-cert', mountPath: '/certs', readOnly: true }]);
     assert.deepEqual(one<V1Deployment>(r, 'Deployment').spec!.template.spec!.volumes, [{ name: 'webhook-cert', secret: { secretName: 'baton-webhook-cert' } }]);
 
@@ -523,6 +527,7 @@ describe('Helm chart charts/baton', { timeout: 300_000 }, () => {
       [{ monitoring: { serviceMonitor: { enabled: 'maybe' } } }, /monitoring\.serviceMonitor\.enabled must be one of the following: "auto", true, false/],
       [{ operator: { resync: '30 seconds' } }, /operator\.resync: Does not match pattern/],
       [{ webhook: { timeoutSeconds: 60 } }, /webhook\.timeoutSeconds: Must be less than or equal to 30/],
+      [{ webhook: { nativeSidecars: 'yes' } }, /webhook\.nativeSidecars must be one of the following: "auto", "always", "never"/],
       [{ resources: { limits: { memory: 'lots' } } }, /resources\.limits\.memory: Does not match pattern/],
       [{ rbac: { adminTokenSecretNames: [] } }, /rbac\.adminTokenSecretNames: Array must have at least 1 items/],
       [{ rbac: { adminTokenSecretNames: ['Admin_Token'] } }, /rbac\.adminTokenSecretNames\.0: Does not match pattern/],

@@ -1,7 +1,9 @@
 // The sidecar injection webhook end to end on a real control plane (kube-apiserver 1.20, RBAC on):
 // the operator runs as a process with the chart's RBAC rules, creates its certificate Secret, fills
 // in the caBundle of a url-based MutatingWebhookConfiguration, and the API server calls it over
-// HTTPS for every pod created. 1.20 has no native sidecars, so the regular-container form is used.
+// HTTPS for every pod created with the label baton.dev/inject: "true". Node objects report kubelets
+// 1.27 to 1.31; 1.20 has no native sidecars, so auto chooses the regular form and only always
+// stores the native one (whose restartPolicy 1.20 drops: no kubelet runs these pods here).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
@@ -15,6 +17,7 @@ import {
   AdmissionregistrationV1Api,
   CoreV1Api,
   PatchStrategy,
+  VersionApi,
   setHeaderOptions,
   type V1Container,
   type V1Pod,
@@ -38,6 +41,10 @@ const CERT_SECRET = 'baton-webhook-cert';
 const IMAGE = 'example.invalid/baton:webhook-test';
 const ADMIN_TOKEN = 'webhook-test-admin-token';
 const DAY = 24 * 3600 * 1000;
+/** The nodes the test registers: name → kubelet version (label baton.dev/test-kubelet: the minor). */
+const KUBELETS: Record<string, string> = { 'node-127': 'v1.27.16', 'node-128': 'v1.28.15-eks-1', 'node-129': 'v1.29.0', 'node-131': 'v1.31.2+k3s1' };
+const FORM = 'baton.dev/sidecar-form';
+const REASON = 'baton.dev/sidecar-form-reason';
 
 /** The certificate a TLS server on 127.0.0.1:port presents. */
 function servedCertificate(port: number): Promise<X509Certificate> {
@@ -64,8 +71,9 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
   let operator: OperatorProcess | undefined;
   const cleanups: Array<() => Promise<void> | void> = [];
 
-  const startOperator = async () => {
+  const startOperator = async (extra: string[] = []) => {
     operator = new OperatorProcess('operator', kubeconfig, await freePort(), [
+      ...extra,
       '--leader-elect', 'false',
       '--webhook-address', `127.0.0.1:${webhookPort}`,
       '--webhook-service', 'baton-operator',
@@ -83,8 +91,32 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
   };
 
   let pods = 0;
-  const createPod = (annotations: Record<string, string> | undefined, containers: V1Container[] = [{ name: 'app', image: 'example.invalid/app:1' }]) =>
-    core.createNamespacedPod({ namespace: NS, body: { metadata: { name: `pod-${++pods}`, ...(annotations ? { annotations } : {}) }, spec: { containers } } });
+  const createPod = (
+    annotations: Record<string, string> | undefined,
+    opts: { containers?: V1Container[]; labelled?: boolean; nodeSelector?: Record<string, string> } = {},
+  ) =>
+    core.createNamespacedPod({
+      namespace: NS,
+      body: {
+        metadata: { name: `pod-${++pods}`, ...(opts.labelled === false ? {} : { labels: { 'baton.dev/inject': 'true' } }), ...(annotations ? { annotations } : {}) },
+        spec: { containers: opts.containers ?? [{ name: 'app', image: 'example.invalid/app:1' }], ...(opts.nodeSelector ? { nodeSelector: opts.nodeSelector } : {}) },
+      },
+    });
+  /**
+   * A labelled pod, created once a (re)started operator's webhook answers (the policy is Fail: until
+   * then the API server fails the call), or the API server's refusal of what the webhook made.
+   */
+  const createdOnceServing = (opts: { nodeSelector?: Record<string, string> }) =>
+    eventually<{ pod?: V1Pod; err?: { code?: number; body: string } }>(
+      () =>
+        createPod(undefined, opts).then(
+          (pod) => ({ pod }),
+          (err: { code?: number; body: string }) => (String(err.body).includes('failed calling webhook') ? undefined : { err }),
+        ),
+      'the webhook answering',
+      20_000,
+      200,
+    );
   /** The message of the API server's refusal to create the pod. */
   const refusal = async (annotations: Record<string, string>): Promise<string> => {
     try {
@@ -124,12 +156,18 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
             clientConfig: { url: `https://127.0.0.1:${webhookPort}/mutate-pods` },
             rules: [{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }],
             namespaceSelector: { matchLabels: { 'baton.dev/test-injection': 'on' } },
+            objectSelector: { matchLabels: { 'baton.dev/inject': 'true' } },
           },
         ],
       },
     });
     await core.patchNamespace({ name: NS, body: { metadata: { labels: { 'baton.dev/test-injection': 'on' } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
     await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    // Nodes as kubelets register them: the version is status, written through /status.
+    for (const [name, kubeletVersion] of Object.entries(KUBELETS)) {
+      await core.createNode({ body: { metadata: { name, labels: { 'baton.dev/test-kubelet': kubeletVersion.slice(1, 5) } } } });
+      await core.patchNodeStatus({ name, body: { status: { nodeInfo: { kubeletVersion } } } }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch));
+    }
     await startOperator();
   });
 
@@ -157,12 +195,12 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     await eventually(async () => (sameCert(await servedCertificate(webhookPort), certs.cert!) ? true : undefined), 'the webhook serving the certificate of the Secret');
   });
 
-  test('an annotated pod is stored with the sidecar, which starts with the token and the config', async () => {
+  test('a labelled pod is stored with the sidecar, which starts with the token and the config', async () => {
     const [listenPort, adminPort] = [await freePort(), await freePort()];
     await core.createNamespacedConfigMap({ namespace: NS, body: { metadata: { name: 'edge-baton' }, data: { 'baton.yaml': 'admin:\n  metricsRequireToken: true\n' } } });
     const pod = await createPod(
-      { 'baton.dev/inject': 'true', 'baton.dev/listen-port': String(listenPort), 'baton.dev/admin-port': String(adminPort), 'baton.dev/config': 'edge-baton' },
-      [{ name: 'app', image: 'example.invalid/app:1', ports: [{ containerPort: 9000 }] }],
+      { 'baton.dev/listen-port': String(listenPort), 'baton.dev/admin-port': String(adminPort), 'baton.dev/config': 'edge-baton' },
+      { containers: [{ name: 'app', image: 'example.invalid/app:1', ports: [{ containerPort: 9000 }] }] },
     );
     assert.deepEqual(pod.spec!.containers.map((c) => c.name), ['app', 'baton']);
     assert.equal(pod.metadata!.labels?.['baton.dev/sidecar'], 'true');
@@ -175,7 +213,10 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
       BATON_ADMIN_ADDRESS: `0.0.0.0:${adminPort}`,
       BATON_ADMIN_TOKEN: { secretKeyRef: { name: 'baton-admin', key: 'token' } },
       NODE_OPTIONS: '--max-semi-space-size=4',
+      BATON_SHUTDOWN_GRACE: '23s',
     });
+    assert.equal(c.startupProbe?.httpGet?.path, '/healthz');
+    assert.deepEqual(plain(c.lifecycle?.preStop?.exec?.command), ['sleep', '5']);
     assert.equal(c.livenessProbe?.httpGet?.path, '/healthz');
     assert.equal(c.livenessProbe?.httpGet?.port, adminPort);
     assert.equal(c.readinessProbe?.httpGet?.path, '/readyz');
@@ -210,19 +251,68 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     assert.equal((await fetch(`${admin}/metrics`)).status, 401, 'the ConfigMap config (admin.metricsRequireToken) is loaded');
   });
 
-  test('an unannotated pod is stored untouched', async () => {
-    const pod = await createPod(undefined);
+  test('a pod without the label is never sent to the webhook, also when it has the old annotation', async () => {
+    const admissions = () => operator!.metric('baton_operator_webhook_admissions_total');
+    const before = await admissions();
+    const pod = await createPod({ 'baton.dev/inject': 'true' }, { labelled: false });
     assert.deepEqual(pod.spec!.containers.map((c) => c.name), ['app']);
     assert.equal(pod.metadata!.labels?.['baton.dev/sidecar'], undefined);
-    assert.equal(pod.spec!.volumes?.some((v) => v.name === 'baton-config') ?? false, false);
+    assert.equal(pod.metadata!.annotations?.[FORM], undefined);
+    assert.equal(await admissions(), before, 'the webhook did not see the pod');
+    // The count would have moved: a labelled pod is seen (and injected).
+    assert.ok(sidecarOf(await createPod(undefined)));
+    assert.equal(await admissions(), before + 1);
+  });
+
+  test('auto on this 1.20 API server: regular, the reason naming the API server and the lowest kubelet of the nodes the pod may run on', async () => {
+    const apiServer = (await cp.kubeConfig().makeApiClient(VersionApi).getCode()).gitVersion;
+    assert.match(apiServer, /^v1\.20\./);
+    const everywhere = await createPod(undefined);
+    assert.ok(sidecarOf(everywhere), 'a regular container');
+    assert.equal(everywhere.spec!.initContainers, undefined);
+    assert.equal(everywhere.metadata!.annotations![FORM], 'regular');
+    assert.equal(everywhere.metadata!.annotations![REASON], `the API server is ${apiServer} and node node-127 runs kubelet v1.27.16 (the lowest of 4 nodes in the cluster); native sidecars need 1.29`);
+
+    const on127 = await createPod(undefined, { nodeSelector: { 'baton.dev/test-kubelet': '1.27' } });
+    assert.equal(
+      on127.metadata!.annotations![REASON],
+      `the API server is ${apiServer} and node node-127 runs kubelet v1.27.16 (the lowest of 1 node matching the pod's nodeSelector baton.dev/test-kubelet=1.27); native sidecars need 1.29`,
+    );
+    // On the 1.31 node only the API server stands in the way.
+    const on131 = await createPod(undefined, { nodeSelector: { 'baton.dev/test-kubelet': '1.31' } });
+    assert.equal(on131.metadata!.annotations![REASON], `the API server is ${apiServer}; native sidecars need 1.29`);
+    assert.ok(operator!.lines.some((l) => l.msg === 'sidecar injected' && l.form === 'regular' && l.reason === on131.metadata!.annotations![REASON]), 'the decision is logged');
+  });
+
+  test('--native-sidecars=always injects the native form, never the regular one, whatever the versions', async () => {
+    await operator!.kill();
+    const always = await startOperator(['--native-sidecars', 'always']);
+    // 1.20 drops the init container's restartPolicy it does not know, and then refuses an init
+    // container with probes and a preStop: the pod is not created, rather than stuck in Init.
+    const { err } = await createdOnceServing({ nodeSelector: { 'baton.dev/test-kubelet': '1.27' } });
+    assert.equal(apiCode(err), 422, String(err?.body));
+    const message = (JSON.parse(err!.body) as { message: string }).message;
+    assert.match(message, /spec\.initContainers\[0\]\.(startupProbe|livenessProbe|readinessProbe|lifecycle)/, message);
+    const injected = always.lines.find((l) => l.msg === 'sidecar injected');
+    assert.equal(injected?.form, 'native');
+    assert.equal(injected?.reason, 'native sidecars are forced on (--native-sidecars=always)');
+    assert.equal(injected?.graceSeconds, 0, 'a native sidecar closes its sessions as soon as its SIGTERM comes');
+
+    await operator!.kill();
+    await startOperator(['--native-sidecars', 'never']);
+    const { pod: regular } = await createdOnceServing({ nodeSelector: { 'baton.dev/test-kubelet': '1.31' } });
+    assert.ok(regular);
+    assert.ok(sidecarOf(regular));
+    assert.equal(regular.spec!.initContainers, undefined);
+    assert.equal(regular.metadata!.annotations![FORM], 'regular');
+    assert.equal(regular.metadata!.annotations![REASON], 'native sidecars are turned off (--native-sidecars=never)');
   });
 
   test('a pod with a bad annotation is refused, naming the annotation and its value', async () => {
     const denied = 'admission webhook "inject.baton.dev" denied the request: ';
-    assert.equal(await refusal({ 'baton.dev/inject': 'yes please' }), `${denied}baton.dev/inject: "yes please" is not "true" or "false"`);
-    assert.equal(await refusal({ 'baton.dev/inject': 'true', 'baton.dev/listen-port': '70000' }), `${denied}baton.dev/listen-port: "70000" is not a port number (1-65535)`);
+    assert.equal(await refusal({ 'baton.dev/listen-port': '70000' }), `${denied}baton.dev/listen-port: "70000" is not a port number (1-65535)`);
     assert.equal(
-      await refusal({ 'baton.dev/inject': 'true', 'baton.dev/listen-port': '9000', 'baton.dev/admin-port': '9000' }),
+      await refusal({ 'baton.dev/listen-port': '9000', 'baton.dev/admin-port': '9000' }),
       `${denied}baton.dev/admin-port: "9000" is also the listen port (baton.dev/listen-port); the sidecar needs two ports`,
     );
   });
@@ -233,7 +323,7 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     const restarted = await startOperator();
     const cert = fromSecret(before).cert!;
     await eventually(async () => (sameCert(await servedCertificate(webhookPort), cert) ? true : undefined), 'the restarted operator serving the certificate of the Secret', 20_000);
-    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })));
+    assert.ok(sidecarOf(await createPod(undefined)));
     assert.equal((await readSecret()).metadata!.resourceVersion, before.metadata!.resourceVersion);
     assert.equal(restarted.logged('issuing the webhook certificate'), false);
 
@@ -271,7 +361,7 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     assert.ok(new X509Certificate(renewed.cert!).checkIssued(new X509Certificate(bundle[0]!)), 'the new serving certificate is issued by the new CA');
     assert.ok(restarted.logged('issuing the webhook certificate'));
     await eventually(async () => (sameCert(await servedCertificate(webhookPort), renewed.cert!) ? true : undefined), 'the webhook serving the renewed certificate');
-    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })), 'the API server trusts the renewed certificate');
+    assert.ok(sidecarOf(await createPod(undefined)), 'the API server trusts the renewed certificate');
   });
 
   test('cert-manager: the certificate comes from a directory, is reloaded when it changes, and nothing is written', async () => {
@@ -294,6 +384,7 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
       kubeConfig: cp.kubeConfig(await cp.serviceAccountToken(OPERATOR_NS, 'baton-operator')),
       address: { host: '127.0.0.1', port: webhookPort },
       image: IMAGE,
+      nativeSidecars: 'auto',
       certificates: new DirectoryCertificates(dir),
       refreshMs: 100,
       metrics: new OperatorMetrics(),
@@ -301,7 +392,7 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
     });
     cleanups.push(() => webhook.stop());
     await eventually(async () => (webhook.isReady ? true : undefined), 'the webhook serving');
-    assert.ok(sidecarOf(await createPod({ 'baton.dev/inject': 'true' })), 'injected with the certificate from the directory');
+    assert.ok(sidecarOf(await createPod(undefined)), 'injected with the certificate from the directory');
 
     const next = await issueServing(await issueCa(new Date()), { dns: [], ips: ['127.0.0.1'] }, new Date());
     writeFileSync(join(dir, 'tls.key'), next.key);

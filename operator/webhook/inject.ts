@@ -2,10 +2,16 @@
 // that adds the Baton sidecar, no patch at all, or a rejection naming the bad annotation and value.
 // The HTTPS server around it is server.ts; docs/injection.md describes what is injected.
 import type { V1Container, V1Pod, V1Volume } from '@kubernetes/client-node';
+import type { SidecarForm } from './native.js';
+
+/**
+ * The pod label that asks for the sidecar. A label, not an annotation, so that the webhook's
+ * objectSelector sends the API server's pod creations here only for the pods that want one.
+ */
+export const INJECT_LABEL = 'baton.dev/inject';
 
 /** The pod annotations the webhook reads. */
 export const ANNOTATIONS = {
-  inject: 'baton.dev/inject',
   listenPort: 'baton.dev/listen-port',
   adminPort: 'baton.dev/admin-port',
   config: 'baton.dev/config',
@@ -16,6 +22,14 @@ export const ANNOTATIONS = {
   memoryLimit: 'baton.dev/memory-limit',
 } as const;
 
+/** The annotations the webhook writes: which form it injected, and why. */
+export const FORM_ANNOTATIONS = { form: 'baton.dev/sidecar-form', reason: 'baton.dev/sidecar-form-reason' } as const;
+/**
+ * Accepted on a pod without meaning: what the webhook wrote (a pod re-created from an injected one's
+ * metadata), and the annotation that was the switch before the label.
+ */
+const TOLERATED = new Set<string>([...Object.values(FORM_ANNOTATIONS), INJECT_LABEL]);
+
 /** The label an injected pod gets, for a WsBalancer's sidecarSelector to match. */
 export const SIDECAR_LABEL = 'baton.dev/sidecar';
 const CONTAINER_NAME = 'baton';
@@ -25,6 +39,8 @@ const CONFIG_DIR = '/etc/baton';
 const TOKEN_KEY = 'token';
 /** The image's non-root USER, also set here: runAsNonRoot cannot check an image whose USER is a name. */
 const SIDECAR_USER = 10001;
+/** How long the sidecar may take to bind its listener before the kubelet restarts it. */
+const STARTUP_SECONDS = 30;
 
 const DEFAULTS = {
   listenPort: 8080,
@@ -51,16 +67,40 @@ export interface SidecarSettings {
 export type JsonPatchOp = { op: 'add'; path: string; value: unknown };
 
 export type Injection =
-  | { action: 'inject'; settings: SidecarSettings; patch: JsonPatchOp[] }
+  | { action: 'inject'; settings: SidecarSettings; form: SidecarForm; shutdown: ShutdownTiming; patch: JsonPatchOp[] }
   | { action: 'skip'; reason: string }
   | { action: 'reject'; message: string };
 
-/** Native sidecars (init containers with restartPolicy Always) are on by default from Kubernetes 1.29. */
-export function supportsNativeSidecars(version: { major: string; minor: string }): boolean {
-  // Managed clusters report minors such as "29+".
-  const major = parseInt(version.major, 10);
-  const minor = parseInt(version.minor, 10);
-  return major > 1 || (major === 1 && minor >= 29);
+/** The pod's terminationGracePeriodSeconds when it sets none (the API's default). */
+export const DEFAULT_POD_GRACE_SECONDS = 30;
+/** The longest preStop wait: time for Services and load balancers to stop sending new clients. */
+const MAX_PRESTOP_SECONDS = 5;
+/**
+ * After its grace the sidecar closes every session with 1001 and gives the close handshakes up to
+ * 1 s (sidecar.ts stop()); one more second covers signal delivery and the kubelet's whole seconds.
+ */
+const CLOSE_SECONDS = 1;
+const MARGIN_SECONDS = 1;
+
+/** How the sidecar's stop fits in the pod's grace period T (docs/injection.md has the timeline). */
+export interface ShutdownTiming {
+  podGraceSeconds: number;
+  /** preStop: wait this long before the kubelet sends SIGTERM (0: no preStop). */
+  preStopSeconds: number;
+  /** BATON_SHUTDOWN_GRACE: sessions may end by themselves for this long after SIGTERM, then get 1001. */
+  graceSeconds: number;
+}
+
+/**
+ * Regular container: SIGTERM comes at preStop's end, SIGKILL at T; the grace is what is left.
+ * Native sidecar: SIGTERM comes only once the app's containers have exited, at any time up to T,
+ * and the kubelet then grants the rest of T but at least 2 s. Only a zero grace closes every
+ * session with 1001 before SIGKILL whatever the app takes; the sessions are relayed meanwhile.
+ */
+export function shutdownTiming(podGraceSeconds: number, native: boolean): ShutdownTiming {
+  const preStopSeconds = Math.min(MAX_PRESTOP_SECONDS, Math.floor(podGraceSeconds / 4));
+  const graceSeconds = native ? 0 : Math.max(0, podGraceSeconds - preStopSeconds - CLOSE_SECONDS - MARGIN_SECONDS);
+  return { podGraceSeconds, preStopSeconds, graceSeconds };
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -89,7 +129,7 @@ function sidecarSettings(pod: V1Pod, image: string): { ok: true; settings: Sidec
 
   // A misspelt annotation would silently be ignored otherwise.
   for (const key of Object.keys(annotations)) {
-    if (key.startsWith('baton.dev/') && !KNOWN.has(key)) problems.push(`${key}: unknown annotation (known: ${[...KNOWN].join(', ')})`);
+    if (key.startsWith('baton.dev/') && !KNOWN.has(key) && !TOLERATED.has(key)) problems.push(`${key}: unknown annotation (known: ${[...KNOWN].join(', ')})`);
   }
   const settings: SidecarSettings = {
     image: text(ANNOTATIONS.image, image, (s) => /^[^\s]+$/.test(s), 'an image reference'),
@@ -120,7 +160,7 @@ function sidecarSettings(pod: V1Pod, image: string): { ok: true; settings: Sidec
 }
 
 /** The sidecar container: an init container that keeps running (native) or a regular one. */
-function sidecarContainer(s: SidecarSettings, native: boolean): V1Container {
+function sidecarContainer(s: SidecarSettings, native: boolean, shutdown: ShutdownTiming): V1Container {
   return {
     name: CONTAINER_NAME,
     image: s.image,
@@ -136,13 +176,19 @@ function sidecarContainer(s: SidecarSettings, native: boolean): V1Container {
       { name: 'BATON_ADMIN_TOKEN', valueFrom: { secretKeyRef: { name: s.adminTokenSecret, key: TOKEN_KEY } } },
       // A smaller young generation halves the memory per idle session (docs/performance.md).
       { name: 'NODE_OPTIONS', value: '--max-semi-space-size=4' },
+      { name: 'BATON_SHUTDOWN_GRACE', value: `${shutdown.graceSeconds}s` },
     ],
     resources: {
       requests: { cpu: s.cpuRequest, memory: s.memoryRequest },
       limits: { memory: s.memoryLimit },
     },
+    // /healthz answers once the client listener is bound. A native sidecar's app containers start
+    // only after this probe has passed, so they never come up before the proxy in front of them.
+    startupProbe: { httpGet: { path: '/healthz', port: s.adminPort }, periodSeconds: 1, failureThreshold: STARTUP_SECONDS },
     livenessProbe: { httpGet: { path: '/healthz', port: s.adminPort }, periodSeconds: 10, failureThreshold: 3 },
     readinessProbe: { httpGet: { path: '/readyz', port: s.adminPort }, periodSeconds: 5, failureThreshold: 2 },
+    // The listener closes at SIGTERM: wait first, until the pod's removal from Services has spread.
+    ...(shutdown.preStopSeconds > 0 ? { lifecycle: { preStop: { exec: { command: ['sleep', String(shutdown.preStopSeconds)] } } } } : {}),
     securityContext: {
       runAsNonRoot: true,
       runAsUser: SIDECAR_USER,
@@ -165,11 +211,15 @@ function addToList(list: unknown[] | undefined, path: string, value: unknown, at
   return { op: 'add', path: `${path}/${at === 'start' ? '0' : '-'}`, value };
 }
 
+export interface InjectOptions {
+  image: string;
+  /** The form for this pod (native.ts sidecarForm); asked only for a pod that gets the sidecar. */
+  formFor: (pod: V1Pod) => SidecarForm;
+}
+
 /** What the webhook does with a pod being created. */
-export function injection(pod: V1Pod, opts: { image: string; nativeSidecars: boolean }): Injection {
-  const inject = pod.metadata?.annotations?.[ANNOTATIONS.inject];
-  if (inject === undefined || inject === 'false') return { action: 'skip', reason: `not annotated ${ANNOTATIONS.inject}: "true"` };
-  if (inject !== 'true') return { action: 'reject', message: `${ANNOTATIONS.inject}: ${JSON.stringify(inject)} is not "true" or "false"` };
+export function injection(pod: V1Pod, opts: InjectOptions): Injection {
+  if (pod.metadata?.labels?.[INJECT_LABEL] !== 'true') return { action: 'skip', reason: `not labelled ${INJECT_LABEL}: "true"` };
   const spec = pod.spec;
   if ([...(spec?.containers ?? []), ...(spec?.initContainers ?? [])].some((c) => c.name === CONTAINER_NAME)) {
     return { action: 'skip', reason: `already has a container named "${CONTAINER_NAME}"` };
@@ -178,17 +228,21 @@ export function injection(pod: V1Pod, opts: { image: string; nativeSidecars: boo
   if (!parsed.ok) return { action: 'reject', message: parsed.problems.join('; ') };
   const s = parsed.settings;
 
-  const patch: JsonPatchOp[] = [];
-  const labels = pod.metadata?.labels;
-  patch.push(labels ? { op: 'add', path: `/metadata/labels/${pointer(SIDECAR_LABEL)}`, value: 'true' } : { op: 'add', path: '/metadata/labels', value: { [SIDECAR_LABEL]: 'true' } });
-  const container = sidecarContainer(s, opts.nativeSidecars);
+  const form = opts.formFor(pod);
+  const shutdown = shutdownTiming(spec?.terminationGracePeriodSeconds ?? DEFAULT_POD_GRACE_SECONDS, form.native);
+  // The label is there: the webhook only sees pods labelled INJECT_LABEL.
+  const patch: JsonPatchOp[] = [{ op: 'add', path: `/metadata/labels/${pointer(SIDECAR_LABEL)}`, value: 'true' }];
+  const written = { [FORM_ANNOTATIONS.form]: form.native ? 'native' : 'regular', [FORM_ANNOTATIONS.reason]: form.reason };
+  if (!pod.metadata?.annotations) patch.push({ op: 'add', path: '/metadata/annotations', value: written });
+  else for (const [key, value] of Object.entries(written)) patch.push({ op: 'add', path: `/metadata/annotations/${pointer(key)}`, value });
+  const container = sidecarContainer(s, form.native, shutdown);
   // A native sidecar goes first, so it runs before the other init containers start.
-  patch.push(opts.nativeSidecars ? addToList(spec?.initContainers, '/spec/initContainers', container, 'start') : addToList(spec?.containers, '/spec/containers', container, 'end'));
+  patch.push(form.native ? addToList(spec?.initContainers, '/spec/initContainers', container, 'start') : addToList(spec?.containers, '/spec/containers', container, 'end'));
   if (s.config !== null) {
     const volume: V1Volume = { name: CONFIG_VOLUME, configMap: { name: s.config } };
     patch.push(addToList(spec?.volumes, '/spec/volumes', volume, 'end'));
   }
-  return { action: 'inject', settings: s, patch };
+  return { action: 'inject', settings: s, form, shutdown, patch };
 }
 
 /** The parts of an admission.k8s.io AdmissionReview (v1 or v1beta1) the webhook reads. */
@@ -228,7 +282,7 @@ export function parseAdmissionReview(body: unknown): AdmissionReviewRequest {
 }
 
 /** The webhook's answer to one AdmissionReview, and what it did (for logs and metrics). */
-export function admit(review: AdmissionReviewRequest, opts: { image: string; nativeSidecars: boolean }): { answer: AdmissionReviewResponse; injection: Injection } {
+export function admit(review: AdmissionReviewRequest, opts: InjectOptions): { answer: AdmissionReviewResponse; injection: Injection } {
   const { request } = review;
   const isPodCreate = request.kind?.group === '' && request.kind.kind === 'Pod' && request.operation === 'CREATE' && !request.subResource && request.object;
   const result: Injection = isPodCreate ? injection(request.object!, opts) : { action: 'skip', reason: 'not the creation of a pod' };

@@ -1,7 +1,8 @@
 // The sidecar injection webhook's HTTPS server: POST /mutate-pods answers AdmissionReviews with
-// inject.ts. It reloads its certificate from the CertificateSource every refresh, and learns once
-// from the API server's version whether sidecars can be native.
-import { VersionApi, type KubeConfig } from '@kubernetes/client-node';
+// inject.ts. It reloads its certificate from the CertificateSource every refresh, reads the API
+// server's version once and, with --native-sidecars=auto, keeps a cache of the nodes' kubelet
+// versions: native.ts decides each pod's sidecar form from them.
+import { CoreV1Api, VersionApi, Watch, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
 import { X509Certificate } from 'node:crypto';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -11,7 +12,9 @@ import type { HostPort } from '../../sidecar/config/types.js';
 import type { Logger } from '../../sidecar/logger.js';
 import type { AdmissionResult, OperatorMetrics } from '../metrics.js';
 import type { CertificateSource, ServingPair } from './certs.js';
-import { admit, parseAdmissionReview, supportsNativeSidecars } from './inject.js';
+import { Informer } from '../informer.js';
+import { admit, parseAdmissionReview } from './inject.js';
+import { nodesForPod, sidecarForm, summarizeNode, type NativeSidecarsMode, type NodeSummary, type SidecarForm } from './native.js';
 
 export const WEBHOOK_PATH = '/mutate-pods';
 /** A pod is at most ~1.5 MB in etcd; a review carries it once on CREATE. */
@@ -24,6 +27,8 @@ export interface WebhookServerOptions {
   address: HostPort;
   /** The operator's sidecar image (--sidecar-image). */
   image: string;
+  /** --native-sidecars: auto decides per pod from the API server's and the kubelets' versions. */
+  nativeSidecars: NativeSidecarsMode;
   certificates: CertificateSource;
   /** How often the certificate is reloaded (and, self-managed, checked for renewal). */
   refreshMs: number;
@@ -34,7 +39,10 @@ export interface WebhookServerOptions {
 export class WebhookServer {
   private readonly server: Server;
   private served: ServingPair | undefined;
-  private nativeSidecars: boolean | undefined;
+  /** The API server's gitVersion, once read. */
+  private apiServer: string | undefined;
+  /** Name, labels and kubelet version of every node (auto only). */
+  private readonly nodes: Informer<NodeSummary> | undefined;
   private readonly stopping = new AbortController();
   private loop: Promise<void> | undefined;
   private lastProblem = '';
@@ -42,6 +50,19 @@ export class WebhookServer {
   private constructor(private readonly o: WebhookServerOptions) {
     // No certificate yet: handshakes fail until the first one is loaded.
     this.server = createServer({}, (req, res) => void this.handle(req, res));
+    if (o.nativeSidecars === 'auto') {
+      const core = o.kubeConfig.makeApiClient(CoreV1Api);
+      this.nodes = new Informer<NodeSummary>({
+        resource: 'nodes',
+        path: '/api/v1/nodes',
+        list: ({ limit, continueToken }) => core.listNode({ limit, _continue: continueToken }),
+        // A few hundred bytes per node, whatever the API serves (images, conditions, addresses).
+        project: summarizeNode,
+        watch: new Watch(o.kubeConfig),
+        log: o.log,
+        onRestart: () => o.metrics.informerRestarts.inc({ resource: 'nodes' }),
+      });
+    }
   }
 
   /** Binds the address (failing if it cannot), then loads the certificate in the background. */
@@ -51,13 +72,18 @@ export class WebhookServer {
       w.server.once('error', reject);
       w.server.listen(o.address.port, o.address.host, () => resolve());
     });
+    w.nodes?.start();
     w.loop = w.refreshLoop();
     return w;
   }
 
-  /** Serving with a certificate, and knows which sidecar form to inject. */
+  /** Serving with a certificate, and knows enough to choose each pod's sidecar form. */
   get isReady(): boolean {
-    return this.served !== undefined && this.nativeSidecars !== undefined;
+    return this.served !== undefined && this.knowsForms;
+  }
+
+  private get knowsForms(): boolean {
+    return this.apiServer !== undefined && (this.nodes?.isSynced ?? true);
   }
 
   get port(): number {
@@ -66,7 +92,7 @@ export class WebhookServer {
 
   async stop(): Promise<void> {
     this.stopping.abort();
-    await this.loop;
+    await Promise.all([this.loop, this.nodes?.stop()]);
     await new Promise((resolve) => this.server.close(resolve));
   }
 
@@ -83,11 +109,9 @@ export class WebhookServer {
   }
 
   private async refresh(): Promise<void> {
-    if (this.nativeSidecars === undefined) {
-      const version = await this.o.kubeConfig.makeApiClient(VersionApi).getCode();
-      this.nativeSidecars = supportsNativeSidecars(version);
-      const form = this.nativeSidecars ? 'native sidecar (init container, restartPolicy Always)' : 'regular container';
-      this.o.log.info({ version: version.gitVersion, form }, 'webhook injects the sidecar as a ' + form);
+    if (this.apiServer === undefined) {
+      this.apiServer = (await this.o.kubeConfig.makeApiClient(VersionApi).getCode()).gitVersion;
+      this.o.log.info({ version: this.apiServer, nativeSidecars: this.o.nativeSidecars }, 'webhook chooses the sidecar form per pod');
     }
     const pair = await this.o.certificates.load();
     if (!pair || (pair.cert === this.served?.cert && pair.key === this.served?.key)) return;
@@ -109,7 +133,7 @@ export class WebhookServer {
     const reply = (status: number, body: string, type = 'text/plain') => res.writeHead(status, { 'content-type': type }).end(body);
     if ((req.url ?? '').split('?')[0] !== WEBHOOK_PATH) return void reply(404, 'not found\n');
     if (req.method !== 'POST') return void reply(405, 'POST only\n');
-    if (this.nativeSidecars === undefined) return void reply(503, 'the API server version is not known yet\n');
+    if (!this.knowsForms) return void reply(503, 'the API server version or the nodes are not known yet\n');
     let review;
     try {
       review = parseAdmissionReview(JSON.parse(await readBody(req)));
@@ -117,15 +141,26 @@ export class WebhookServer {
       this.o.metrics.webhookAdmissions.inc({ result: 'error' });
       return void reply(400, `${(err as Error).message}\n`);
     }
-    const { answer, injection } = admit(review, { image: this.o.image, nativeSidecars: this.nativeSidecars });
+    const { answer, injection } = admit(review, { image: this.o.image, formFor: (pod) => this.formFor(pod) });
     const result: AdmissionResult = injection.action === 'inject' ? 'injected' : injection.action === 'reject' ? 'rejected' : 'skipped';
     this.o.metrics.webhookAdmissions.inc({ result });
     const pod = review.request.object?.metadata;
     const where = { namespace: review.request.namespace, pod: pod?.name || `${pod?.generateName ?? ''}*` };
-    if (injection.action === 'inject') this.o.log.info({ ...where, image: injection.settings.image }, 'sidecar injected');
+    if (injection.action === 'inject') {
+      const { form, shutdown } = injection;
+      this.o.log.info(
+        { ...where, image: injection.settings.image, form: form.native ? 'native' : 'regular', reason: form.reason, preStopSeconds: shutdown.preStopSeconds, graceSeconds: shutdown.graceSeconds },
+        'sidecar injected',
+      );
+    }
     else if (injection.action === 'reject') this.o.log.info({ ...where, reason: injection.message }, 'pod rejected');
     else this.o.log.debug({ ...where, reason: injection.reason }, 'pod left alone');
     reply(200, JSON.stringify(answer), 'application/json');
+  }
+
+  private formFor(pod: V1Pod): SidecarForm {
+    const { nodes, scope } = nodesForPod(this.nodes?.list() ?? [], pod.spec);
+    return sidecarForm({ mode: this.o.nativeSidecars, apiServer: this.apiServer!, nodes, scope });
   }
 }
 
