@@ -13,9 +13,9 @@ describe('operator options', () => {
     assert.equal(d.options.leaseDuration, 15_000);
     assert.deepEqual(d.options.metricsAddress, { host: '0.0.0.0', port: 8080 });
 
-    const e = parseOptions({ 'lease-duration': '4s' }, { BATON_OPERATOR_LEASE_DURATION: '9s', BATON_OPERATOR_RESYNC: '1m' });
+    const e = parseOptions({ 'lease-duration': '14s' }, { BATON_OPERATOR_LEASE_DURATION: '19s', BATON_OPERATOR_RESYNC: '1m' });
     assert.ok(e.ok);
-    assert.equal(e.options.leaseDuration, 4000);
+    assert.equal(e.options.leaseDuration, 14_000);
     assert.equal(e.options.resync, 60_000);
   });
 
