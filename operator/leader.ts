@@ -8,7 +8,7 @@
 // so it waits at least the lease duration from then, and lease duration > renew deadline leaves a
 // margin. The guarantee assumes clocks that run at the same rate, not synchronized ones.
 // Writes carry the lease's resourceVersion, so two replicas never both win a round.
-import { CoordinationV1Api, V1MicroTime, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
+import { CoordinationV1Api, V1MicroTime, type ConfigurationOptions, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { formatDuration } from '../sidecar/config/schema.js';
@@ -97,7 +97,7 @@ export class LeaderElector {
   private loop: Promise<void> | undefined;
   private readonly api: CoordinationV1Api;
   /** Lease requests end by the renew deadline whatever --api-timeout says (as kube-controller-manager's election client). */
-  private readonly leaseRequest;
+  private readonly leaseRequest: ConfigurationOptions;
 
   constructor(
     kc: KubeConfig,
