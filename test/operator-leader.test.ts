@@ -213,14 +213,15 @@ describe('API request timeouts', () => {
     s.stall();
     await waitFor(() => !elector.isLeader, 'a stops leading', 3000);
     const lostAt = Date.now();
-    // Its last write was sent a moment before it arrived here: the deadline counts from the sending.
-    assert.ok(lostAt - lastWriteAt <= 600 + 30, `led ${lostAt - lastWriteAt} ms after its last write arrived`);
-    assert.ok(lostAt - lastWriteAt >= 600 - 50, `stopped ${lostAt - lastWriteAt} ms after its last write: before the deadline`);
+    // Its last write was sent a moment before it arrived here (the deadline counts from the sending);
+    // the margins are for a loaded machine, the exact instants are the pure tests' business.
+    assert.ok(lostAt - lastWriteAt <= 600 + 150, `led ${lostAt - lastWriteAt} ms after its last write arrived`);
+    assert.ok(lostAt - lastWriteAt >= 600 - 200, `stopped ${lostAt - lastWriteAt} ms after its last write: before the deadline`);
     await waitFor(() => changes.length === 2, 'onChange(false)', 1000);
     assert.deepEqual(
       changes.map((c) => c.leading),
       [true, false],
     );
-    assert.ok(changes[1]!.at - lostAt < 50, 'onChange(false) comes at the deadline, not when the hung request ends');
+    assert.ok(changes[1]!.at - lostAt < 150, 'onChange(false) comes at the deadline, not when the hung request ends');
   });
 });
