@@ -14,7 +14,7 @@ import { runChecks } from './checks.js';
 import { ENDPOINTSLICE_SERVICE_LABEL, NamespaceCaches } from './caches.js';
 import { EventRecorder } from './events.js';
 import { Informer } from './informer.js';
-import { LeaderElector } from './leader.js';
+import { LeaderElector, type LeaderElectionOptions } from './leader.js';
 import type { OperatorMetrics } from './metrics.js';
 import {
   buildStatus,
@@ -43,7 +43,7 @@ export interface ControllerOptions {
   /** This replica's name in the lease and in events (the pod name in a cluster). */
   identity: string;
   /** null: no election, this replica always leads (a single replica, or tests). */
-  leaderElection: { namespace: string; name: string; leaseDurationSeconds: number; retryPeriodMs: number } | null;
+  leaderElection: Omit<LeaderElectionOptions, 'identity'> | null;
   /** A WsBalancer with nothing in motion is looked at again this often (catches missed changes). */
   resyncMs: number;
   sidecar: Omit<SidecarIo, 'token'>;

@@ -1,10 +1,11 @@
-import { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { formatHostPort } from '../sidecar/config/schema.js';
 import type { HostPort } from '../sidecar/config/types.js';
 import { createLogger, type Logger } from '../sidecar/logger.js';
 import { Controller } from './controller.js';
+import { KubeConfigWithTimeout } from './kube-client.js';
 import { OperatorMetrics } from './metrics.js';
 import { parseOptions, type OperatorOptions } from './options.js';
 import { DirectoryCertificates, SecretCertificates, servingNames } from './webhook/certs.js';
@@ -26,7 +27,8 @@ export async function runOperator(flags: Record<string, string | undefined>): Pr
   }
   const o = parsed.options;
   const log = createLogger(o.logLevel, 'operator');
-  const kc = new KubeConfig();
+  // Every API client is made from this KubeConfig, so every request gets the timeout.
+  const kc = new KubeConfigWithTimeout(o.apiTimeout);
   if (o.kubeconfig) kc.loadFromFile(o.kubeconfig);
   else kc.loadFromDefault();
 
@@ -36,7 +38,13 @@ export async function runOperator(flags: Record<string, string | undefined>): Pr
     ...(o.namespace ? { namespace: o.namespace } : {}),
     identity: o.identity,
     leaderElection: o.leaderElect
-      ? { namespace: o.leaseNamespace, name: o.leaseName, leaseDurationSeconds: Math.ceil(o.leaseDuration / 1000), retryPeriodMs: o.leaseRetryPeriod }
+      ? {
+          namespace: o.leaseNamespace,
+          name: o.leaseName,
+          leaseDurationSeconds: Math.ceil(o.leaseDuration / 1000),
+          renewDeadlineMs: o.leaseRenewDeadline,
+          retryPeriodMs: o.leaseRetryPeriod,
+        }
       : null,
     resyncMs: o.resync,
     sidecar: { timeoutMs: o.sidecarTimeout, concurrency: o.sidecarConcurrency, attempts: o.sidecarAttempts },

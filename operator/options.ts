@@ -1,9 +1,10 @@
 // The operator's settings: one table of command-line flags, each with an environment variable and
 // a default, parsed by the same value types as the sidecar's config (docs/operator.md lists them).
 import { hostname } from 'node:os';
-import { address, bool, duration, int, oneOf, str, type Parsed, type ValueType } from '../sidecar/config/schema.js';
+import { address, bool, duration, formatDuration, int, oneOf, str, type Parsed, type ValueType } from '../sidecar/config/schema.js';
 import type { HostPort, LogLevel } from '../sidecar/config/types.js';
 import { NATIVE_SIDECARS_MODES, type NativeSidecarsMode } from './webhook/native.js';
+import { leaseDurationProblems } from './leader.js';
 
 export interface OperatorOptions {
   kubeconfig: string;
@@ -13,9 +14,11 @@ export interface OperatorOptions {
   leaseNamespace: string;
   leaseName: string;
   leaseDuration: number;
+  leaseRenewDeadline: number;
   leaseRetryPeriod: number;
   identity: string;
   resync: number;
+  apiTimeout: number;
   sidecarTimeout: number;
   sidecarConcurrency: number;
   sidecarAttempts: number;
@@ -66,10 +69,12 @@ export const OPTIONS: ReadonlyArray<OptionDef> = [
   opt('leaderElect', 'leader-elect', 'BATON_OPERATOR_LEADER_ELECT', bool(), true, 'Elect one leader among replicas with a Lease; false = this replica always acts.'),
   opt('leaseNamespace', 'lease-namespace', 'BATON_OPERATOR_LEASE_NAMESPACE', str(), (env) => env.POD_NAMESPACE || 'default', 'Namespace of the leader Lease (default: $POD_NAMESPACE, else "default").'),
   opt('leaseName', 'lease-name', 'BATON_OPERATOR_LEASE_NAME', str(), 'baton-operator', 'Name of the leader Lease.'),
-  opt('leaseDuration', 'lease-duration', 'BATON_OPERATOR_LEASE_DURATION', duration({ min: 1000 }), 15_000, 'A standby takes over after the leader has not renewed for this long.'),
+  opt('leaseDuration', 'lease-duration', 'BATON_OPERATOR_LEASE_DURATION', duration({ min: 1000 }), 15_000, 'A standby takes over once the lease has not changed for this long, on its own clock.'),
+  opt('leaseRenewDeadline', 'lease-renew-deadline', 'BATON_OPERATOR_LEASE_RENEW_DEADLINE', duration({ min: 100 }), 10_000, 'The leader stops acting when it has not renewed the lease for this long; shorter than --lease-duration.'),
   opt('leaseRetryPeriod', 'lease-retry-period', 'BATON_OPERATOR_LEASE_RETRY_PERIOD', duration({ min: 100 }), 2000, 'How often the lease is renewed (leader) or tried (standby).'),
   opt('identity', 'identity', 'BATON_OPERATOR_IDENTITY', str(), (env) => env.POD_NAME || `${hostname()}-${process.pid}`, 'This replica in the Lease and in events (default: $POD_NAME).'),
   opt('resync', 'resync', 'BATON_OPERATOR_RESYNC', duration({ min: 1000 }), 30_000, 'A WsBalancer with nothing in motion is reconciled again this often.'),
+  opt('apiTimeout', 'api-timeout', 'BATON_OPERATOR_API_TIMEOUT', duration({ min: 100 }), 10_000, 'Timeout of each API server request (watches excepted; Lease requests end by --lease-renew-deadline).'),
   opt('sidecarTimeout', 'sidecar-timeout', 'BATON_OPERATOR_SIDECAR_TIMEOUT', duration({ min: 100 }), 5000, 'Timeout of each admin API request to a sidecar.'),
   opt('sidecarConcurrency', 'sidecar-concurrency', 'BATON_OPERATOR_SIDECAR_CONCURRENCY', int(1, 1000), 16, 'Sidecars of one WsBalancer called at the same time.'),
   opt('sidecarAttempts', 'sidecar-attempts', 'BATON_OPERATOR_SIDECAR_ATTEMPTS', int(1, 20), 3, 'Attempts per sidecar request within one reconcile (retried with backoff).'),
@@ -108,5 +113,17 @@ export function parseOptions(flags: Record<string, string | undefined>, env: Nod
     if (parsed.ok) out[o.key] = parsed.value;
     else problems.push(`${fromFlag !== undefined ? `--${o.flag}` : o.env}: ${parsed.problems.map((p) => p.message).join('; ')}`);
   }
-  return problems.length ? { ok: false, problems } : { ok: true, options: out as unknown as OperatorOptions };
+  const options = out as unknown as OperatorOptions;
+  if (!problems.length && options.leaderElect) {
+    problems.push(...leaseDurationProblems({ leaseDurationMs: options.leaseDuration, renewDeadlineMs: options.leaseRenewDeadline, retryPeriodMs: options.leaseRetryPeriod }));
+    // Each push attempt asks first whether this replica still leads; one started just before the
+    // renew deadline must end before a standby can take over.
+    const margin = options.leaseDuration - options.leaseRenewDeadline;
+    if (options.sidecarTimeout > margin) {
+      problems.push(
+        `--sidecar-timeout (${formatDuration(options.sidecarTimeout)}) must be at most --lease-duration minus --lease-renew-deadline (${formatDuration(margin)}): a push to a sidecar started by a leader just before its deadline would still land after a standby took over`,
+      );
+    }
+  }
+  return problems.length ? { ok: false, problems } : { ok: true, options };
 }

@@ -13,9 +13,9 @@ describe('operator options', () => {
     assert.equal(d.options.leaseDuration, 15_000);
     assert.deepEqual(d.options.metricsAddress, { host: '0.0.0.0', port: 8080 });
 
-    const e = parseOptions({ 'lease-duration': '4s' }, { BATON_OPERATOR_LEASE_DURATION: '9s', BATON_OPERATOR_RESYNC: '1m' });
+    const e = parseOptions({ 'lease-duration': '16s' }, { BATON_OPERATOR_LEASE_DURATION: '19s', BATON_OPERATOR_RESYNC: '1m' });
     assert.ok(e.ok);
-    assert.equal(e.options.leaseDuration, 4000);
+    assert.equal(e.options.leaseDuration, 16_000);
     assert.equal(e.options.resync, 60_000);
   });
 
@@ -26,6 +26,14 @@ describe('operator options', () => {
     assert.ok(r.problems.some((p) => p.startsWith('--bogus: unknown option')));
     assert.ok(r.problems.some((p) => p.startsWith('--lease-duration: "soon" is not a duration')));
     assert.ok(r.problems.some((p) => p.startsWith('BATON_OPERATOR_CONCURRENCY: ')));
+  });
+
+  test('a sidecar push must end before a standby can take over: sidecar timeout ≤ lease duration − renew deadline', () => {
+    const r = parseOptions({ 'lease-duration': '14s', 'sidecar-timeout': '5s' }, {});
+    assert.ok(!r.ok);
+    assert.match(r.problems.join(), /--sidecar-timeout \(5s\) must be at most --lease-duration minus --lease-renew-deadline \(4s\)/);
+    assert.ok(parseOptions({ 'lease-duration': '14s', 'sidecar-timeout': '4s' }, {}).ok);
+    assert.ok(parseOptions({ 'lease-duration': '14s', 'sidecar-timeout': '5s', 'leader-elect': 'false' }, {}).ok);
   });
 
   test('docs/operator.md lists every flag with its environment variable', () => {

@@ -36,6 +36,7 @@ export function testOperatorArgs(leaseNamespace: string): string[] {
   return [
     '--lease-namespace', leaseNamespace,
     '--lease-duration', '3s',
+    '--lease-renew-deadline', '2s',
     '--lease-retry-period', '500ms',
     '--resync', '5s',
     '--sidecar-timeout', '1s',
