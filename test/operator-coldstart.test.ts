@@ -142,7 +142,8 @@ async function slowListsProxy(kubeconfigFile: string, maxDelayMs: number, random
  * still has pods, or coming back as the preview.
  */
 class SafetyMonitor {
-  private readonly found: string[] = [];
+  /** Each distinct violation: when it was first seen (s since the start) and how many polls saw it. */
+  private readonly found = new Map<string, { firstAt: string; polls: number }>();
   private stopped = false;
   private readonly loops: Promise<void>[];
   private readonly started = Date.now();
@@ -167,11 +168,14 @@ class SafetyMonitor {
   async stop(): Promise<string> {
     this.stopped = true;
     await Promise.all(this.loops);
-    return this.found.length === 0 ? '' : `${this.found.length} violations: ${this.found.slice(0, 8).join('; ')}${this.found.length > 8 ? '; …' : ''}`;
+    const all = [...this.found].map(([what, { firstAt, polls }]) => `at ${firstAt} s ${what} (seen by ${polls} polls)`);
+    return all.length === 0 ? '' : `${all.length} distinct violations: ${all.slice(0, 8).join('; ')}${all.length > 8 ? '; …' : ''}`;
   }
 
   private violation(what: string): void {
-    this.found.push(`at ${((Date.now() - this.started) / 1000).toFixed(2)} s ${what}`);
+    const seen = this.found.get(what);
+    if (seen) seen.polls++;
+    else this.found.set(what, { firstAt: ((Date.now() - this.started) / 1000).toFixed(2), polls: 1 });
   }
 
   private async every(ms: number, poll: () => Promise<void>): Promise<void> {
