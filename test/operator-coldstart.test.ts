@@ -3,9 +3,10 @@
 // new operator's ServiceAccount lacks list/watch on a resource until the test grants it), as when an
 // operator restarts while the API server is slow to answer one list: the sidecars keep their
 // backends and the WsBalancer's status keeps its rollout memory until the cache has synced. Then
-// the leader is killed ten times at random moments of a promotion with live sessions, some of
-// them cold (every replica gone, a fresh process takes over the expired lease with empty caches),
-// while every sidecar and the status are watched for what must never happen.
+// the leader is killed ten times at random moments of a promotion with live sessions, while the
+// lists of pods and EndpointSlices are answered late (as in a large cluster) and some kills are
+// cold (every replica gone, a fresh process takes over the expired lease with empty caches); every
+// sidecar and the status are watched throughout for what must never happen.
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
