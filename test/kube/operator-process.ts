@@ -8,23 +8,73 @@ import type { ControlPlane } from './control-plane.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
+/** A resource the chart's rules name, e.g. { apiGroup: 'discovery.k8s.io', resource: 'endpointslices' } ('' is the core group). */
+export interface RbacResource {
+  apiGroup: string;
+  resource: string;
+}
+
+/** An operator ServiceAccount: its kubeconfig file, and how to give it what was withheld. */
+export interface OperatorAccount {
+  kubeconfig: string;
+  /** Grants the chart's rules on the withheld resources (bound at once; the API server authorizes with them within moments). */
+  grantWithheld(): Promise<void>;
+}
+
 /**
  * Creates the ServiceAccount `name` in `namespace` bound to exactly the rules of the chart's
- * files/operator-rbac.yaml (cluster rules, and namespaced rules in `namespace`); returns a
- * kubeconfig file with its token.
+ * files/operator-rbac.yaml (cluster rules, and namespaced rules in `namespace`), except the rules on
+ * the `withhold` resources: those only once `grantWithheld()` is called (an operator that cannot
+ * list or watch them until then, as when RBAC lags behind a deploy).
  */
-export async function operatorKubeconfig(cp: ControlPlane, namespace: string, name = 'baton-operator'): Promise<string> {
+export async function operatorAccount(cp: ControlPlane, namespace: string, name: string, opts: { withhold?: readonly RbacResource[] } = {}): Promise<OperatorAccount> {
   const admin = cp.kubeConfig();
   const rules = parse(readFileSync(`${root}charts/baton/files/operator-rbac.yaml`, 'utf8')) as { clusterRules: V1PolicyRule[]; namespaceRules: V1PolicyRule[] };
+  const withhold = opts.withhold ?? [];
+  const unmatched = new Set(withhold);
+  /** The rules without the withheld resources, and the rules on them (every verb the chart grants). */
+  const split = (list: V1PolicyRule[]): { kept: V1PolicyRule[]; held: V1PolicyRule[] } => {
+    const kept: V1PolicyRule[] = [];
+    const held: V1PolicyRule[] = [];
+    for (const rule of list) {
+      for (const group of rule.apiGroups ?? []) {
+        const isHeld = (resource: string): boolean => {
+          const w = withhold.find((x) => x.apiGroup === group && x.resource === resource);
+          if (w) unmatched.delete(w);
+          return w !== undefined;
+        };
+        const mine = (rule.resources ?? []).filter(isHeld);
+        const rest = (rule.resources ?? []).filter((r) => !mine.includes(r));
+        if (rest.length > 0) kept.push({ ...rule, apiGroups: [group], resources: rest });
+        if (mine.length > 0) held.push({ ...rule, apiGroups: [group], resources: mine });
+      }
+    }
+    return { kept, held };
+  };
+  const cluster = split(rules.clusterRules);
+  const namespaced = split(rules.namespaceRules);
+  if (unmatched.size > 0) throw new Error(`the chart grants nothing on ${[...unmatched].map((w) => `${w.resource}.${w.apiGroup}`).join(', ')}`);
+
   const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
   await admin.makeApiClient(CoreV1Api).createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
   const subjects = [{ kind: 'ServiceAccount', name, namespace }];
-  const roleRef = (kind: string) => ({ apiGroup: 'rbac.authorization.k8s.io', kind, name });
-  await rbac.createClusterRole({ body: { metadata: { name }, rules: rules.clusterRules } });
-  await rbac.createClusterRoleBinding({ body: { metadata: { name }, roleRef: roleRef('ClusterRole'), subjects } });
-  await rbac.createNamespacedRole({ namespace, body: { metadata: { name }, rules: rules.namespaceRules } });
-  await rbac.createNamespacedRoleBinding({ namespace, body: { metadata: { name }, roleRef: roleRef('Role'), subjects } });
-  return cp.writeKubeconfig(await cp.serviceAccountToken(namespace, name));
+  const bind = async (role: string, clusterRules: V1PolicyRule[], namespaceRules: V1PolicyRule[]): Promise<void> => {
+    const roleRef = (kind: string) => ({ apiGroup: 'rbac.authorization.k8s.io', kind, name: role });
+    await rbac.createClusterRole({ body: { metadata: { name: role }, rules: clusterRules } });
+    await rbac.createClusterRoleBinding({ body: { metadata: { name: role }, roleRef: roleRef('ClusterRole'), subjects } });
+    await rbac.createNamespacedRole({ namespace, body: { metadata: { name: role }, rules: namespaceRules } });
+    await rbac.createNamespacedRoleBinding({ namespace, body: { metadata: { name: role }, roleRef: roleRef('Role'), subjects } });
+  };
+  await bind(name, cluster.kept, namespaced.kept);
+  return {
+    kubeconfig: cp.writeKubeconfig(await cp.serviceAccountToken(namespace, name)),
+    grantWithheld: () => bind(`${name}-withheld`, cluster.held, namespaced.held),
+  };
+}
+
+/** The kubeconfig of a ServiceAccount with exactly the chart's rules (see operatorAccount). */
+export async function operatorKubeconfig(cp: ControlPlane, namespace: string, name = 'baton-operator'): Promise<string> {
+  return (await operatorAccount(cp, namespace, name)).kubeconfig;
 }
 
 /**
