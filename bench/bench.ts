@@ -354,7 +354,7 @@ function sidecarCommit(): string {
   const repo = fileURLToPath(new URL('../../', import.meta.url));
   const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' });
   if (head.status !== 0) return '?';
-  const changes = spawnSync('git', ['status', '--porcelain', '--', 'sidecar', 'cli', 'bin'], { cwd: repo, encoding: 'utf8' });
+  const changes = spawnSync('git', ['status', '--porcelain', '--', 'sidecar', 'operator', 'cli', 'bin'], { cwd: repo, encoding: 'utf8' });
   return `${head.stdout.trim()}${changes.stdout.trim() ? '+dirty' : ''}`;
 }
 

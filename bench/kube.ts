@@ -288,7 +288,7 @@ function realisticPod(namespace: string, name: string, labels: Record<string, st
         'kubectl.kubernetes.io/restartedAt': '2026-01-01T00:00:00Z',
         'example.com/config-hash': 'c0ffee'.repeat(10),
         'example.com/owner': 'payments-team@example.com',
-        'example.com/description': 'Serves the checkout flow; pages the payments on-call when unready for five minutes. '.repeat(2),
+        'example.com/description': 'Serves the checkout flow; pages the payments on-call when unready for five minutes.',
       },
     },
     spec: {
@@ -300,7 +300,7 @@ function realisticPod(namespace: string, name: string, labels: Record<string, st
             { name: 'http', containerPort: 8080 },
             { name: 'metrics', containerPort: 9090 },
           ],
-          env: env('APP', 16),
+          env: env('APP', 8),
           resources: { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } },
           readinessProbe: { httpGet: { path: '/ready', port: 8080 }, periodSeconds: 5 },
           livenessProbe: { httpGet: { path: '/healthz', port: 8080 }, periodSeconds: 10 },
@@ -309,7 +309,7 @@ function realisticPod(namespace: string, name: string, labels: Record<string, st
         {
           name: 'log-shipper',
           image: 'registry.example.invalid/infra/log-shipper:3.1.4',
-          env: env('SHIPPER', 6),
+          env: env('SHIPPER', 3),
           resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { cpu: '200m', memory: '128Mi' } },
           volumeMounts: [{ name: 'config', mountPath: '/etc/shipper', readOnly: true }],
         },
