@@ -25,7 +25,7 @@ import { BackendProcess, freePort } from '../test/helpers.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from '../test/kube/control-plane.js';
 import { FakeKubelet } from '../test/kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from '../test/kube/operator-process.js';
-import { condition, deployment, readBalancer, revisionGone } from '../test/kube/rollout.js';
+import { condition, deployment, readBalancer, revisionGone, sessionsOn } from '../test/kube/rollout.js';
 import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type PodProcessesOptions, type SidecarProcess } from '../test/kube/workloads.js';
 import { cpuShare, cpuSnapshot, startMigrationTraffic, type CpuShare, type MigrationTally, type MigrationTraffic } from './loadgen.js';
 import { readRssKiB } from './procs.js';
@@ -114,6 +114,10 @@ export interface CutoverResult {
   promotionMs: number | null;
   /** Green deployed → both sidecars have dropped blue (every session moved off it). */
   movedMs: number | null;
+  /** Sessions moved off blue per second per sidecar, from the promotion's start to its end (or the timeout). */
+  achievedRate: number;
+  /** baton_migrations_total by result, summed over both sidecars, at the end. */
+  migrations: Record<string, number>;
   tally: MigrationTally;
   /** Round trip − the backend's own answer delay, ms. */
   before: Distribution;
@@ -508,6 +512,9 @@ async function runSlices(plan: KubePlan['slices'], log: Log, teardown: Teardown)
 
 // ---- 3. a blue/green cutover of many live sessions ------------------------------------------------
 
+/** At the end: how long the clients wait for answers still due before counting the rest as lost. */
+const STOP_WAIT_MS = 15_000;
+
 /** The backends answer "<tag>|<seq>|<held ms>": one character per backend pod. */
 const BACKEND_TAGS = 'abcdefghijklmnopqrstuvwxyz';
 
@@ -561,6 +568,9 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
   let greenAt = 0;
   let promotingFrom = 0;
   let promotedAt = 0;
+  let onBlueAtStart = 0;
+  let achievedRate = 0;
+  let migrations: Record<string, number> = {};
   let cpu: CpuShare = {};
   try {
     await sleep(plan.sendEveryMs + 1000); // every session has sent and been answered at least once
@@ -586,6 +596,7 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
       if (wsb.status?.rollout?.promotingSince && !promotingSince) {
         promotingSince = wsb.status.rollout.promotingSince;
         promotingFrom = performance.now();
+        onBlueAtStart = await sessionsOn(sidecars, 'blue');
         log(`kube-cutover: promotion started`);
       }
       const promoted = condition(wsb, 'Promoted');
@@ -597,6 +608,7 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
       await sleep(200);
     }
     if (promotingSince && promotedTime) promotionMs = Date.parse(promotedTime) - Date.parse(promotingSince);
+    if (promotingFrom) achievedRate = (onBlueAtStart - (await sessionsOn(sidecars, 'blue'))) / ((performance.now() - promotingFrom) / 1000) / sidecars.length;
     log(`kube-cutover: ${promotionMs === null ? `not promoted within ${formatNumber(timeoutMs / 1000)} s` : `promoted ${formatNumber(promotionMs / 1000)} s after the promotion started`}`);
     await revisionGone(() => sidecars, 'blue', 30_000).then(
       () => (movedMs = performance.now() - greenAt),
@@ -608,7 +620,9 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
     }
     await sleep(2000); // traffic on green for a while after the cutover
   } finally {
-    for (const t of traffic) tallies.push(await t.stop(2000));
+    migrations = await migrationCounts(sidecars).catch(() => ({}));
+    // Answers are due within the backend's delay; a session still migrating holds its messages longer.
+    for (const t of traffic) tallies.push(await t.stop(STOP_WAIT_MS));
   }
   const window = (from: number, until: number) => {
     const all = traffic.flatMap((t) => [...t.extraLatency(Array.from({ length: perSidecar }, (_, i) => i), from, until)]);
@@ -627,6 +641,8 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
     connectMs,
     promotionMs,
     movedMs,
+    achievedRate,
+    migrations,
     tally,
     before: window(steadyFrom, greenAt),
     during: window(promotingFrom || greenAt, promotedAt || performance.now()),
@@ -634,6 +650,19 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
   };
   log(`kube-cutover: ${tally.lost} lost, ${tally.duplicates} duplicates, ${tally.outOfOrder} out of order, ${tally.closed} closed of ${tally.sent} messages`);
   return result;
+}
+
+/** baton_migrations_total by result, summed over the sidecars (from their admin /metrics). */
+async function migrationCounts(sidecars: readonly SidecarProcess[]): Promise<Record<string, number>> {
+  const byResult: Record<string, number> = {};
+  for (const s of sidecars) {
+    const text = await fetch(`${s.adminUrl}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } }).then((r) => r.text());
+    for (const line of text.split('\n')) {
+      const m = /^baton_migrations_total\{(?:.*,)?result="([^"]+)"(?:,.*)?\} (\S+)$/.exec(line);
+      if (m) byResult[m[1]!] = (byResult[m[1]!] ?? 0) + Number(m[2]);
+    }
+  }
+  return byResult;
 }
 
 // ---- report -----------------------------------------------------------------------------------------
@@ -684,6 +713,8 @@ export function kubeReport(r: KubeResults, plan: KubePlan): string[] {
         [
           ['promotion start → Promoted, s', u.promotionMs === null ? 'not promoted' : formatNumber(u.promotionMs / 1000)],
           ['green deployed → both sidecars on green only, s', u.movedMs === null ? 'not within the timeout' : formatNumber(u.movedMs / 1000)],
+          [`sessions moved per second per sidecar (configured ${u.migrationRate})`, formatNumber(u.achievedRate)],
+          ['migrations by result (baton_migrations_total)', Object.entries(u.migrations).map(([k, n]) => `${count(n)} ${k}`).join(', ') || '—'],
           ['messages sent', count(u.tally.sent)],
           ['lost', count(u.tally.lost)],
           ['duplicated', count(u.tally.duplicates)],
@@ -714,7 +745,7 @@ export function kubeBars(r: KubeResults): Array<[boolean | undefined, string]> {
   else {
     const promoted = u.promotionMs !== null;
     lines.push([promoted && u.tally.lost === KUBE_BARS.lost, `blue/green cutover of ${count(u.sessions)} sessions: ${count(u.tally.lost)} messages lost${promoted ? '' : ' (not promoted)'}`]);
-    lines.push([promoted && u.tally.closed === KUBE_BARS.closed, `blue/green cutover of ${count(u.sessions)} sessions: ${count(u.tally.closed)} clients closed`]);
+    lines.push([promoted && u.tally.closed === KUBE_BARS.closed, `blue/green cutover of ${count(u.sessions)} sessions: ${count(u.tally.closed)} clients closed${promoted ? '' : ' (not promoted)'}`]);
   }
   return lines;
 }
