@@ -348,8 +348,9 @@ async function runCache(plan: KubePlan['cache'], log: Log, teardown: Teardown): 
   await createBalancer(cluster);
 
   // The same operator on the empty cluster first: the baseline.
+  let spawnedAt = performance.now();
   const emptyOp = startOperator(cluster, 'bench-empty', await freePort(), teardown);
-  const emptyReadyMs = await timeToReady(emptyOp, performance.now());
+  const emptyReadyMs = await timeToReady(emptyOp, spawnedAt);
   const empty = { readyMs: emptyReadyMs, rssKiB: readRssKiB(emptyOp.child.pid!) };
   await emptyOp.kill();
   log(`kube-cache: empty cluster: operator ready in ${formatNumber(empty.readyMs)} ms, RSS ${formatNumber(empty.rssKiB / 1024)} MiB`);
@@ -381,8 +382,10 @@ async function runCache(plan: KubePlan['cache'], log: Log, teardown: Teardown): 
   const podBytes = await servedPodBytes(cluster, namespaces[0]!);
   log(`kube-cache: ${total} pods created in ${formatNumber(setupMs / 1000)} s (${formatNumber((1000 * total) / setupMs)} pods/s, ${plan.createConcurrency} at a time), about ${formatNumber(podBytes / 1024)} KiB each as served`);
 
-  const op = startOperator(cluster, 'bench-loaded', await freePort(), teardown);
-  const readyMs = await timeToReady(op, performance.now());
+  const metricsPort = await freePort();
+  spawnedAt = performance.now();
+  const op = startOperator(cluster, 'bench-loaded', metricsPort, teardown);
+  const readyMs = await timeToReady(op, spawnedAt);
   const rssReadyKiB = readRssKiB(op.child.pid!);
   log(`kube-cache: with ${total} pods: operator ready in ${formatNumber(readyMs)} ms, RSS ${formatNumber(rssReadyKiB / 1024)} MiB`);
   // One full resync: a reconcile that comes at least --resync after the first one (the first
