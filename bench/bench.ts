@@ -3,7 +3,7 @@
 // bars. Every server runs in its own process; the load generator runs in this one. All on
 // 127.0.0.1. See docs/performance.md for what each figure means.
 //
-//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,resume,codec,migration] [--rounds N]
+//   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,resume,codec,migration,kube] [--rounds N]
 //                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]
 //
 // It reports; a missed bar is not an error. It exits non-zero only when the harness itself fails.
@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { AdminClient } from '../sidecar/admin/client.js';
 import { keyDef } from '../sidecar/config/schema.js';
 import { CODEC_TRAFFIC, isBuiltinCodec, STEADY_FRAMES, type CodecTraffic } from './codec-traffic.js';
+import { KUBE_FULL_PLAN, KUBE_PARTS, KUBE_QUICK_PLAN, kubeBars, kubeReport, runKubeParts, type KubePart, type KubePlan, type KubeResults } from './kube.js';
 import {
   closeAll,
   cpuShare,
@@ -67,8 +68,10 @@ import { distributionOf, formatNumber, formatRatio, renderTable, type Distributi
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'resume', 'codec', 'migration'] as const;
+const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'resume', 'codec', 'migration', ...KUBE_PARTS] as const;
 type Section = (typeof SECTIONS)[number];
+/** Names --only accepts for several sections at once. */
+const SECTION_GROUPS: Record<string, readonly Section[]> = { kube: KUBE_PARTS };
 
 interface Plan {
   throughput: { connections: number; window: number; sizes: number[]; warmupMs: number; measureMs: number };
@@ -80,6 +83,7 @@ interface Plan {
   failoverTrials: number;
   resume: ResumePlan;
   migration: MigrationPlan;
+  kube: KubePlan;
 }
 
 interface ResumePlan {
@@ -114,6 +118,7 @@ const FULL_PLAN: Plan = {
   failoverTrials: 40,
   resume: { trials: 40, tickMs: 2, streams: 2 },
   migration: { sessions: 200, sendEveryMs: 20, answerDelay: '1-200', warmupMs: 1000, steadyMs: 3000, drains: 2, drainTimeoutMs: 15_000 },
+  kube: KUBE_FULL_PLAN,
 };
 
 const QUICK_PLAN: Plan = {
@@ -125,10 +130,11 @@ const QUICK_PLAN: Plan = {
   failoverTrials: 8,
   resume: { ...FULL_PLAN.resume, trials: 8 },
   migration: { ...FULL_PLAN.migration, sessions: 100, warmupMs: 500, steadyMs: 1500, drains: 1 },
+  kube: KUBE_QUICK_PLAN,
 };
 
 /** The bench stops itself (killing everything it started) if it ever runs this long. */
-const WATCHDOG_MS = 15 * 60 * 1000;
+const WATCHDOG_MS = 25 * 60 * 1000;
 /** Pause between runs so one run's closing sockets and GC don't overlap the next. */
 const SETTLE_BETWEEN_RUNS_MS = 300;
 
@@ -179,6 +185,7 @@ interface Results {
   /** Per protocol: the same traffic through a sidecar without and with its codec. */
   codec: CodecResult[];
   migration?: MigrationResult;
+  kube: KubeResults;
 }
 
 interface FailoverResult {
@@ -258,7 +265,7 @@ interface Options {
 
 const USAGE = `usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--rounds N] [--sidecar-node-flags="FLAGS"]
   --quick               shorter runs and fewer trials (a smoke test; the figures are rougher)
-  --only LIST           run only these sections (comma-separated)
+  --only LIST           run only these sections (comma-separated; kube = ${KUBE_PARTS.join(',')})
   --rounds N            run throughput, latency, handshakes and codec N times per target, interleaved, and keep
                         the least disturbed run of each (for a machine shared with other work; default 1)
   --sidecar-node-flags  extra node flags for every sidecar process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
@@ -288,8 +295,10 @@ function parseOptions(): Options {
   }
   const sections = new Set<Section>();
   for (const name of (values.only ?? SECTIONS.join(',')).split(',').map((s) => s.trim()).filter(Boolean)) {
-    if (!(SECTIONS as readonly string[]).includes(name)) throw new UsageError(`--only: unknown section "${name}" (use ${SECTIONS.join(', ')})`);
-    sections.add(name as Section);
+    const group = SECTION_GROUPS[name];
+    if (group) for (const section of group) sections.add(section);
+    else if ((SECTIONS as readonly string[]).includes(name)) sections.add(name as Section);
+    else throw new UsageError(`--only: unknown section "${name}" (use ${[...SECTIONS, ...Object.keys(SECTION_GROUPS)].join(', ')})`);
   }
   const sidecarNodeFlags = (values['sidecar-node-flags'] ?? '').split(/\s+/).filter(Boolean);
   const rounds = Number(values.rounds);
@@ -302,7 +311,7 @@ async function main(): Promise<void> {
   const options = parseOptions();
   const { quick, sections } = options;
   const env = describeEnvironment();
-  const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {}, resume: [], codec: [] };
+  const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {}, resume: [], codec: [], kube: {} };
 
   log(`Baton bench${quick ? ' (--quick)' : ''} at ${env.commit}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
   log('The load generator, the proxy and the backend share these cores; every server is its own process on 127.0.0.1.');
@@ -321,6 +330,8 @@ async function main(): Promise<void> {
   if (sections.has('resume')) await runResumeSection(options, results);
   if (sections.has('codec')) await runCodecSection(options, results);
   if (sections.has('migration')) await runMigrationSection(options, results);
+  const kubeParts = new Set(KUBE_PARTS.filter((part: KubePart) => sections.has(part)));
+  if (kubeParts.size > 0) results.kube = await runKubeParts(kubeParts, options.plan.kube, log);
 
   log('');
   log(report(options, env, results));
@@ -343,7 +354,7 @@ function sidecarCommit(): string {
   const repo = fileURLToPath(new URL('../../', import.meta.url));
   const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: repo, encoding: 'utf8' });
   if (head.status !== 0) return '?';
-  const changes = spawnSync('git', ['status', '--porcelain', '--', 'sidecar', 'cli', 'bin'], { cwd: repo, encoding: 'utf8' });
+  const changes = spawnSync('git', ['status', '--porcelain', '--', 'sidecar', 'operator', 'cli', 'bin'], { cwd: repo, encoding: 'utf8' });
   return `${head.stdout.trim()}${changes.stdout.trim() ? '+dirty' : ''}`;
 }
 
@@ -1059,6 +1070,7 @@ function report(options: Options, env: Environment, results: Results): string {
       out.push(`WARNING: other processes used ${mg.cpu.other!.toFixed(0)}% of a core during the migration section: rerun on a quiet machine.`);
     }
   }
+  out.push(...kubeReport(results.kube, plan.kube));
   if (cpuRows.length > 0) {
     out.push('');
     out.push('CPU during the measurement window, % of one core (2 cores = 200%):');
@@ -1138,6 +1150,7 @@ function bars(results: Results): string[] {
     const extra = failed > 0 ? `, ${failed} trial(s) not resumed` : '';
     lines.push(barLine(ok ? 'PASS' : 'FAIL', `resumed ${protocol} session's gap p99 < ${BARS.resumeP99Ms} ms: ${formatNumber(r.gaps.p99)} ms over ${r.gaps.count} trials${extra}`));
   }
+  for (const [passed, text] of kubeBars(results.kube)) lines.push(barLine(passed === undefined ? 'SKIP' : passed ? 'PASS' : 'FAIL', text));
   return lines;
 }
 

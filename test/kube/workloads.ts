@@ -45,7 +45,11 @@ export class SidecarProcess {
     const deadline = Date.now() + 10_000;
     while (!up) {
       if (child.exitCode !== null) throw new Error(`sidecar ${this.name} exited (${child.exitCode})`);
-      if (Date.now() > deadline) throw new Error(`sidecar ${this.name} did not start`);
+      if (Date.now() > deadline) {
+        // Nobody holds a sidecar that failed to start: it must not outlive the failure.
+        await this.stop('SIGKILL');
+        throw new Error(`sidecar ${this.name} did not start`);
+      }
       up = await fetch(`${this.adminUrl}/healthz`).then((r) => r.ok, () => false);
       if (!up) await new Promise((r) => setTimeout(r, 50));
     }
@@ -88,6 +92,11 @@ export interface PodProcessesOptions<B extends PodBackend> {
    * (BACKEND_PORT). Default: the echo backend (tools/echo-backend.ts, tagging answers with the pod name).
    */
   backend?: (name: string, ip: string, port: number) => B;
+  /**
+   * Each sidecar's config lines after its addresses. Default: the tests' fast failure detection
+   * (pings every second); `[]` runs the sidecar's defaults, as the bench does.
+   */
+  sidecarConfig?: readonly string[];
 }
 
 /**
@@ -99,6 +108,7 @@ export class PodProcesses<B extends PodBackend = BackendProcess> {
   readonly sidecars = new Map<string, SidecarProcess>();
   private readonly dir = mkdtempSync(join(tmpdir(), 'baton-pods-'));
   private readonly makeBackend: (name: string, ip: string, port: number) => B;
+  private readonly sidecarConfig: readonly string[];
 
   constructor(
     private readonly adminToken: string,
@@ -108,6 +118,8 @@ export class PodProcesses<B extends PodBackend = BackendProcess> {
     const echoArgs = [...(opts.backendArgs ?? [])];
     // Without opts.backend, B is its default (BackendProcess).
     this.makeBackend = opts.backend ?? ((name, ip, port) => new BackendProcess(name, port, [...echoArgs], ip) as unknown as B);
+    // Fast failure detection and a generous deadline: the tests kill backends on purpose.
+    this.sidecarConfig = opts.sidecarConfig ?? ['failover: { deadline: 60s }', 'session: { pingInterval: 1s, pongTimeout: 3s }'];
   }
 
   readonly start = async (pod: V1Pod, ip: string): Promise<void> => {
@@ -124,9 +136,7 @@ export class PodProcesses<B extends PodBackend = BackendProcess> {
         [
           `listen: { address: "${ip}:${SIDECAR_PORT}" }`,
           `admin: { address: "${ip}:${ADMIN_PORT}" }`,
-          // Fast failure detection and a generous deadline: the tests kill backends on purpose.
-          'failover: { deadline: 60s }',
-          'session: { pingInterval: 1s, pongTimeout: 3s }',
+          ...this.sidecarConfig,
           '',
         ].join('\n'),
       );
