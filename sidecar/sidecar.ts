@@ -300,6 +300,7 @@ export class Sidecar implements SessionHost, AdminPort {
   private async migrateAll(backendId: string, reason: MigrationReason, counts: Record<MigrationResult, number>): Promise<void> {
     const queue = [...this.sessions.values()].filter((s) => s.backend?.id === backendId);
     const running = new Set<Promise<void>>();
+    let nextAt = Date.now();
     for (const session of queue) {
       const backend = this.pool.backends.get(backendId);
       if (this.stopping || !backend || backend.state === 'enabled') break;
@@ -310,9 +311,13 @@ export class Sidecar implements SessionHost, AdminPort {
         running.delete(p);
       });
       running.add(p);
-      // Read the pace each time: a later drain request may change it mid-way.
+      // Read the pace each time: a later drain request may change it mid-way. A schedule rather
+      // than a sleep per session, so time lost to a busy event loop is made up (at most one
+      // second's worth at once) and the rate asked is the rate achieved.
       const { rate, deadlineAt = Infinity } = backend.drainPace;
-      const wait = rate ? Math.min(1000 / rate, deadlineAt - Date.now()) : 0;
+      if (!rate) continue;
+      nextAt = Math.max(nextAt + 1000 / rate, Date.now() - 1000);
+      const wait = Math.min(nextAt, deadlineAt) - Date.now();
       if (wait > 0) await sleep(wait);
     }
     await Promise.all(running);

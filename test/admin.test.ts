@@ -625,6 +625,22 @@ describe('PUT /v1/backends: runtime settings and drain pace', () => {
     assert.equal(sidecar.sessions.size, 20);
   });
 
+  test('drain {rate: 10}: a second the process loses to a stall is made up, so 20 sessions still take about 2 s', async () => {
+    const cs = await connect(20, (i) => `/stall/${i}`);
+    const started = Date.now();
+    await admin.putBackends({ generation: 1, backends: [{ id: 'b', url: b.url }], drain: { rate: 10 } });
+    await new Promise((r) => setTimeout(r, 300));
+    // The event loop stalls for a second (a GC, a CPU-throttled container): migrations paced by a
+    // sleep per session would end a second later; paced by a schedule they catch up.
+    const until = Date.now() + 1000;
+    while (Date.now() < until);
+    await waitFor(() => sidecar.pool.backends.get('b')?.sessions === 20, '20 sessions on b', 10_000, 25);
+    const elapsed = Date.now() - started;
+    // Measured here: ≈ 1.95 s; a sleep per session took ≈ 2.85 s.
+    assert.ok(elapsed < 2400, `took ${elapsed} ms; without catching up ≈ 2.9 s`);
+    assert.ok(cs.every((c) => c.closed === null));
+  });
+
   test('drain {rate: 10} is the whole sidecar\'s: two busy backends removed together share it', async () => {
     const c = await startEchoBackend({ id: 'c', tag: true });
     try {
