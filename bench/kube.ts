@@ -7,6 +7,7 @@
 //   kube-cache    the operator's RSS and time to /readyz with thousands of pods in the cluster
 //   kube-slices   an EndpointSlice change reaching every one of many sidecars
 //   kube-cutover  a blue/green rollout of thousands of live sessions at the CRD's default rate
+import { readFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -254,15 +255,28 @@ async function startKubelet(cluster: Cluster, pods: PodProcesses, teardown: Tear
   return kubelet;
 }
 
+/** The image's NODE_OPTIONS (its Dockerfile's ENV): the operator and sidecars run with what ships. */
+export function imageNodeOptions(): string {
+  const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+  const m = /^\s*(?:ENV\s+.*?)?NODE_OPTIONS=(\S+)/m.exec(dockerfile.replace(/\\\n/g, ' '));
+  if (!m) throw new Error('the Dockerfile sets no NODE_OPTIONS');
+  return m[1]!;
+}
+
 export async function runKubeParts(parts: ReadonlySet<KubePart>, plan: KubePlan, log: Log): Promise<KubeResults> {
   const results: KubeResults = {};
   const run = async <T>(part: KubePart, body: (teardown: Teardown) => Promise<T>): Promise<T | undefined> => {
     if (!parts.has(part)) return undefined;
     const teardown = new Teardown();
     process.on('exit', teardown.onExit);
+    // Every process this part spawns inherits the image's node flags.
+    const saved = process.env.NODE_OPTIONS;
+    process.env.NODE_OPTIONS = imageNodeOptions();
     try {
       return await body(teardown);
     } finally {
+      if (saved === undefined) delete process.env.NODE_OPTIONS;
+      else process.env.NODE_OPTIONS = saved;
       await teardown.run();
     }
   };

@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../sidecar/metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
 
-const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict'] as const;
+const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict', 'waiting'] as const;
 const PUSH_RESULTS = ['success', 'failure'] as const;
 const ROLLOUT_REASONS = ['PreviewDetected', 'PromotionStarted', 'SessionsMigrated', 'Promoted', 'Aborted'] as const;
 export type AdmissionResult = 'injected' | 'skipped' | 'rejected' | 'error';
