@@ -26,8 +26,8 @@ import { BackendProcess, freePort } from '../test/helpers.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from '../test/kube/control-plane.js';
 import { FakeKubelet } from '../test/kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from '../test/kube/operator-process.js';
-import { condition, deployment, readBalancer, revisionGone, sessionsOn } from '../test/kube/rollout.js';
-import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type PodProcessesOptions, type SidecarProcess } from '../test/kube/workloads.js';
+import { condition, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, sessionsOn } from '../test/kube/rollout.js';
+import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type PodProcessesOptions, type SidecarProcess } from '../test/kube/workloads.js';
 import { cpuShare, cpuSnapshot, startMigrationTraffic, type CpuShare, type MigrationTally, type MigrationTraffic } from './loadgen.js';
 import { readRssKiB } from './procs.js';
 import { distributionOf, formatNumber, renderTable, type Distribution } from './stats.js';
@@ -208,22 +208,6 @@ async function timeToReady(op: OperatorProcess, startedAt: number, timeoutMs = 1
   }
 }
 
-async function createBalancer(cluster: Cluster, blueGreen: Record<string, unknown> = {}): Promise<void> {
-  const spec = {
-    sidecarSelector: { matchLabels: { app: 'edge' } },
-    sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
-    backend: { service: 'echo', port: 'ws', revisionLabel: 'version' },
-    rollout: { blueGreen },
-  };
-  await cluster.custom.createNamespacedCustomObject({
-    group: 'baton.dev',
-    version: 'v1alpha1',
-    namespace: NS,
-    plural: 'wsbalancers',
-    body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'edge' }, spec },
-  });
-}
-
 /** Runs `work(i)` for i in [0, count), at most `concurrency` at a time. */
 async function forEachBounded(count: number, concurrency: number, work: (i: number) => Promise<void>): Promise<void> {
   let next = 0;
@@ -359,7 +343,7 @@ async function runCache(plan: KubePlan['cache'], log: Log, teardown: Teardown): 
   const { cp, core } = cluster;
   // The WsBalancer and its Service, as in a real namespace; its pods stay Pending (no node runs them).
   await core.createNamespacedService({ namespace: NS, body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } } });
-  await createBalancer(cluster);
+  await createEdgeBalancer(cluster.custom, NS);
 
   // The same operator on the empty cluster first: the baseline.
   let spawnedAt = performance.now();
@@ -479,7 +463,7 @@ async function runSlices(plan: KubePlan['slices'], log: Log, teardown: Teardown)
       endpoints: sliceEndpoints(endpointsOf(0)),
     },
   });
-  await createBalancer(cluster);
+  await createEdgeBalancer(cluster.custom, NS);
   startOperator(cluster, 'bench-operator', await freePort(), teardown);
 
   /** Until every sidecar holds `ids`: ms from `from` to the first and the last seen holding them. */
@@ -555,11 +539,10 @@ async function runCutover(plan: KubePlan['cutover'], log: Log, teardown: Teardow
   });
   await startKubelet(cluster, pods, teardown);
   const backendLabels = (version: string) => ({ app: 'echo', version, [ROLE_LABEL]: 'backend' });
-  await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 2) });
-  await core.createNamespacedService({ namespace: NS, body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } } });
+  await createEdgeAndService(apps, core, NS, { sidecars: 2 });
   await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-blue', backendLabels('blue'), 2, BACKEND_PORT) });
   const sidecars = await pods.waitForSidecars(2);
-  await createBalancer(cluster, { autoPromotionDelaySeconds: 1 });
+  await createEdgeBalancer(cluster.custom, NS, { blueGreen: { autoPromotionDelaySeconds: 1 } });
   const operator = startOperator(cluster, 'bench-operator', await freePort(), teardown);
   const enabledRevisions = async () => {
     const views = await Promise.all(sidecars.map((s) => s.admin<BackendsResponse>('/backends')));

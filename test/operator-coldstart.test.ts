@@ -30,9 +30,9 @@ import { mulberry32 } from './prng.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, operatorAccount, operatorKubeconfig, testOperatorArgs, type RbacResource } from './kube/operator-process.js';
-import { condition, deployment, readBalancer, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
+import { condition, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
 import { deploymentOf, settle, TrackedSession } from './kube/sessions.js';
-import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
 const OPERATOR_NS = 'baton-system';
@@ -326,30 +326,10 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
     kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
     kubelet.onPodStart(pods.start);
     kubelet.onPodStop(pods.stop);
-    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 2) });
-    await core.createNamespacedService({
-      namespace: NS,
-      body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
-    });
+    await createEdgeAndService(apps, core, NS, { sidecars: 2 });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-blue', backendLabels('blue'), 2, BACKEND_PORT) });
     await pods.waitForSidecars(2);
-    await custom.createNamespacedCustomObject({
-      group: 'baton.dev',
-      version: 'v1alpha1',
-      namespace: NS,
-      plural: 'wsbalancers',
-      body: {
-        apiVersion: 'baton.dev/v1alpha1',
-        kind: 'WsBalancer',
-        metadata: { name: 'edge' },
-        spec: {
-          sidecarSelector: { matchLabels: { app: 'edge' } },
-          sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
-          backend: { service: 'echo', port: 'ws', revisionLabel: 'version' },
-          rollout: { blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 50, drainDeadlineSeconds: 120 } },
-        },
-      },
-    });
+    await createEdgeBalancer(custom, NS, { blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 50, drainDeadlineSeconds: 120 } });
   });
 
   after(async () => {

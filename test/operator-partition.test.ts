@@ -13,9 +13,9 @@ import { freePort } from './helpers.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
-import { deployment } from './kube/rollout.js';
+import { createEdgeAndService, createEdgeBalancer, deployment } from './kube/rollout.js';
 import { PausableTcpProxy } from './kube/tcp-proxy.js';
-import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
 const OPERATOR_NS = 'baton-system';
@@ -78,29 +78,10 @@ describe('operator leader partitioned from the API server', { timeout: 300_000 }
     kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
     kubelet.onPodStart(pods.start);
     kubelet.onPodStop(pods.stop);
-    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 2) });
-    await core.createNamespacedService({
-      namespace: NS,
-      body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
-    });
+    await createEdgeAndService(apps, core, NS, { sidecars: 2 });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-blue', backendLabels, 2, BACKEND_PORT) });
     await pods.waitForSidecars(2);
-    await admin.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
-      group: 'baton.dev',
-      version: 'v1alpha1',
-      namespace: NS,
-      plural: 'wsbalancers',
-      body: {
-        apiVersion: 'baton.dev/v1alpha1',
-        kind: 'WsBalancer',
-        metadata: { name: 'edge' },
-        spec: {
-          sidecarSelector: { matchLabels: { app: 'edge' } },
-          sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
-          backend: { service: 'echo', port: 'ws', revisionLabel: 'version' },
-        },
-      },
-    });
+    await createEdgeBalancer(admin.makeApiClient(CustomObjectsApi), NS);
 
     // Both operators run as the chart's ServiceAccount; A's kubeconfig points at the proxy.
     const direct = await operatorKubeconfig(cp, OPERATOR_NS);

@@ -18,8 +18,8 @@ import { FixtureProcess, freePort, waitFor } from './helpers.js';
 import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
 import { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
-import { deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
-import { ADMIN_PORT, BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
+import { createEdgeAndService, createEdgeBalancer, deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
+import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
 const OPERATOR_NS = 'baton-system';
@@ -172,29 +172,9 @@ describe('operator on a real API server: a socket.io blue/green cutover', { time
     kubelet.onPodStart(pods.start);
     kubelet.onPodStop(pods.stop);
 
-    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 2) });
-    await core.createNamespacedService({
-      namespace: NS,
-      body: { metadata: { name: 'sio' }, spec: { selector: { app: 'sio' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
-    });
+    await createEdgeAndService(apps, core, NS, { sidecars: 2, service: 'sio' });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-blue', backendLabels('blue'), 2, BACKEND_PORT) });
-    await custom.createNamespacedCustomObject({
-      group: 'baton.dev',
-      version: 'v1alpha1',
-      namespace: NS,
-      plural: 'wsbalancers',
-      body: {
-        apiVersion: 'baton.dev/v1alpha1',
-        kind: 'WsBalancer',
-        metadata: { name: 'edge' },
-        spec: {
-          sidecarSelector: { matchLabels: { app: 'edge' } },
-          sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
-          backend: { service: 'sio', port: 'ws', revisionLabel: 'version' },
-          rollout: { blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 20, drainDeadlineSeconds: 60 } },
-        },
-      },
-    });
+    await createEdgeBalancer(custom, NS, { service: 'sio', blueGreen: { autoPromotionDelaySeconds: 1, migrationRate: 20, drainDeadlineSeconds: 60 } });
     await pods.waitForSidecars(2);
     operator = new OperatorProcess('operator-a', kubeconfig, await freePort(), testOperatorArgs(OPERATOR_NS));
   });

@@ -25,6 +25,7 @@ import { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
 import {
   condition,
+  createEdgeAndService,
   deployment as podDeployment,
   readBalancer,
   revisionGone as revisionDropped,
@@ -113,11 +114,7 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     kubelet.onPodStop(pods.stop);
 
     // Three sidecar pods (clients use two; the third is restarted mid-rollout) and the blue backends.
-    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, 3) });
-    await core.createNamespacedService({
-      namespace: NS,
-      body: { metadata: { name: 'echo' }, spec: { selector: { app: 'echo' }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
-    });
+    await createEdgeAndService(apps, core, NS, { sidecars: 3 });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment('echo-blue', backendLabels('blue'), 2, BACKEND_PORT) });
     await pods.waitForSidecars(3);
     await startOperator('operator-a');

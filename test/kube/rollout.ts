@@ -1,10 +1,10 @@
 // What the operator's end-to-end tests share about rollouts: the Deployments whose pods the fake
 // kubelet runs, the WsBalancer's status, and what the sidecars hold of a revision.
-import type { CustomObjectsApi, V1Deployment } from '@kubernetes/client-node';
+import type { AppsV1Api, CoreV1Api, CustomObjectsApi, V1Deployment } from '@kubernetes/client-node';
 import type { WsBalancer } from '../../operator/api/wsbalancer.js';
 import type { BackendsResponse } from '../../sidecar/admin/contract.js';
 import { eventually } from './control-plane.js';
-import type { SidecarProcess } from './workloads.js';
+import { ADMIN_PORT, BACKEND_PORT, ROLE_LABEL, type SidecarProcess } from './workloads.js';
 
 /** A Deployment of `replicas` pods labelled `labels` (one container; the port named "ws" when given). */
 export function deployment(namespace: string, name: string, labels: Record<string, string>, replicas: number, port?: number): V1Deployment {
@@ -22,6 +22,19 @@ export function deployment(namespace: string, name: string, labels: Record<strin
       },
     },
   };
+}
+
+/**
+ * The sidecar Deployment "edge" (`sidecars` pods labelled app=edge, run as Baton sidecars) and the
+ * backend Service `service` (pods labelled app=<service>, port "ws" to the backends' port).
+ */
+export async function createEdgeAndService(apps: AppsV1Api, core: CoreV1Api, namespace: string, o: { sidecars: number; service?: string }): Promise<void> {
+  const service = o.service ?? 'echo';
+  await apps.createNamespacedDeployment({ namespace, body: deployment(namespace, 'edge', { app: 'edge', [ROLE_LABEL]: 'sidecar' }, o.sidecars) });
+  await core.createNamespacedService({
+    namespace,
+    body: { metadata: { name: service }, spec: { selector: { app: service }, ports: [{ name: 'ws', port: 80, targetPort: BACKEND_PORT }] } },
+  });
 }
 
 export async function readBalancer(custom: CustomObjectsApi, namespace: string, name: string): Promise<WsBalancer> {
@@ -56,4 +69,25 @@ export function revisionGone(sidecars: () => readonly SidecarProcess[], revision
     const views = await Promise.all(sidecars().map((s) => s.admin<BackendsResponse>('/backends')));
     return views.every((v) => v.backends.every((b) => b.labels.revision !== revision)) ? true : undefined;
   }, `revision ${revision} dropped by the sidecars`, timeoutMs, 100);
+}
+
+/**
+ * The WsBalancer "edge" of the e2e tests and the bench: the sidecars are the pods labelled
+ * app=edge, the backends the Service's (port "ws", revisions by the label "version"), the admin
+ * token in the Secret baton-admin.
+ */
+export async function createEdgeBalancer(custom: CustomObjectsApi, namespace: string, o: { service?: string; blueGreen?: Record<string, unknown> } = {}): Promise<void> {
+  const spec = {
+    sidecarSelector: { matchLabels: { app: 'edge' } },
+    sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
+    backend: { service: o.service ?? 'echo', port: 'ws', revisionLabel: 'version' },
+    ...(o.blueGreen ? { rollout: { blueGreen: o.blueGreen } } : {}),
+  };
+  await custom.createNamespacedCustomObject({
+    group: 'baton.dev',
+    version: 'v1alpha1',
+    namespace,
+    plural: 'wsbalancers',
+    body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'edge' }, spec },
+  });
 }
