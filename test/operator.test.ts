@@ -160,6 +160,26 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     await eventually(() => getBalancer('bad').then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined)), 'bad WsBalancer deleted');
   });
 
+  test('an admin token Secret the operator may not read: a Warning event naming the chart value, nothing changed on the sidecars', async () => {
+    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'other-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    await custom.createNamespacedCustomObject({
+      group: 'baton.dev',
+      version: 'v1alpha1',
+      namespace: NS,
+      plural: 'wsbalancers',
+      body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'other' }, spec: wsbSpec({ sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'other-admin' } } }) },
+    });
+    const event = await eventually(async () => {
+      const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+      return events.items.find((e) => e.regarding?.name === 'other' && e.reason === 'AdminTokenUnreadable');
+    }, 'an AdminTokenUnreadable event', 15_000, 200);
+    assert.equal(event.type, 'Warning');
+    assert.match(event.note ?? '', /Secret app\/other-admin .*rbac\.adminTokenSecretNames/);
+    for (const s of pods.sidecars.values()) assert.equal((await s.admin<StatusResponse>('/status')).backendsGeneration, 0, `${s.name} was changed`);
+    await custom.deleteNamespacedCustomObject({ group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name: 'other' });
+    await eventually(() => getBalancer('other').then(() => undefined, (err: { code?: number }) => (err.code === 404 ? true : undefined)), 'other WsBalancer deleted');
+  });
+
   test('scaling the backend Deployment: every sidecar follows within two seconds of the EndpointSlice', async () => {
     await custom.createNamespacedCustomObject({
       group: 'baton.dev',
