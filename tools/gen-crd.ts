@@ -482,6 +482,9 @@ keeps the result non-empty while the counter has no series yet.
 
 Backends are grouped into *revisions* by the value of the pod label \`spec.backend.revisionLabel\`
 (default \`pod-template-hash\`, which a Deployment changes with every change of its pod template).
+An endpoint is *ready* when its EndpointSlice condition \`serving\` is true and \`terminating\` is not
+(\`ready\` where the API server sets no \`serving\`): correct also for a Service with
+\`publishNotReadyAddresses\`, whose \`ready\` is always true ([operator.md](operator.md#endpoints-and-backends)).
 
 1. The first revision seen with ready endpoints becomes the **active** revision; its endpoints are
    enabled on every sidecar.

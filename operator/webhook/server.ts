@@ -39,7 +39,7 @@ export interface WebhookServerOptions {
 export class WebhookServer {
   private readonly server: Server;
   private served: ServingPair | undefined;
-  /** The API server's gitVersion, once read. */
+  /** The API server's gitVersion, as last read. */
   private apiServer: string | undefined;
   /** Name, labels and kubelet version of every node (auto only). */
   private readonly nodes: Informer<NodeSummary> | undefined;
@@ -109,9 +109,11 @@ export class WebhookServer {
   }
 
   private async refresh(): Promise<void> {
-    if (this.apiServer === undefined) {
-      this.apiServer = (await this.o.kubeConfig.makeApiClient(VersionApi).getCode()).gitVersion;
-      this.o.log.info({ version: this.apiServer, nativeSidecars: this.o.nativeSidecars }, 'webhook chooses the sidecar form per pod');
+    // Read at every refresh: a control plane upgraded under a running operator counts at once.
+    const version = (await this.o.kubeConfig.makeApiClient(VersionApi).getCode()).gitVersion;
+    if (version !== this.apiServer) {
+      this.o.log.info({ version, previous: this.apiServer, nativeSidecars: this.o.nativeSidecars }, 'webhook chooses the sidecar form per pod');
+      this.apiServer = version;
     }
     const pair = await this.o.certificates.load();
     if (!pair || (pair.cert === this.served?.cert && pair.key === this.served?.key)) return;
