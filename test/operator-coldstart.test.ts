@@ -18,6 +18,7 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   CustomObjectsApi,
+  EventsV1Api,
   PatchStrategy,
   setHeaderOptions,
   type KubeConfig,
@@ -94,12 +95,14 @@ async function throughout(forMs: number, what: string, check: () => Promise<void
 }
 
 /**
- * A plain-HTTP front for the API server of `kubeconfigFile` that forwards each list of pods or
- * EndpointSlices (not the watches) only after a random delay of up to `maxDelayMs`, as a busy API
- * server of a large cluster answers the lists a starting operator makes. Returns a kubeconfig with
+ * A plain-HTTP front for the API server of `kubeconfigFile` that tampers with the lists of pods and
+ * EndpointSlices (not the watches): `delayMs` holds each back (as a busy API server of a large
+ * cluster answers the lists a starting operator makes); `emptySliceCache` answers the operator's
+ * cache list of EndpointSlices (every service's, by label existence) with no items, as a cache
+ * gone wrong, while a list for one named service still gets the truth. Returns a kubeconfig with
  * the same user pointing at it.
  */
-async function slowListsProxy(kubeconfigFile: string, maxDelayMs: number, random: () => number): Promise<{ kubeconfig: string; close(): void }> {
+async function listsProxy(kubeconfigFile: string, o: { delayMs?: () => number; emptySliceCache?: boolean }): Promise<{ kubeconfig: string; close(): void }> {
   const config = parse(readFileSync(kubeconfigFile, 'utf8')) as { clusters: Array<{ cluster: Record<string, string | boolean> }> };
   const cluster = config.clusters[0]!.cluster;
   const target = new URL(String(cluster.server));
@@ -107,16 +110,28 @@ async function slowListsProxy(kubeconfigFile: string, maxDelayMs: number, random
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://proxy');
     const isList = req.method === 'GET' && url.searchParams.get('watch') !== 'true' && /\/(pods|endpointslices)$/.test(url.pathname);
+    const emptied = isList && o.emptySliceCache && url.pathname.endsWith('/endpointslices') && url.searchParams.get('labelSelector') === 'kubernetes.io/service-name';
     const forward = (): void => {
-      const upstream = httpsRequest({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers: { ...req.headers, host: target.host }, ca }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
+      // identity: a body to rewrite must come uncompressed.
+      const headers = { ...req.headers, host: target.host, ...(emptied ? { 'accept-encoding': 'identity' } : {}) };
+      const upstream = httpsRequest({ host: target.hostname, port: target.port, path: req.url, method: req.method, headers, ca }, (answer) => {
+        if (!emptied || answer.statusCode !== 200) {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        answer.on('data', (c: Buffer) => chunks.push(c));
+        answer.on('end', () => {
+          const list = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { items: unknown[] };
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ...list, items: [] }));
+        });
       });
       upstream.on('error', () => res.destroy());
       res.on('close', () => upstream.destroy());
       req.pipe(upstream);
     };
-    if (isList) setTimeout(forward, random() * maxDelayMs);
+    if (isList && o.delayMs) setTimeout(forward, o.delayMs());
     else forward();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -124,7 +139,7 @@ async function slowListsProxy(kubeconfigFile: string, maxDelayMs: number, random
   // client-node takes a plain-HTTP server only with this set (there is no TLS to verify).
   const proxied = { server: `http://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true };
   config.clusters[0]!.cluster = proxied;
-  const kubeconfig = kubeconfigFile.replace(/\.yaml$/, '') + `-slow-lists-${port}.yaml`;
+  const kubeconfig = kubeconfigFile.replace(/\.yaml$/, '') + `-lists-proxy-${port}.yaml`;
   writeFileSync(kubeconfig, stringify(config));
   return {
     kubeconfig,
@@ -430,7 +445,8 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
     const random = mulberry32(seed);
     // Pods and EndpointSlices are listed late, as in a large cluster: a fresh process holds the
     // lease and has listed the WsBalancers well before it has them.
-    const slow = await slowListsProxy(kubeconfig, SLOW_LIST_MS, mulberry32(seed + 1));
+    const slowRandom = mulberry32(seed + 1);
+    const slow = await listsProxy(kubeconfig, { delayMs: () => slowRandom() * SLOW_LIST_MS });
     t.after(() => slow.close());
     await startOperator('operator-d', slow.kubeconfig);
     const from = await settledRevision(CATCH_UP_MS);
@@ -470,5 +486,33 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
     const wsb = await getBalancer();
     const retired = [...revisionsWithPods()].filter((r) => r !== 'purple').sort();
     assert.deepEqual(wsb.status?.retiredRevisions?.slice().sort(), retired, 'every earlier revision whose pods still run is retired');
+  });
+
+  test('a cache that shows no endpoints while the API has some: the empty set is refused (BackendSetRefused), nothing pushed', async (t) => {
+    if (!operators.some((o) => o.alive)) await startOperator('operator-e0');
+    await settledRevision(CATCH_UP_MS);
+    await killOperators();
+    const held = await views();
+    const since = Date.now();
+    const lying = await listsProxy(kubeconfig, { emptySliceCache: true });
+    t.after(async () => {
+      // Leave an operator that sees the truth.
+      await killOperators();
+      lying.close();
+      await startOperator('operator-after-lying');
+    });
+    const op = await startOperator('operator-e', lying.kubeconfig);
+    await becameLeader(op);
+    const refused = await eventually(async () => {
+      const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+      return events.items.find((e) => e.reason === 'BackendSetRefused' && e.regarding?.name === 'edge' && new Date(e.eventTime as unknown as string).getTime() >= since - 1000);
+    }, 'a BackendSetRefused event', 20_000, 200);
+    assert.equal(refused.type, 'Warning');
+    // Every backend pod of every revision is an endpoint of the Service.
+    assert.match(refused.note ?? '', new RegExp(`service echo has ${pods.backends.size} endpoints in the API`));
+    await throughout(BLIND_MS, 'the cache shows no endpoint', async () => {
+      assert.deepEqual(await views(), held, 'every sidecar keeps its backends and its generation');
+    });
+    assert.ok(op.logged('refused an empty backend set; the cache disagrees with the API'));
   });
 });
