@@ -24,6 +24,7 @@ import {
   invalidSpecStatus,
   matchesSelector,
   podChanged,
+  podsWithoutSidecar,
   sessionsByRevision,
   sidecarHolds,
   sidecarTargets,
@@ -88,6 +89,8 @@ export class Controller {
   private readonly backendPods = new Map<Key, ReadonlySet<string>>();
   /** Since when a WsBalancer has waited for pods its slices name (its Warning is recorded once). */
   private readonly unresolvedSince = new Map<Key, { since: number; warned: boolean }>();
+  /** Per namespace, the pods last reported running without the sidecar (joined names). */
+  private readonly withoutSidecar = new Map<string, string>();
   /** The last Warning that stopped each WsBalancer's reconcile: recorded again only when it changes. */
   private readonly stoppedBy = new Map<Key, string>();
   private readonly log: Logger;
@@ -151,7 +154,11 @@ export class Controller {
     this.balancers.onChange((b, type) => {
       const namespace = b.metadata.namespace;
       if (type !== 'deleted') this.caches.ensure(namespace);
-      else if (this.balancers.list(namespace).length === 0) void this.caches.release(namespace);
+      else if (this.balancers.list(namespace).length === 0) {
+        void this.caches.release(namespace);
+        this.withoutSidecar.delete(namespace);
+        this.opts.metrics.podsWithoutSidecar.remove({ namespace });
+      }
       this.queue.add(keyOf(namespace, b.metadata.name));
     });
     this.balancers.start();
@@ -289,6 +296,7 @@ export class Controller {
     this.unresolvedSince.delete(key);
     const endpoints = collectEndpoints(slices, (pod) => cache.pods.get(namespace, pod), spec);
     const targets = sidecarTargets(cache.pods.list(), namespace, spec);
+    await this.notePodsWithoutSidecar(wsb, podsWithoutSidecar(cache.pods.list()));
     const io: SidecarIo = { ...this.opts.sidecar, token: await this.adminToken(wsb, spec), proceed: () => this.isLeader };
 
     const state: RolloutState = {
@@ -370,6 +378,27 @@ export class Controller {
     this.opts.metrics.reconciles.inc({ result: 'success' });
     if (unreachable > 0) throw Object.assign(new Error(`${unreachable} sidecars not synced`), { code: 503 });
     return step.requeueAfterMs ?? this.opts.resyncMs;
+  }
+
+  /**
+   * Pods that asked for the sidecar and run without it (the webhook was not called: with
+   * failurePolicy Ignore the API server lets them through): a gauge, and a Warning event naming
+   * them whenever that list changes.
+   */
+  private async notePodsWithoutSidecar(wsb: WsBalancer, names: string[]): Promise<void> {
+    const namespace = wsb.metadata.namespace;
+    this.opts.metrics.podsWithoutSidecar.set({ namespace }, names.length);
+    const joined = names.join();
+    if (joined === (this.withoutSidecar.get(namespace) ?? '')) return;
+    this.withoutSidecar.set(namespace, joined);
+    if (names.length === 0) return;
+    this.log.warn({ namespace, pods: names.slice(0, 5), count: names.length }, 'pods labelled for the sidecar run without it');
+    await this.events.record(
+      wsb.metadata,
+      'Warning',
+      'PodsWithoutSidecar',
+      `${names.length} pods labelled baton.dev/inject=true run without the Baton sidecar (created while the injection webhook did not answer): ${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}; recreate them (kubectl rollout restart)`,
+    );
   }
 
   /**

@@ -16,7 +16,8 @@ export type EventReason =
   | 'InvalidSpec'
   | 'BackendSetRefused'
   | 'EndpointsUnresolved'
-  | 'AdminTokenUnreadable';
+  | 'AdminTokenUnreadable'
+  | 'PodsWithoutSidecar';
 
 export interface EventTarget {
   namespace: string;

@@ -25,6 +25,7 @@ export class OperatorMetrics {
   readonly rolloutEvents: Counter<'namespace' | 'wsbalancer' | 'reason'>;
   readonly webhookAdmissions: Counter<'result'>;
   readonly webhookCertificateExpiry: Gauge;
+  readonly podsWithoutSidecar: Gauge<'namespace'>;
   /** The revision series set per WsBalancer, so that stale ones can be removed. */
   private readonly revisionSeries = new Map<string, Array<{ revision: string; role: string }>>();
 
@@ -75,6 +76,12 @@ export class OperatorMetrics {
     this.webhookCertificateExpiry = new Gauge({
       name: 'baton_operator_webhook_certificate_expiry_timestamp_seconds',
       help: 'When the certificate the webhook serves with expires (Unix time).',
+      registers,
+    });
+    this.podsWithoutSidecar = new Gauge({
+      name: 'baton_operator_pods_without_sidecar',
+      help: 'Pods labelled baton.dev/inject=true that run without the Baton sidecar (created while the webhook did not answer), per namespace holding WsBalancers.',
+      labelNames: ['namespace'],
       registers,
     });
     // Known label values start at 0, so that rate() and increase() see the first event too.

@@ -14,6 +14,7 @@ import {
   type WsBalancerSpec,
   type WsBalancerStatus,
 } from './api/wsbalancer.js';
+import { INJECT_LABEL, SIDECAR_LABEL } from './webhook/inject.js';
 
 // ---- label selectors ---------------------------------------------------------------------------
 
@@ -83,6 +84,18 @@ export function endpointPods(slices: readonly SliceView[]): Set<string> {
 }
 
 // ---- sidecars ----------------------------------------------------------------------------------
+
+/**
+ * Pods that asked for the sidecar (labelled INJECT_LABEL "true") but were created without it: the
+ * webhook adds SIDECAR_LABEL when it injects, so its absence means the API server could not call
+ * it (down, or timed out) and let the pod through (failurePolicy Ignore). Finished pods are left out.
+ */
+export function podsWithoutSidecar(pods: readonly PodView[]): string[] {
+  return pods
+    .filter((p) => p.metadata?.labels?.[INJECT_LABEL] === 'true' && p.metadata.labels[SIDECAR_LABEL] !== 'true' && p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed')
+    .map((p) => p.metadata!.name!)
+    .sort();
+}
 
 export interface SidecarTarget {
   /** Pod name. */

@@ -14,6 +14,7 @@ import {
   matchesSelector,
   mergeConditions,
   podChanged,
+  podsWithoutSidecar,
   podView,
   PROGRESS_POLL_MS,
   sessionsByRevision,
@@ -1379,5 +1380,19 @@ describe('cache projections', () => {
       ['10.0.0.9-8080', ''],
       ['echo-1', 'blue'],
     ]);
+  });
+});
+
+describe('podsWithoutSidecar', () => {
+  test('labelled for the sidecar, not injected, not finished', () => {
+    const pods = [
+      pod('injected', { labels: { 'baton.dev/inject': 'true', 'baton.dev/sidecar': 'true' } }),
+      pod('missed', { labels: { 'baton.dev/inject': 'true' } }),
+      pod('missed-pending', { labels: { 'baton.dev/inject': 'true' }, phase: 'Pending', ip: null }),
+      pod('done', { labels: { 'baton.dev/inject': 'true' }, phase: 'Succeeded' }),
+      pod('not-asked', { labels: { app: 'x' } }),
+      pod('asked-false', { labels: { 'baton.dev/inject': 'false' } }),
+    ];
+    assert.deepEqual(podsWithoutSidecar(pods), ['missed', 'missed-pending']);
   });
 });

@@ -212,6 +212,25 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.equal(wsb.status?.sidecars?.synced, 3);
   });
 
+  test('a pod labelled for the sidecar but created without it: the gauge counts it, a Warning event names it', async () => {
+    const leader = operators.find((o) => o.leading)!;
+    const gauge = `baton_operator_pods_without_sidecar{namespace="${NS}"}`;
+    await core.createNamespacedPod({
+      namespace: NS,
+      body: { metadata: { name: 'missed', labels: { app: 'lonely', 'baton.dev/inject': 'true' } }, spec: { containers: [{ name: 'main', image: 'example.invalid/none:1' }] } },
+    });
+    // Not a sidecar of any WsBalancer's selector: seen at the next resync (5 s here).
+    await eventually(async () => ((await leader.metric(gauge)) === 1 ? true : undefined), `${gauge} = 1`, 20_000, 200);
+    const event = await eventually(async () => {
+      const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+      return events.items.find((e) => e.reason === 'PodsWithoutSidecar');
+    }, 'a PodsWithoutSidecar event', 10_000, 200);
+    assert.equal(event.type, 'Warning');
+    assert.match(event.note ?? '', /1 pods labelled baton\.dev\/inject=true run without the Baton sidecar .*: missed;/);
+    await core.deleteNamespacedPod({ name: 'missed', namespace: NS, body: { gracePeriodSeconds: 0 } });
+    await eventually(async () => ((await leader.metric(gauge)) === 0 ? true : undefined), `${gauge} = 0`, 20_000, 200);
+  });
+
   test("a pod of the namespace that is neither sidecar nor backend: 50 label changes reconcile nothing", async () => {
     await core.createNamespacedPod({
       namespace: NS,
