@@ -240,7 +240,7 @@ async function startKubelet(cluster: Cluster, pods: PodProcesses, teardown: Tear
 }
 
 /** The image's NODE_OPTIONS (its Dockerfile's ENV): the operator and sidecars run with what ships. */
-export function imageNodeOptions(): string {
+function imageNodeOptions(): string {
   const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
   const m = /^\s*(?:ENV\s+.*?)?NODE_OPTIONS=(\S+)/m.exec(dockerfile.replace(/\\\n/g, ' '));
   if (!m) throw new Error('the Dockerfile sets no NODE_OPTIONS');

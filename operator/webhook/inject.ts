@@ -23,7 +23,7 @@ export const ANNOTATIONS = {
 } as const;
 
 /** The annotations the webhook writes: which form it injected, and why. */
-export const FORM_ANNOTATIONS = { form: 'baton.dev/sidecar-form', reason: 'baton.dev/sidecar-form-reason' } as const;
+const FORM_ANNOTATIONS = { form: 'baton.dev/sidecar-form', reason: 'baton.dev/sidecar-form-reason' } as const;
 /**
  * Accepted on a pod without meaning: what the webhook wrote (a pod re-created from an injected one's
  * metadata), and the annotation that was the switch before the label.
@@ -72,7 +72,7 @@ export type Injection =
   | { action: 'reject'; message: string };
 
 /** The pod's terminationGracePeriodSeconds when it sets none (the API's default). */
-export const DEFAULT_POD_GRACE_SECONDS = 30;
+const DEFAULT_POD_GRACE_SECONDS = 30;
 /** The longest preStop wait: time for Services and load balancers to stop sending new clients. */
 const MAX_PRESTOP_SECONDS = 5;
 /**
