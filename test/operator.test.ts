@@ -15,6 +15,7 @@ import {
   setHeaderOptions,
   type KubeConfig,
   type V1Deployment,
+  type V1EndpointSlice,
 } from '@kubernetes/client-node';
 import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
@@ -433,6 +434,40 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
     assert.ok([...answeredBy].every((pod) => pod.startsWith('echo-purple-') && !before.includes(pod)), `sessions answered by ${[...answeredBy].join(', ')}`);
     const wsb = await getBalancer('edge');
     assert.equal(wsb.status?.activeRevision, 'purple', 'a rolling update within one revision is not a blue/green rollout');
+  });
+
+  test('publishNotReadyAddresses: a pod that stops being ready is disabled on the sidecars although its endpoint stays "ready"', async () => {
+    const patchService = (publishNotReadyAddresses: boolean) =>
+      core.patchNamespacedService({ name: 'echo', namespace: NS, body: { spec: { publishNotReadyAddresses } } }, mergePatch);
+    const stateOn = async (id: string): Promise<string | undefined> => {
+      const states = await Promise.all([...pods.sidecars.values()].map(async (s) => (await s.admin<BackendsResponse>('/backends')).backends.find((b) => b.id === id)?.state));
+      return states.every((st) => st === states[0]) ? states[0] : undefined;
+    };
+    await patchService(true);
+    const [pod] = await readyPods(backendLabels('purple'));
+    assert.ok(pod, 'a ready purple pod');
+    try {
+      await kubelet.setReady(NS, pod, false);
+      // The API forces `ready` true for such a Service; `serving` follows the pod.
+      await eventually(async () => {
+        // discovery.k8s.io/v1beta1 on this 1.20 API server, which client-node has no class for.
+        const slices = (await custom.listNamespacedCustomObject({
+          group: 'discovery.k8s.io',
+          version: 'v1beta1',
+          namespace: NS,
+          plural: 'endpointslices',
+          labelSelector: 'kubernetes.io/service-name=echo',
+        })) as { items: V1EndpointSlice[] };
+        const ep = slices.items.flatMap((sl) => sl.endpoints ?? []).find((e) => e.targetRef?.name === pod);
+        return ep?.conditions?.ready === true && ep.conditions.serving === false ? true : undefined;
+      }, `${pod}'s endpoint ready but not serving`, 15_000, 100);
+      assert.equal(await eventually(async () => ((await stateOn(pod)) === 'disabled' ? 'disabled' : undefined), `${pod} disabled on every sidecar`, 10_000, 100), 'disabled');
+      await kubelet.setReady(NS, pod, true);
+      await eventually(async () => ((await stateOn(pod)) === 'enabled' ? true : undefined), `${pod} enabled again`, 10_000, 100);
+    } finally {
+      await kubelet.setReady(NS, pod, true);
+      await patchService(false);
+    }
   });
 
   test('a sidecar that stops answering: SidecarSyncFailed, Degraded; re-synced once it answers again', async () => {
