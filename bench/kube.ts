@@ -11,21 +11,13 @@ import { readFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  AppsV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  PatchStrategy,
-  setHeaderOptions,
-  type KubeConfig,
-  type V1Pod,
-} from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { WsBalancerSpecSchema } from '../operator/api/wsbalancer.js';
 import type { BackendsResponse } from '../sidecar/admin/contract.js';
 import { BackendProcess, freePort } from '../test/helpers.js';
-import { eventually, installCrd, startControlPlane, type ControlPlane } from '../test/kube/control-plane.js';
-import { FakeKubelet } from '../test/kube/kubelet.js';
-import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from '../test/kube/operator-process.js';
+import { eventually } from '../test/kube/control-plane.js';
+import type { FakeKubelet } from '../test/kube/kubelet.js';
+import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs, type OperatorCluster } from '../test/kube/operator-process.js';
 import { condition, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, sessionsOn } from '../test/kube/rollout.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type PodProcessesOptions, type SidecarProcess } from '../test/kube/workloads.js';
 import { cpuShare, cpuSnapshot, startMigrationTraffic, type CpuShare, type MigrationTally, type MigrationTraffic } from './loadgen.js';
@@ -168,27 +160,12 @@ class Teardown {
   }
 }
 
-interface Cluster {
-  cp: ControlPlane;
-  admin: KubeConfig;
-  core: CoreV1Api;
-  apps: AppsV1Api;
-  custom: CustomObjectsApi;
-  /** The operator's ServiceAccount with the chart's rules. */
-  operatorKubeconfig: string;
-}
+type Cluster = OperatorCluster;
 
-/** A control plane with the CRD, the operator's namespace and RBAC, and the WsBalancer's namespace with its admin-token Secret. */
 async function startCluster(teardown: Teardown): Promise<Cluster> {
-  const cp = await startControlPlane();
-  teardown.add(() => cp.stop());
-  await cp.ensureNamespace(OPERATOR_NS);
-  await cp.ensureNamespace(NS);
-  const admin = cp.kubeConfig();
-  await installCrd(admin);
-  const core = admin.makeApiClient(CoreV1Api);
-  await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
-  return { cp, admin, core, apps: admin.makeApiClient(AppsV1Api), custom: admin.makeApiClient(CustomObjectsApi), operatorKubeconfig: await operatorKubeconfig(cp, OPERATOR_NS) };
+  const cluster = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN);
+  teardown.add(() => cluster.cp.stop());
+  return cluster;
 }
 
 function startOperator(cluster: Cluster, identity: string, metricsPort: number, teardown: Teardown): OperatorProcess {
@@ -231,9 +208,7 @@ function podProcesses(teardown: Teardown, opts: PodProcessesOptions<BackendProce
 }
 
 async function startKubelet(cluster: Cluster, pods: PodProcesses, teardown: Teardown): Promise<FakeKubelet> {
-  const kubelet = await FakeKubelet.start(cluster.admin, { namespaces: [NS] });
-  kubelet.onPodStart(pods.start);
-  kubelet.onPodStop(pods.stop);
+  const kubelet = await runPods(cluster.admin, NS, pods);
   // Before the pods' processes: it must not restart them while they are being stopped.
   teardown.add(() => kubelet.stop());
   return kubelet;

@@ -28,9 +28,9 @@ import type { WsBalancer, WsBalancerStatus } from '../operator/api/wsbalancer.js
 import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { mulberry32 } from './prng.js';
-import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
-import { FakeKubelet } from './kube/kubelet.js';
-import { OperatorProcess, operatorAccount, operatorKubeconfig, testOperatorArgs, type RbacResource } from './kube/operator-process.js';
+import { eventually, type ControlPlane } from './kube/control-plane.js';
+import type { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, operatorAccount, runPods, startOperatorCluster, testOperatorArgs, type RbacResource } from './kube/operator-process.js';
 import { condition, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
 import { deploymentOf, settle, TrackedSession } from './kube/sessions.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
@@ -325,22 +325,11 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
   };
 
   before(async () => {
-    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
-    await cp.ensureNamespace(OPERATOR_NS);
-    await cp.ensureNamespace(NS);
-    admin = cp.kubeConfig();
-    apps = admin.makeApiClient(AppsV1Api);
-    const core = admin.makeApiClient(CoreV1Api);
-    custom = admin.makeApiClient(CustomObjectsApi);
+    let core: CoreV1Api;
+    ({ cp, admin, apps, core, custom, operatorKubeconfig: kubeconfig } = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN));
     coordination = admin.makeApiClient(CoordinationV1Api);
-    await installCrd(admin);
-    kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
-
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
     pods = new PodProcesses(ADMIN_TOKEN, { backendArgs: ['--answer-delay', ANSWER_DELAY] });
-    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
-    kubelet.onPodStart(pods.start);
-    kubelet.onPodStop(pods.stop);
+    kubelet = await runPods(admin, NS, pods);
     await createEdgeAndService(apps, core, NS, { sidecars: 2 });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-blue', backendLabels('blue'), 2, BACKEND_PORT) });
     await pods.waitForSidecars(2);

@@ -10,9 +10,9 @@ import { AppsV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, PatchStrateg
 import { parse, stringify } from 'yaml';
 import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
 import { freePort } from './helpers.js';
-import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
-import { FakeKubelet } from './kube/kubelet.js';
-import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
+import { eventually, type ControlPlane } from './kube/control-plane.js';
+import type { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs } from './kube/operator-process.js';
 import { createEdgeAndService, createEdgeBalancer, deployment } from './kube/rollout.js';
 import { PausableTcpProxy } from './kube/tcp-proxy.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
@@ -66,25 +66,18 @@ describe('operator leader partitioned from the API server', { timeout: 300_000 }
   before(async () => {
     assert.equal(flagValue(testOperatorArgs(''), '--lease-duration'), '3s');
     assert.equal(flagValue(testOperatorArgs(''), '--lease-renew-deadline'), '2s');
-    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
-    await cp.ensureNamespace(OPERATOR_NS);
-    await cp.ensureNamespace(NS);
-    admin = cp.kubeConfig();
-    await installCrd(admin);
-    const core = admin.makeApiClient(CoreV1Api);
-    const apps = admin.makeApiClient(AppsV1Api);
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    const cluster = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN);
+    ({ cp, admin } = cluster);
+    const { core, apps } = cluster;
     pods = new PodProcesses(ADMIN_TOKEN);
-    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
-    kubelet.onPodStart(pods.start);
-    kubelet.onPodStop(pods.stop);
+    kubelet = await runPods(admin, NS, pods);
     await createEdgeAndService(apps, core, NS, { sidecars: 2 });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-blue', backendLabels, 2, BACKEND_PORT) });
     await pods.waitForSidecars(2);
     await createEdgeBalancer(admin.makeApiClient(CustomObjectsApi), NS);
 
     // Both operators run as the chart's ServiceAccount; A's kubeconfig points at the proxy.
-    const direct = await operatorKubeconfig(cp, OPERATOR_NS);
+    const direct = cluster.operatorKubeconfig;
     const server = new URL(cp.server);
     proxy = await PausableTcpProxy.start({ host: server.hostname, port: Number(server.port) });
     const viaProxy = direct.replace(/\.yaml$/, '-via-proxy.yaml');

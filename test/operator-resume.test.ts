@@ -15,9 +15,9 @@ import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubern
 import { Manager, type Socket } from 'socket.io-client';
 import type { BackendsResponse } from '../sidecar/admin/contract.js';
 import { FixtureProcess, freePort, waitFor } from './helpers.js';
-import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
-import { FakeKubelet } from './kube/kubelet.js';
-import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
+import { eventually, type ControlPlane } from './kube/control-plane.js';
+import type { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs } from './kube/operator-process.js';
 import { createEdgeAndService, createEdgeBalancer, deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
@@ -145,16 +145,9 @@ describe('operator on a real API server: a socket.io blue/green cutover', { time
   const backendsOf = (revision: string): FixtureProcess[] => [...pods.backends.values()].filter((b) => revisionOf(b.id) === revision);
 
   before(async () => {
-    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
-    await cp.ensureNamespace(OPERATOR_NS);
-    await cp.ensureNamespace(NS);
-    admin = cp.kubeConfig();
-    apps = admin.makeApiClient(AppsV1Api);
-    const core = admin.makeApiClient(CoreV1Api);
-    custom = admin.makeApiClient(CustomObjectsApi);
-    await installCrd(admin);
-    const kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    let core: CoreV1Api;
+    let kubeconfig: string;
+    ({ cp, admin, apps, core, custom, operatorKubeconfig: kubeconfig } = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN));
 
     // Each backend pod is a socket.io server on the pod's IP and the backend port, tagging its ticks and answers with the pod's name.
     pods = new PodProcesses(ADMIN_TOKEN, {
@@ -168,9 +161,7 @@ describe('operator on a real API server: a socket.io blue/green cutover', { time
           '--ping-timeout', String(PING_TIMEOUT_MS),
         ]),
     });
-    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
-    kubelet.onPodStart(pods.start);
-    kubelet.onPodStop(pods.stop);
+    kubelet = await runPods(admin, NS, pods);
 
     await createEdgeAndService(apps, core, NS, { sidecars: 2, service: 'sio' });
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-blue', backendLabels('blue'), 2, BACKEND_PORT) });

@@ -21,9 +21,9 @@ import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';
-import { eventually, installCrd, startControlPlane, type ControlPlane } from './kube/control-plane.js';
-import { FakeKubelet } from './kube/kubelet.js';
-import { OperatorProcess, operatorKubeconfig, testOperatorArgs } from './kube/operator-process.js';
+import { eventually, type ControlPlane } from './kube/control-plane.js';
+import type { FakeKubelet } from './kube/kubelet.js';
+import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs } from './kube/operator-process.js';
 import {
   condition,
   createEdgeAndService,
@@ -95,24 +95,10 @@ describe('operator on a real API server', { timeout: 600_000 }, () => {
   };
 
   before(async () => {
-    cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
-    await cp.ensureNamespace(OPERATOR_NS);
-    await cp.ensureNamespace(NS);
-    admin = cp.kubeConfig();
-    apps = admin.makeApiClient(AppsV1Api);
-    core = admin.makeApiClient(CoreV1Api);
-    custom = admin.makeApiClient(CustomObjectsApi);
-
-    await installCrd(admin);
-
     // The operator's ServiceAccount with the chart's rules, nothing more.
-    kubeconfig = await operatorKubeconfig(cp, OPERATOR_NS);
-
-    await core.createNamespacedSecret({ namespace: NS, body: { metadata: { name: 'baton-admin' }, stringData: { token: ADMIN_TOKEN } } });
+    ({ cp, admin, apps, core, custom, operatorKubeconfig: kubeconfig } = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN));
     pods = new PodProcesses(ADMIN_TOKEN, { backendArgs: ['--answer-delay', ANSWER_DELAY] });
-    kubelet = await FakeKubelet.start(admin, { namespaces: [NS] });
-    kubelet.onPodStart(pods.start);
-    kubelet.onPodStop(pods.stop);
+    kubelet = await runPods(admin, NS, pods);
 
     // Three sidecar pods (clients use two; the third is restarted mid-rollout) and the blue backends.
     await createEdgeAndService(apps, core, NS, { sidecars: 3 });

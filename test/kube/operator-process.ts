@@ -1,10 +1,13 @@
-// The operator as tests run it: a `baton operator` process with the permissions the chart grants.
+// The operator as tests run it: a `baton operator` process with the permissions the chart grants,
+// on a control plane set up the way every operator end-to-end test starts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CoreV1Api, RbacAuthorizationV1Api, type V1PolicyRule } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api, type KubeConfig, type V1PolicyRule } from '@kubernetes/client-node';
 import { parse } from 'yaml';
-import type { ControlPlane } from './control-plane.js';
+import { installCrd, startControlPlane, type ControlPlane } from './control-plane.js';
+import { FakeKubelet } from './kubelet.js';
+import type { PodBackend, PodProcesses } from './workloads.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
@@ -158,4 +161,51 @@ export class OperatorProcess {
     this.child.kill('SIGKILL');
     await exited;
   }
+}
+
+/** What an operator end-to-end test (or the bench's kube sections) starts from. */
+export interface OperatorCluster {
+  cp: ControlPlane;
+  admin: KubeConfig;
+  apps: AppsV1Api;
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+  /** A kubeconfig file for the operator's ServiceAccount with the chart's rules. */
+  operatorKubeconfig: string;
+}
+
+/**
+ * A control plane with the WsBalancer CRD, the operator's namespace and ServiceAccount (the chart's
+ * RBAC), and the app namespace holding the admin token Secret "baton-admin". Stops the control
+ * plane if any step fails.
+ */
+export async function startOperatorCluster(operatorNamespace: string, appNamespace: string, adminToken: string): Promise<OperatorCluster> {
+  const cp = await startControlPlane({ log: Boolean(process.env.BATON_TEST_KUBE_LOG) });
+  try {
+    await cp.ensureNamespace(operatorNamespace);
+    await cp.ensureNamespace(appNamespace);
+    const admin = cp.kubeConfig();
+    await installCrd(admin);
+    const core = admin.makeApiClient(CoreV1Api);
+    await core.createNamespacedSecret({ namespace: appNamespace, body: { metadata: { name: 'baton-admin' }, stringData: { token: adminToken } } });
+    return {
+      cp,
+      admin,
+      core,
+      apps: admin.makeApiClient(AppsV1Api),
+      custom: admin.makeApiClient(CustomObjectsApi),
+      operatorKubeconfig: await operatorKubeconfig(cp, operatorNamespace),
+    };
+  } catch (err) {
+    await cp.stop();
+    throw err;
+  }
+}
+
+/** The fake kubelet of `namespace`, running the processes of `pods` as its pods. */
+export async function runPods(admin: KubeConfig, namespace: string, pods: PodProcesses<PodBackend>): Promise<FakeKubelet> {
+  const kubelet = await FakeKubelet.start(admin, { namespaces: [namespace] });
+  kubelet.onPodStart(pods.start);
+  kubelet.onPodStop(pods.stop);
+  return kubelet;
 }
