@@ -472,6 +472,8 @@ describe('every frame shape through the sidecar, byte for byte', () => {
 
   const closes = [
     { name: 'close with code and reason', payload: closePayload(4000, 'bye — ünïcode'), code: 4000, reason: 'bye — ünïcode' },
+    // The longest reason a control frame holds (125 - 2 bytes), ending in a 3-byte character.
+    { name: 'close with a 123-byte reason', payload: closePayload(4999, `${'r'.repeat(120)}€`), code: 4999, reason: `${'r'.repeat(120)}€` },
     { name: 'close with code only', payload: closePayload(1000), code: 1000, reason: '' },
     // No status in the frame: the backend hears "no status received" (1005), as from the client itself.
     { name: 'close with no payload', payload: Buffer.alloc(0), code: 1005, reason: '' },
