@@ -3,7 +3,6 @@ import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
 import type { BackendSpec, BackendState, SidecarConfig } from './config/types.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { WebSocket } from 'ws';
 import { dialBackend, type DialContext, type DialResult } from './dial.js';
 import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
@@ -11,6 +10,7 @@ import { healthStatuses, type HealthStatus } from './health/ejection.js';
 import { PhiAccrualDetector } from './health/phi.js';
 import type { Logger } from './logger.js';
 import type { SidecarMetrics } from './metrics.js';
+import { DISCARD, type Peer } from './wire/peer.js';
 
 /** A backend as the sidecar runs it: its spec plus live health and session count. */
 export class Backend {
@@ -85,7 +85,7 @@ export interface ConnectRequest {
 }
 
 export type ConnectResult =
-  | { ok: true; backend: Backend; socket: WebSocket; headers: IncomingHttpHeaders }
+  | { ok: true; backend: Backend; peer: Peer; headers: IncomingHttpHeaders }
   | { ok: false; kind: 'refused'; backend: Backend; status: number; headers: IncomingHttpHeaders; body: Buffer }
   /** No backend could be chosen, or every one chosen failed. */
   | { ok: false; kind: 'none' }
@@ -162,11 +162,11 @@ export class BackendPool {
       if (!backend) return { ok: false, kind: 'none' };
       const result = await this.dial(backend, req.path, req.protocols, req.headers, req.signal);
       if (result.ok) {
-        if (req.protocol === null || result.socket.protocol === req.protocol) {
-          return { ok: true, backend, socket: result.socket, headers: result.headers };
+        if (req.protocol === null || result.peer.protocol === req.protocol) {
+          return { ok: true, backend, peer: result.peer, headers: result.headers };
         }
-        result.socket.terminate();
-        this.log.warn({ session: req.session, backend: backend.id, reason: `subprotocol "${result.socket.protocol}" != "${req.protocol}"` }, 'backend dial rejected');
+        result.peer.terminate();
+        this.log.warn({ session: req.session, backend: backend.id, reason: `subprotocol "${result.peer.protocol}" != "${req.protocol}"` }, 'backend dial rejected');
       } else if (result.kind === 'aborted') {
         return result;
       } else if (result.kind === 'refused' && req.relayRefusal) {
@@ -339,8 +339,10 @@ export class BackendPool {
       const ctx = { ...this.dialContext, handshakeTimeout: probe.timeout };
       void dialBackend(url.href, [], {}, ctx).then((r) => {
         if (r.ok) {
-          r.socket.resume(); // dialled sockets come paused; the close handshake needs reading
-          r.socket.close(1000, 'health probe');
+          // Dialled legs come paused; the close handshake needs reading.
+          r.peer.attach(DISCARD);
+          r.peer.resume();
+          r.peer.close(1000, 'health probe');
         }
         done(r.ok || r.kind === 'refused', r.ok ? 'probe ok' : `probe: ${r.kind === 'error' ? r.reason : r.kind}`);
       });

@@ -5,10 +5,13 @@ import tls from 'node:tls';
 import { WebSocket } from 'ws';
 import type { SidecarConfig } from './config/types.js';
 import type { DialFailureReason } from './vocabulary.js';
+import { MAX_REFUSAL_BODY, upgrade } from './wire/handshake.js';
+import type { Peer } from './wire/peer.js';
+import { WsPeer } from './wire/ws-peer.js';
 
 /** How a dial ended. `refused` is the backend answering the handshake with a non-101 status. */
 export type DialResult =
-  | { ok: true; socket: WebSocket; headers: IncomingHttpHeaders }
+  | { ok: true; peer: Peer; headers: IncomingHttpHeaders }
   | { ok: false; kind: 'refused'; status: number; headers: IncomingHttpHeaders; body: Buffer }
   | { ok: false; kind: 'error'; reason: string; cause: DialFailureReason }
   | { ok: false; kind: 'aborted' };
@@ -44,15 +47,80 @@ export function dialContext(config: SidecarConfig): DialContext {
   };
 }
 
-/** Error bodies of refused handshakes are relayed to the client; more than this is cut. */
-const MAX_REFUSAL_BODY = 16 * 1024;
-
 /**
  * Opens one WebSocket to a backend. Resolves, never rejects. The connect timeout covers TCP and
- * TLS; the handshake timeout covers everything up to the 101. An open socket is handed over
- * paused: the caller resumes it once it listens.
+ * TLS; the handshake timeout covers everything up to the 101. An open leg is handed over
+ * paused: the caller resumes it once it listens. Without permessage-deflate the leg is a
+ * FramePeer on our own handshake (wire/handshake.ts); with it, ws does the handshake and framing.
  */
 export function dialBackend(
+  url: string,
+  protocols: readonly string[],
+  headers: OutgoingHttpHeaders,
+  ctx: DialContext,
+  signal?: AbortSignal,
+): Promise<DialResult> {
+  return ctx.perMessageDeflate ? dialWs(url, protocols, headers, ctx, signal) : dialFrames(url, protocols, headers, ctx, signal);
+}
+
+function dialFrames(url: string, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, signal?: AbortSignal): Promise<DialResult> {
+  return new Promise((resolve) => {
+    let target: URL;
+    try {
+      target = new URL(url);
+    } catch (err) {
+      resolve({ ok: false, kind: 'error', reason: (err as Error).message, cause: 'other' });
+      return;
+    }
+    const secure = target.protocol === 'wss:';
+    const host = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
+    const port = Number(target.port) || (secure ? 443 : 80);
+    let settled = false;
+    const socket = secure
+      ? tls.connect({ host, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host) } as tls.ConnectionOptions)
+      : net.connect({ host, port, localAddress: ctx.localAddress });
+    const finish = (result: DialResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(connectTimer);
+      clearTimeout(handshakeTimer);
+      signal?.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+      socket.off(secure ? 'secureConnect' : 'connect', onConnect);
+      if (!result.ok) socket.destroy();
+      resolve(result);
+    };
+    const onAbort = () => finish({ ok: false, kind: 'aborted' });
+    const onError = (err: Error) => finish({ ok: false, kind: 'error', reason: err.message, cause: classify(err) });
+    const onConnect = () => {
+      clearTimeout(connectTimer);
+      if (ctx.keepAlive.enabled) socket.setKeepAlive(true, ctx.keepAlive.initialDelay);
+      void upgrade(socket, { url: target, protocols, headers, maxPayload: ctx.maxPayload }).then((outcome) => {
+        if (outcome.ok) {
+          if (settled) outcome.peer.terminate();
+          else finish({ ok: true, peer: outcome.peer, headers: outcome.headers });
+        } else if ('error' in outcome) {
+          finish({ ok: false, kind: 'error', reason: outcome.error.message, cause: 'other' });
+        } else {
+          const { status, headers: answer, body } = outcome.refusal;
+          if (status >= 500 || status < 300) finish({ ok: false, kind: 'error', reason: `backend answered ${status}`, cause: status >= 500 ? 'server-error' : 'other' });
+          else finish({ ok: false, kind: 'refused', status, headers: answer, body });
+        }
+      });
+    };
+    const connectTimer = setTimeout(() => socket.destroy(new Error(`connect timeout after ${ctx.connectTimeout}ms`)), ctx.connectTimeout);
+    const handshakeTimer = setTimeout(
+      () => finish({ ok: false, kind: 'error', reason: `handshake timeout after ${ctx.handshakeTimeout}ms`, cause: 'timeout' }),
+      ctx.handshakeTimeout,
+    );
+    socket.on('error', onError);
+    socket.once(secure ? 'secureConnect' : 'connect', onConnect);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function dialWs(
   url: string,
   protocols: readonly string[],
   headers: OutgoingHttpHeaders,
@@ -144,12 +212,10 @@ export function dialBackend(
       // Frames that came with the 101 are parsed on the next tick, before whoever awaits this
       // dial can listen: hold them until the session attaches its listeners and resumes.
       socket.pause();
-      // Remove the dial's own listeners; the session attaches its own.
+      // Remove the dial's own listeners; the session attaches its own (WsPeer replaces 'error').
       socket.removeAllListeners('upgrade');
       socket.removeAllListeners('unexpected-response');
-      socket.removeAllListeners('error');
-      socket.on('error', ignoreError);
-      finish({ ok: true, socket, headers: upgradeHeaders });
+      finish({ ok: true, peer: new WsPeer(socket), headers: upgradeHeaders });
     });
   });
 }
@@ -161,8 +227,4 @@ function classify(err: Error & { code?: string }): DialFailureReason {
   if (code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || code.includes('CERT') || code === 'DEPTH_ZERO_SELF_SIGNED_CERT') return 'tls';
   if (['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'EPIPE'].includes(code)) return 'connect';
   return 'other';
-}
-
-function ignoreError(): void {
-  // 'close' follows every 'error'; the session acts on that.
 }

@@ -1,5 +1,4 @@
 import type { OutgoingHttpHeaders } from 'node:http';
-import { WebSocket } from 'ws';
 import type { Backend, BackendPool } from './backends.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
 import type { Frame, ProtocolState } from './codecs/codec.js';
@@ -8,6 +7,7 @@ import { RequestTracker } from './codecs/tracker.js';
 import type { SidecarConfig } from './config/types.js';
 import type { Logger } from './logger.js';
 import { Relay } from './relay.js';
+import { CLOSED, OPEN, type Peer, type PeerError, type PeerSink } from './wire/peer.js';
 import { DIRECTION_IN, DIRECTION_OUT, type SidecarMetrics } from './metrics.js';
 import { openState, step, type Effect, type Leg, type MachinePolicy, type SessionEvent, type SessionState } from './session-machine.js';
 import {
@@ -48,59 +48,6 @@ export interface SessionInit {
   hashKey: string | undefined;
 }
 
-const OPEN = WebSocket.OPEN;
-
-// Listeners are shared functions (no closure per socket): each socket points at its session, and
-// each backend leg carries its number in the session's machine.
-const kSession = Symbol('session');
-const kLeg = Symbol('leg');
-type TaggedSocket = WebSocket & { [kSession]: Session; [kLeg]: number };
-
-function sessionOf(ws: WebSocket): Session {
-  return (ws as TaggedSocket)[kSession];
-}
-function legNoOf(ws: WebSocket): number {
-  return (ws as TaggedSocket)[kLeg];
-}
-
-function onClientMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
-  sessionOf(this).fromClient(data, isBinary);
-}
-function onClientClose(this: WebSocket, code: number, reason: Buffer): void {
-  sessionOf(this).clientClosed(code, reason);
-}
-function onClientPong(this: WebSocket): void {
-  sessionOf(this).clientPongAt = 0;
-}
-function onLegMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
-  sessionOf(this).fromBackend(this, data, isBinary);
-}
-function onLegClose(this: WebSocket, code: number, reason: Buffer): void {
-  sessionOf(this).legClosed(this, code, reason);
-}
-function onLegPong(this: WebSocket): void {
-  sessionOf(this).legPong(this);
-}
-function onSocketError(this: WebSocket, err: Error & { code?: string }): void {
-  // 'close' follows every 'error'; remember protocol errors so the close can name them.
-  const s = sessionOf(this);
-  if (s) s.socketError(this, err);
-}
-
-/** ws error codes that mean the peer broke the protocol, with the close code they deserve. */
-const PROTOCOL_ERROR_CODES: Record<string, number> = {
-  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 1009,
-  WS_ERR_INVALID_UTF8: 1007,
-  WS_ERR_INVALID_CLOSE_CODE: 1002,
-  WS_ERR_INVALID_OPCODE: 1002,
-  WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH: 1002,
-  WS_ERR_EXPECTED_FIN: 1002,
-  WS_ERR_EXPECTED_MASK: 1002,
-  WS_ERR_UNEXPECTED_MASK: 1002,
-  WS_ERR_UNEXPECTED_RSV_1: 1002,
-  WS_ERR_UNEXPECTED_RSV_2_3: 1002,
-};
-
 interface Buffered {
   data: Buffer;
   isBinary: boolean;
@@ -116,16 +63,16 @@ const scratchIds: string[] = [];
  * currently serves it, and the I/O of its state machine (session-machine.ts), which decides
  * everything else. The client leg lives as long as the session; backend legs come and go.
  */
-export class Session {
+export class Session implements PeerSink {
   readonly id: string;
   readonly path: string;
   readonly remoteAddress: string;
   readonly startedAt: number;
   /** The serving backend and its leg (null while failing over). */
   backend: Backend | null;
-  private leg: WebSocket | null;
+  private leg: Peer | null;
   /** A leg dialled and not yet serving: a failover's or migration's target (kept paused). */
-  private nextLeg: WebSocket | null = null;
+  private nextLeg: Peer | null = null;
   private nextBackend: Backend | null = null;
   private machine: SessionState;
   /** False while the client's messages are held (failing over, or draining the old backend). */
@@ -176,9 +123,9 @@ export class Session {
 
   constructor(
     private readonly host: SessionHost,
-    readonly client: WebSocket,
+    readonly client: Peer,
     backend: Backend,
-    leg: WebSocket,
+    leg: Peer,
     readonly protocol: string,
     private readonly init: SessionInit,
   ) {
@@ -197,12 +144,9 @@ export class Session {
     this.lastActivity = this.startedAt;
     this.lifetimeEndsAt = this.nextLifetimeEnd(this.startedAt);
     this.clientPingDue = this.startedAt + host.config.session.pingInterval;
-    (client as TaggedSocket)[kSession] = this;
     this.toBackend.source = client;
-    client.on('message', onClientMessage);
-    client.on('close', onClientClose);
-    client.on('pong', onClientPong);
-    client.on('error', onSocketError);
+    client.attach(this);
+    client.resume();
     this.machine = openState(backend.id);
     this.backend = backend;
     this.leg = leg;
@@ -228,17 +172,75 @@ export class Session {
     return this.buffer.length;
   }
 
-  get legSocket(): WebSocket | null {
+  get legSocket(): Peer | null {
     return this.leg;
   }
 
-  // ---- data path -------------------------------------------------------------------------
+  // ---- data path: what the peers report (PeerSink) ---------------------------------------------
 
-  fromClient(data: Buffer, isBinary: boolean): void {
+  /**
+   * Where a whole message's frames go verbatim (frame-peer.ts), or null to have it read here. Only
+   * a session without a codec, relaying, between two verbatim peers: everything else (a codec's
+   * reading, holding while failing over, draining, replaying) is done on whole messages below.
+   */
+  route(from: Peer, payloadBytes: number): Peer | null {
+    if (this.codec !== null || !this.relaying) return null;
+    if (from === this.client) {
+      const leg = this.leg;
+      if (leg === null || !leg.verbatim || leg.readyState !== OPEN) return null;
+      this.countIn(payloadBytes);
+      return leg;
+    }
+    if (from !== this.leg || !this.client.verbatim || this.client.readyState !== OPEN) return null;
+    this.countOut(payloadBytes);
+    return this.client;
+  }
+
+  relay(from: Peer, to: Peer, frames: Buffer): void {
+    (from === this.client ? this.toBackend : this.toClient).forwardFrames(to, frames, this.host.config.session.highWaterMarkBytes);
+  }
+
+  message(from: Peer, data: Buffer, isBinary: boolean): void {
+    if (from === this.client) this.fromClient(data, isBinary);
+    else this.fromBackend(from, data, isBinary);
+  }
+
+  pong(from: Peer): void {
+    if (from === this.client) this.clientPongAt = 0;
+    else this.legPong(from);
+  }
+
+  disconnected(from: Peer, code: number, reason: Buffer): void {
+    if (from === this.client) this.clientClosed(code, reason);
+    else this.legClosed(from, code, reason);
+  }
+
+  error(from: Peer, err: PeerError): void {
+    if (from === this.client) {
+      this.host.log.debug({ session: this.id, reason: err.message }, 'client socket error');
+      return;
+    }
+    // 'close' follows; remember protocol errors so the close can name them.
+    if (from === this.leg && err.closeCode !== undefined) this.legProtocolError = err.closeCode;
+    this.host.log.debug({ session: this.id, backend: this.backend?.id, reason: err.message }, 'backend socket error');
+  }
+
+  private countIn(bytes: number): void {
     this.messagesIn++;
-    this.bytesIn += data.length;
+    this.bytesIn += bytes;
     this.active = true;
-    this.host.metrics.messageSize.observe(DIRECTION_IN, data.length);
+    this.host.metrics.messageSize.observe(DIRECTION_IN, bytes);
+  }
+
+  private countOut(bytes: number): void {
+    this.messagesOut++;
+    this.bytesOut += bytes;
+    this.active = true;
+    this.host.metrics.messageSize.observe(DIRECTION_OUT, bytes);
+  }
+
+  private fromClient(data: Buffer, isBinary: boolean): void {
+    this.countIn(data.length);
     let requestIds: string[] | null = null;
     const codec = this.codec;
     if (codec !== null) {
@@ -261,13 +263,13 @@ export class Session {
   }
 
   /** Sends a client's frame to a backend leg; a codec's requests and protocol state are kept from then on. */
-  private send(leg: WebSocket, data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
+  private send(leg: Peer, data: Buffer, isBinary: boolean, requestIds: string[] | null): void {
     this.toBackend.forward(leg, data, isBinary, this.host.config.session.highWaterMarkBytes);
     if (requestIds !== null) this.tracker!.requestSent(requestIds, data, isBinary, Date.now());
     this.protocolState?.sent(data, isBinary);
   }
 
-  fromBackend(leg: WebSocket, data: Buffer, isBinary: boolean): void {
+  private fromBackend(leg: Peer, data: Buffer, isBinary: boolean): void {
     // A replaced leg's late messages are never delivered (they would come after the new leg's).
     if (leg !== this.leg) return;
     if (this.resuming && !this.resumeAnswer(leg, data, isBinary)) return;
@@ -280,18 +282,15 @@ export class Session {
       } else if (kind === 'request') this.tracker!.backendCalled(scratchIds, this.legGeneration);
       else if (kind === 'malformed') codec.stats.malformed++;
     }
-    this.messagesOut++;
-    this.bytesOut += data.length;
-    this.active = true;
-    this.host.metrics.messageSize.observe(DIRECTION_OUT, data.length);
+    this.countOut(data.length);
     if (this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
     this.protocolState?.received(data, isBinary);
     // Held while a leg serves: the old backend of a migration is being drained.
-    if (!this.relaying && !this.resuming) this.dispatch({ type: 'old-message', leg: legNoOf(leg), settled: this.settled });
+    if (!this.relaying && !this.resuming) this.dispatch({ type: 'old-message', leg: leg.no, settled: this.settled });
   }
 
   /** A frame of the new backend while it answers the replay: true = deliver it to the client. */
-  private resumeAnswer(leg: WebSocket, data: Buffer, isBinary: boolean): boolean {
+  private resumeAnswer(leg: Peer, data: Buffer, isBinary: boolean): boolean {
     const verdict = this.protocolState!.resumeAnswer(data, isBinary);
     if (verdict === 'pass') return true;
     const stats = this.codec!.stats;
@@ -303,13 +302,13 @@ export class Session {
     if (verdict === 'resumed') {
       stats.swallowed++;
       stats.resumed++;
-      this.dispatch({ type: 'resumed', leg: legNoOf(leg) });
+      this.dispatch({ type: 'resumed', leg: leg.no });
       return false;
     }
     stats.resumeRefusals++;
     // The client gets the refusal as a fresh connect would have had it, then the close.
     if (verdict.forward && this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
-    this.dispatch({ type: 'resume-refused', leg: legNoOf(leg), code: verdict.code, reason: verdict.reason });
+    this.dispatch({ type: 'resume-refused', leg: leg.no, code: verdict.code, reason: verdict.reason });
     return false;
   }
 
@@ -338,30 +337,20 @@ export class Session {
     this.bufferedBytes += data.length;
   }
 
-  // ---- socket events -----------------------------------------------------------------------
+  // ---- leg events -----------------------------------------------------------------------------
 
-  socketError(ws: WebSocket, err: Error & { code?: string }): void {
-    const protocolCode = err.code ? PROTOCOL_ERROR_CODES[err.code] : undefined;
-    if (ws === this.client) {
-      this.host.log.debug({ session: this.id, reason: err.message }, 'client socket error');
-      return;
-    }
-    if (ws === this.leg && protocolCode) this.legProtocolError = protocolCode;
-    this.host.log.debug({ session: this.id, backend: this.backend?.id, reason: err.message }, 'backend socket error');
-  }
-
-  legClosed(leg: WebSocket, code: number, reason: Buffer): void {
+  private legClosed(leg: Peer, code: number, reason: Buffer): void {
     const protocolError = leg === this.leg ? this.legProtocolError : 0;
-    this.dispatch({ type: 'leg-closed', leg: legNoOf(leg), code, reason: reason.toString(), protocolError, unresumable: this.unresumable() });
+    this.dispatch({ type: 'leg-closed', leg: leg.no, code, reason: reason.toString(), protocolError, unresumable: this.unresumable() });
   }
 
-  legPong(leg: WebSocket): void {
+  private legPong(leg: Peer): void {
     if (leg !== this.leg) return;
     this.legPingAt = 0;
     if (this.backend) this.backend.alive = true;
   }
 
-  clientClosed(code: number, reason: Buffer): void {
+  private clientClosed(code: number, reason: Buffer): void {
     this.dispatch({ type: 'client-closed', code: code === 1005 ? null : code, reason: reason.toString() });
   }
 
@@ -506,36 +495,32 @@ export class Session {
     if (this.pending === abort) this.pending = null;
     if (result.ok) {
       // Kept paused (as dialled) until it serves: its messages must come after the old leg's.
-      this.nextLeg = result.socket;
+      this.nextLeg = result.peer;
       this.nextBackend = result.backend;
-      this.listen(result.socket, no);
+      this.listen(result.peer, no);
       this.host.pool.attach(result.backend);
     }
     const lastActiveAt = this.active ? Date.now() : this.lastActivity;
     this.dispatch({ type: 'dialled', leg: no, backend: result.ok ? result.backend.id : null, lastActiveAt, settled: this.settled });
   }
 
-  private legByNo(no: number): WebSocket | null {
-    if (this.leg !== null && legNoOf(this.leg) === no) return this.leg;
-    if (this.nextLeg !== null && legNoOf(this.nextLeg) === no) return this.nextLeg;
+  private legByNo(no: number): Peer | null {
+    if (this.leg !== null && this.leg.no === no) return this.leg;
+    if (this.nextLeg !== null && this.nextLeg.no === no) return this.nextLeg;
     return null;
   }
 
-  /** Tags a backend leg with its session and number and hears its close (its messages: once serving). */
-  private listen(leg: WebSocket, no: number): void {
-    const tagged = leg as TaggedSocket;
-    tagged[kSession] = this;
-    tagged[kLeg] = no;
-    leg.on('close', onLegClose);
-    leg.removeAllListeners('error');
-    leg.on('error', onSocketError);
+  /** Numbers a backend leg and hears it (it stays paused until it serves: its messages come then). */
+  private listen(leg: Peer, no: number): void {
+    leg.no = no;
+    leg.attach(this);
   }
 
   /** The session stops hearing a leg: it is closed (or cut) and leaves its backend's count. */
   private dropLeg(no: number, code: number | null, reason: string, terminate: boolean): void {
-    let leg: WebSocket;
+    let leg: Peer;
     let backend: Backend;
-    if (this.leg !== null && legNoOf(this.leg) === no) {
+    if (this.leg !== null && this.leg.no === no) {
       leg = this.leg;
       backend = this.backend!;
       this.leg = null;
@@ -543,7 +528,7 @@ export class Session {
       this.legGeneration = 0;
       this.toBackend.reset(this.client);
       this.toClient.reset(null);
-    } else if (this.nextLeg !== null && legNoOf(this.nextLeg) === no) {
+    } else if (this.nextLeg !== null && this.nextLeg.no === no) {
       leg = this.nextLeg;
       backend = this.nextBackend!;
       this.nextLeg = null;
@@ -579,7 +564,7 @@ export class Session {
 
   /** The next leg becomes the serving one (heard, resumed) unless it already is. */
   private adopt(leg: Leg): void {
-    if (this.leg !== null && legNoOf(this.leg) === leg.no) return;
+    if (this.leg !== null && this.leg.no === leg.no) return;
     const next = this.nextLeg!;
     this.leg = next;
     this.backend = this.nextBackend;
@@ -627,11 +612,9 @@ export class Session {
     else if (!this.closed) this.enqueue(m.data, m.isBinary, m.requestIds);
   }
 
-  private startServing(leg: WebSocket): void {
+  private startServing(leg: Peer): void {
     this.toClient.source = leg;
-    leg.on('message', onLegMessage);
-    leg.on('pong', onLegPong);
-    leg.resume(); // dialBackend() hands legs over paused, so no message arrives before these listeners
+    leg.resume(); // dialBackend() hands legs over paused: its messages come after the old leg's
     this.legPingAt = 0;
     this.legPingDue = Date.now() + this.host.config.session.pingInterval;
     this.legProtocolError = 0;
@@ -678,7 +661,7 @@ export class Session {
     if (!this.relaying || leg === null) return;
     if (this.legPingAt > 0) {
       if (!this.toClient.paused && now - this.legPingAt >= s.pongTimeout) {
-        this.dispatch({ type: 'pong-timeout', leg: legNoOf(leg), unresumable: this.unresumable() });
+        this.dispatch({ type: 'pong-timeout', leg: leg.no, unresumable: this.unresumable() });
         return;
       }
     } else if (now >= this.legPingDue && leg.readyState === OPEN) {
@@ -699,8 +682,8 @@ export class Session {
   }
 }
 
-function closeLeg(leg: WebSocket, code: number | null, reason: string): void {
-  if (leg.readyState === WebSocket.CLOSED) return;
+function closeLeg(leg: Peer, code: number | null, reason: string): void {
+  if (leg.readyState === CLOSED) return;
   if (leg.readyState !== OPEN || code === null) {
     if (leg.readyState === OPEN) leg.close();
     else leg.terminate();

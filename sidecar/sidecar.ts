@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import type { z } from 'zod';
 import type { PutBackendsRequestSchema, PutBackendsResponse } from './admin/contract.js';
 import { AdminServer, type AdminPort, type DrainPaceRequest, type PutBackendsRefusal } from './admin/server.js';
@@ -21,6 +21,10 @@ import { SidecarMetrics } from './metrics.js';
 import { Session, type CodecKind, type SessionHost } from './session.js';
 import type { MachinePolicy } from './session-machine.js';
 import type { MigrationReason, MigrationResult, SessionEndReason } from './vocabulary.js';
+import { FramePeer } from './wire/frame-peer.js';
+import { switchingProtocols } from './wire/handshake.js';
+import { CLOSED, type Peer } from './wire/peer.js';
+import { WsPeer } from './wire/ws-peer.js';
 
 // Per-request facts handed from the upgrade handler to ws's handshake callbacks.
 const kProtocol = Symbol('backendProtocol');
@@ -200,39 +204,54 @@ export class Sidecar implements SessionHost, AdminPort {
       this.log.warn({ session: id, reason: 'no backend available', path }, 'handshake failed: 502');
       return respond(socket, 502, 'no backend available');
     }
-    const { backend, socket: leg, headers: responseHeaders } = result;
+    const { backend, peer: leg, headers: responseHeaders } = result;
     if (this.stopping) {
       leg.terminate();
       return;
     }
     // No listener of ours may outlive the handshake (it would keep this scope alive per session).
     socket.off('error', ignoreSocketError);
-    req[kProtocol] = leg.protocol;
-    req[kResponseHeaders] = passedResponseHeaderLines(this.config.session.passResponseHeaders, responseHeaders);
-    const chosen = backend;
-    const backendLeg = leg;
-    this.wss.handleUpgrade(req, socket, head, (client) => {
-      if (this.stopping) {
-        client.close(1001, 'sidecar is shutting down');
-        backendLeg.terminate();
-        return;
-      }
-      const session = new Session(this, client, chosen, backendLeg, backendLeg.protocol, {
-        id,
-        path,
-        remoteAddress,
-        headers,
-        protocols,
-        hashKey,
-        codec: this.codecs.forSession(path, backendLeg.protocol),
-      });
-      this.sessions.set(id, session);
-      this.metrics.sessionsOpened.inc();
-      this.log.info({ session: id, backend: chosen.id, path, remoteAddress, protocol: backendLeg.protocol || undefined }, 'session opened');
+    const client = this.acceptClient(req, socket, head, leg.protocol, passedResponseHeaderLines(this.config.session.passResponseHeaders, responseHeaders));
+    if (client === null) {
+      // The client left while its backend was dialled, or ws refused its offer (400).
+      leg.terminate();
+      return;
+    }
+    const session = new Session(this, client, backend, leg, leg.protocol, {
+      id,
+      path,
+      remoteAddress,
+      headers,
+      protocols,
+      hashKey,
+      codec: this.codecs.forSession(path, leg.protocol),
     });
-    // The callback runs synchronously or not at all: when the client left while its backend was
-    // dialled, or ws refused the handshake itself (400), no session exists; close the unused leg.
-    if (!this.sessions.has(id)) backendLeg.terminate();
+    this.sessions.set(id, session);
+    this.metrics.sessionsOpened.inc();
+    this.log.info({ session: id, backend: backend.id, path, remoteAddress, protocol: leg.protocol || undefined }, 'session opened');
+  }
+
+  /**
+   * Answers the client's upgrade with the backend's subprotocol. A client that offers
+   * permessage-deflate (when the listener enables it) gets ws, which negotiates and runs it; any
+   * other gets our 101 and a FramePeer (wire/frame-peer.ts).
+   */
+  private acceptClient(req: PendingUpgrade, socket: Duplex, head: Buffer, protocol: string, extraLines: string[]): Peer | null {
+    const offer = req.headers['sec-websocket-extensions'];
+    if (this.config.listen.perMessageDeflate.enabled && offer !== undefined && offer.toLowerCase().includes('permessage-deflate')) {
+      req[kProtocol] = protocol;
+      req[kResponseHeaders] = extraLines;
+      let ws: WebSocket | null = null;
+      // The callback runs synchronously or not at all.
+      this.wss.handleUpgrade(req, socket, head, (accepted) => (ws = accepted));
+      return ws === null ? null : new WsPeer(ws);
+    }
+    if (!socket.readable || !socket.writable) {
+      socket.destroy();
+      return null;
+    }
+    socket.write(switchingProtocols(req.headers['sec-websocket-key']!, protocol, extraLines));
+    return new FramePeer(socket as Socket, head, protocol, false, this.config.session.maxMessageBytes);
   }
 
   private hashKeyOf(req: IncomingMessage): string | undefined {
@@ -420,7 +439,7 @@ export class Sidecar implements SessionHost, AdminPort {
     this.log.info({ sessions: this.sessions.size, graceMs }, 'shutting down: no new sessions');
     const deadline = Date.now() + graceMs;
     while (this.sessions.size > 0 && Date.now() < deadline) await sleep(Math.min(100, deadline - Date.now()));
-    const sockets: WebSocket[] = [];
+    const sockets: Peer[] = [];
     for (const s of [...this.sessions.values()]) {
       sockets.push(s.client);
       if (s.legSocket) sockets.push(s.legSocket);
@@ -428,8 +447,8 @@ export class Sidecar implements SessionHost, AdminPort {
     }
     // Give close handshakes a moment, then cut what is left.
     const closeBy = Date.now() + 1000;
-    while (sockets.some((w) => w.readyState !== WebSocket.CLOSED) && Date.now() < closeBy) await sleep(20);
-    for (const w of sockets) if (w.readyState !== WebSocket.CLOSED) w.terminate();
+    while (sockets.some((w) => w.readyState !== CLOSED) && Date.now() < closeBy) await sleep(20);
+    for (const w of sockets) if (w.readyState !== CLOSED) w.terminate();
     if (this.ticker) clearInterval(this.ticker);
     this.ticker = null;
     this.pool.wake();
