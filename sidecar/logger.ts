@@ -3,12 +3,25 @@ import type { LogLevel } from './config/types.js';
 
 export type { Logger };
 
-/** JSON logs on stdout; every session event carries `session`, `backend` and `reason` fields. */
-export function createLogger(level: LogLevel, component: string): Logger {
-  return pino({
+/** How long a buffered logger holds lines at most. */
+const FLUSH_MS = 100;
+
+/**
+ * JSON logs on stdout; every session event carries `session`, `backend` and `reason` fields.
+ * `buffered`: lines go out in batches (at least every FLUSH_MS) instead of one write each — the
+ * sidecar logs each session's open and close, and in a reconnect storm a system call per line
+ * would cost more than the session's handshake. Lines still held are written when the process
+ * exits; a SIGKILL loses at most the last FLUSH_MS of them.
+ */
+export function createLogger(level: LogLevel, component: string, opts: { buffered?: boolean } = {}): Logger {
+  const options = {
     level,
     base: { component, pid: process.pid },
     timestamp: pino.stdTimeFunctions.isoTime,
-    formatters: { level: (label) => ({ level: label }) },
-  });
+    formatters: { level: (label: string) => ({ level: label }) },
+  };
+  if (!opts.buffered) return pino(options);
+  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  setInterval(() => destination.flush(), FLUSH_MS).unref();
+  return pino(options, destination);
 }

@@ -19,7 +19,7 @@ export async function runSidecar(configFile: string | undefined): Promise<void> 
     }
     throw err;
   }
-  const log = createLogger(loaded.config.logLevel, 'sidecar');
+  const log = createLogger(loaded.config.logLevel, 'sidecar', { buffered: true });
   for (const w of loaded.warnings) log.warn({ reason: w }, 'config warning');
   const sidecar = new Sidecar(loaded.config, log);
   try {

@@ -37,6 +37,11 @@ const OP_PONG = 0xa;
 /** As ws: a closing handshake the other side does not finish is cut after this. */
 const CLOSE_TIMEOUT_MS = 30_000;
 const EMPTY = Buffer.alloc(0);
+/**
+ * A leg not yet heard (dialled, not serving) keeps reading up to this much before its socket is
+ * paused: most legs are heard at once, and pausing and resuming a socket costs system calls.
+ */
+const HOLD_BYTES = 64 * 1024;
 /** Payloads up to this are copied after their header (one write); larger ones go out as two (one writev). */
 const COPY_LIMIT = 1024;
 /** Below this, masking in JavaScript beats calling the native addon. */
@@ -84,7 +89,7 @@ export class FramePeer implements Peer {
   readonly verbatim = true;
   no = 0;
   private sink: PeerSink | null = null;
-  /** Bytes not parsed yet: an incomplete frame, or what arrived while paused. */
+  /** Bytes not parsed yet: an incomplete frame, or what arrived while paused (held). */
   private parts: Buffer[] = [];
   private partsLength = 0;
   /** Bytes `parts` must hold before parsing them is worth trying. */
@@ -105,7 +110,7 @@ export class FramePeer implements Peer {
   /**
    * `masks`: this side is the WebSocket client (the backend leg): it masks what it writes, and
    * frames it reads must not be masked. `head`: bytes that came with the handshake. Starts
-   * paused: nothing is read until resume().
+   * paused: nothing is parsed until resume() (see HOLD_BYTES).
    */
   constructor(
     private readonly socket: Socket,
@@ -117,7 +122,6 @@ export class FramePeer implements Peer {
     (socket as TaggedSocket)[kPeer] = this;
     socket.setTimeout(0);
     socket.setNoDelay(true);
-    socket.pause();
     socket.on('data', onData);
     socket.on('end', onEnd);
     socket.on('close', onClose);
@@ -144,7 +148,11 @@ export class FramePeer implements Peer {
     if (this.partsLength > 0 || this.paused) {
       this.parts.push(chunk);
       this.partsLength += chunk.length;
-      if (this.paused || this.partsLength < this.need) return;
+      if (this.paused) {
+        if (this.partsLength > HOLD_BYTES) this.socket.pause();
+        return;
+      }
+      if (this.partsLength < this.need) return;
       chunk = this.takeParts();
     }
     this.parse(chunk);
@@ -397,7 +405,7 @@ export class FramePeer implements Peer {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.socket.resume();
+    if (this.socket.isPaused()) this.socket.resume();
     // What arrived while paused is parsed after the caller's step, as a read would be.
     if (this.partsLength > 0) process.nextTick(parseHeld, this);
   }
