@@ -663,9 +663,9 @@ export interface MassFailoverResult {
   /** Sessions closed after the kill: of the killed backend, and of the other. */
   closed: number;
   closedElsewhere: number;
-  /** The sidecar's CPU from the kill to the last session failed over (to the deadline if one never did), ms. */
+  /** The sidecar's CPU from the kill to the last session failed over or closed (to the deadline if one did neither), ms. */
   sidecarCpuMs: number;
-  /** Kill → the last session failed over (or the deadline), ms. */
+  /** Kill → the last session failed over or closed (or the deadline), ms. */
   spanMs: number;
   /** The sidecar's CPU before the kill, % of one core: what the steady traffic costs (part of sidecarCpuMs). */
   steadySidecarCpuPct: number;
@@ -675,8 +675,8 @@ export interface MassFailoverResult {
  * `sessions` clients of a sidecar in front of two tagged echo backends (text replies "<id>|..."),
  * each sending a text message every `sendEveryMs`. After the warm-up, `kill(id)` is called for
  * the backend serving the most sessions; each of its sessions is timed from the kill to its first
- * answer from another backend. The sidecar's CPU (pid `sidecarPid`) is read at the kill and at
- * the last session's failover.
+ * answer from another backend. The sidecar's CPU (pid `sidecarPid`) is read at the kill and when
+ * the last of them has failed over (or been closed).
  */
 export async function runMassFailover(url: string, plan: MassFailoverPlan, sidecarPid: number, kill: (backendId: string) => void): Promise<MassFailoverResult> {
   const n = plan.sessions;
@@ -689,12 +689,21 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
   let killedBy = 0;
   let killedAt = 0;
   let expected = 0;
-  let failedOver = 0;
-  let lastFailoverCpu: { at: number; cpuMs: number } | undefined;
-  let onAllFailedOver: () => void = () => {};
-  const allFailedOver = new Promise<void>((resolve) => (onAllFailedOver = resolve));
+  /** Sessions of the killed backend failed over or closed: when all are, the sidecar's CPU is read. */
+  let settled = 0;
+  let settledAt: { at: number; cpuMs: number } | undefined;
+  let onAllSettled: () => void = () => {};
+  const allSettled = new Promise<void>((resolve) => (onAllSettled = resolve));
+  const settle = (now: number) => {
+    if (++settled !== expected) return;
+    settledAt = { at: now, cpuMs: readCpuMs(sidecarPid) };
+    onAllSettled();
+  };
   sockets.forEach((ws, s) => {
-    ws.on('close', () => (closed[s] = 1));
+    ws.on('close', () => {
+      closed[s] = 1;
+      if (onKilled[s] === 1 && gaps[s] === 0) settle(performance.now());
+    });
     ws.on('message', (data: Buffer) => {
       if (data[1] !== 0x7c) return;
       const by = data[0]!;
@@ -702,10 +711,7 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
       if (onKilled[s] === 0 || by === killedBy || gaps[s] > 0) return;
       const now = performance.now();
       gaps[s] = now - killedAt;
-      if (++failedOver === expected) {
-        lastFailoverCpu = { at: now, cpuMs: readCpuMs(sidecarPid) };
-        onAllFailedOver();
-      }
+      settle(now);
     });
   });
 
@@ -740,8 +746,8 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
     const killCpuMs = readCpuMs(sidecarPid);
     const steadySidecarCpuPct = (100 * (killCpuMs - steadyFrom.cpuMs)) / (killedAt - steadyFrom.at);
     kill(String.fromCharCode(busiest));
-    await Promise.race([allFailedOver, sleep(plan.deadlineMs)]);
-    const end = lastFailoverCpu ?? { at: performance.now(), cpuMs: readCpuMs(sidecarPid) };
+    await Promise.race([allSettled, sleep(plan.deadlineMs)]);
+    const end = settledAt ?? { at: performance.now(), cpuMs: readCpuMs(sidecarPid) };
     let closedOnKilled = 0;
     let closedElsewhere = 0;
     let notFailedOver = 0;
