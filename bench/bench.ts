@@ -520,7 +520,7 @@ async function runCodecSection(options: Options, results: Results): Promise<void
     const coded = await startSidecar({ backends, nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, codec: traffic.codec, admin: true });
     const plan = {
       ...options.plan.throughput,
-      window: BAR_WINDOW,
+      window: BAR_WINDOW, // the echo bars' window: deep enough to batch, not so deep that batching hides the per-message cost
       payloadBytes: exchanges[0]![0].length,
       frames: { binary: traffic.binary, open: traffic.open.map((e) => e[0]), steady: exchanges.map((e) => e[0]) },
     };
