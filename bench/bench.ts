@@ -1,10 +1,13 @@
-// `npm run bench`: measures an echo backend directly, through the Baton sidecar and (when an
-// nginx binary is on PATH) through nginx, and prints the figures, the ratios and the product's
-// bars. Every server runs in its own process; the load generator runs in this one. All on
-// 127.0.0.1. See docs/performance.md for what each figure means.
+// `npm run bench`: measures an echo backend directly, through the Baton sidecar and (when their
+// binaries are on PATH) through nginx and haproxy, each one process with one worker thread, and
+// prints the figures, the ratios and the product's bars. Every server runs in its own process;
+// the load generator runs in this one. All on 127.0.0.1. The sidecar runs with the image's
+// NODE_OPTIONS (the Dockerfile's ENV), so the bench measures what ships. See docs/performance.md
+// for what each figure means.
 //
 //   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,resume,codec,migration,kube] [--rounds N]
-//                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"]
+//   (failover = failover-gap,mass-failover; each can be named alone)
+//                            [--sidecar-node-flags="--cpu-prof --cpu-prof-dir=/tmp/prof"] [--sidecar-node-options="..."]
 //
 // It reports; a missed bar is not an error. It exits non-zero only when the harness itself fails.
 import { spawnSync } from 'node:child_process';
@@ -23,6 +26,7 @@ import {
   cpuShare,
   cpuSnapshot,
   graphqlWsTraffic,
+  runMassFailover,
   mqttTraffic,
   openIdleSessions,
   runFailoverTrial,
@@ -41,15 +45,19 @@ import {
   type HandshakeResult,
   type LatencyPlan,
   type LatencyResult,
+  type MassFailoverPlan,
+  type MassFailoverResult,
   type MigrationTally,
   type ThroughputResult,
   type WatchedProcess,
 } from './loadgen.js';
 import {
+  checkOpenFiles,
   FIXTURE_TOKEN,
-  findNginx,
+  findOnPath,
   forceGc,
   freePort,
+  imageNodeOptions,
   killEverything,
   makeTempDir,
   readCpuMs,
@@ -57,30 +65,36 @@ import {
   readRssKiB,
   startEchoBackend,
   startFixtureBackend,
+  startHaproxy,
   startNginx,
   startSidecar,
   type BackendProcess,
   type FixtureProtocol,
-  type NginxProcess,
+  type ProxyProcess,
   type SidecarProcess,
 } from './procs.js';
 import { distributionOf, formatNumber, formatRatio, renderTable, type Distribution } from './stats.js';
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover', 'resume', 'codec', 'migration', ...KUBE_PARTS] as const;
+const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover-gap', 'mass-failover', 'resume', 'codec', 'migration', ...KUBE_PARTS] as const;
 type Section = (typeof SECTIONS)[number];
 /** Names --only accepts for several sections at once. */
-const SECTION_GROUPS: Record<string, readonly Section[]> = { kube: KUBE_PARTS };
+const SECTION_GROUPS: Record<string, readonly Section[]> = { failover: ['failover-gap', 'mass-failover'], kube: KUBE_PARTS };
 
 interface Plan {
-  throughput: { connections: number; window: number; sizes: number[]; warmupMs: number; measureMs: number };
+  /** Every size at every window (messages in flight per connection). */
+  throughput: { connections: number; windows: number[]; sizes: number[]; warmupMs: number; measureMs: number };
   latency: LatencyPlan;
   handshakes: HandshakePlan;
   idleSessions: number;
   /** Wait after opening/closing idle sessions before reading RSS (the sidecar can't be told to GC). */
   rssSettleMs: number;
   failoverTrials: number;
+  massFailover: MassFailoverPlan & {
+    /** The echo backends' --answer-delay (MIN-MAX ms): answers are late, so some are in flight at the kill. */
+    answerDelay: string;
+  };
   resume: ResumePlan;
   migration: MigrationPlan;
   kube: KubePlan;
@@ -110,24 +124,26 @@ interface MigrationPlan {
 }
 
 const FULL_PLAN: Plan = {
-  throughput: { connections: 50, window: 32, sizes: [64, 4096], warmupMs: 1000, measureMs: 5000 },
+  throughput: { connections: 50, windows: [1, 8, 32], sizes: [64, 4096], warmupMs: 1000, measureMs: 3000 },
   latency: { connections: 50, ratePerSec: 2000, payloadBytes: 64, warmupMs: 1000, measureMs: 5000 },
-  handshakes: { concurrency: 50, warmupMs: 500, measureMs: 3000 },
+  handshakes: { concurrency: 32, warmupMs: 500, measureMs: 3000 },
   idleSessions: 2000,
   rssSettleMs: 1000,
   failoverTrials: 40,
+  massFailover: { sessions: 4000, sendEveryMs: 500, warmupMs: 2000, deadlineMs: 10_000, answerDelay: '2-5' },
   resume: { trials: 40, tickMs: 2, streams: 2 },
   migration: { sessions: 200, sendEveryMs: 20, answerDelay: '1-200', warmupMs: 1000, steadyMs: 3000, drains: 2, drainTimeoutMs: 15_000 },
   kube: KUBE_FULL_PLAN,
 };
 
 const QUICK_PLAN: Plan = {
-  throughput: { ...FULL_PLAN.throughput, warmupMs: 300, measureMs: 1500 },
-  latency: { ...FULL_PLAN.latency, warmupMs: 300, measureMs: 1500 },
-  handshakes: { ...FULL_PLAN.handshakes, warmupMs: 200, measureMs: 1000 },
+  throughput: { ...FULL_PLAN.throughput, warmupMs: 200, measureMs: 500 },
+  latency: { ...FULL_PLAN.latency, warmupMs: 200, measureMs: 1000 },
+  handshakes: { ...FULL_PLAN.handshakes, warmupMs: 200, measureMs: 700 },
   idleSessions: 500,
   rssSettleMs: 500,
   failoverTrials: 8,
+  massFailover: { ...FULL_PLAN.massFailover, sessions: 1000, warmupMs: 1500 },
   resume: { ...FULL_PLAN.resume, trials: 8 },
   migration: { ...FULL_PLAN.migration, sessions: 100, warmupMs: 500, steadyMs: 1500, drains: 1 },
   kube: KUBE_QUICK_PLAN,
@@ -141,19 +157,33 @@ const SETTLE_BETWEEN_RUNS_MS = 300;
 /** CPU (% of one core) used by processes outside the bench above which a run counts as disturbed. */
 const NOISY_OTHER_CPU_PCT = 10;
 
-/** The bars the product must reach. */
+/** The bars the product must reach (issue 13); "× nginx" compares with nginx in the same run. */
 const BARS = {
-  throughputVsNginx: 0.8,
+  /** Per echo size: the sidecar's CPU per echo at most this × nginx's at every window, and its msg/s at least this × nginx's at BAR_WINDOW. */
+  echo: new Map([
+    [64, { cpuVsNginx: 1.5, rateVsNginx: 0.9 }],
+    [4096, { cpuVsNginx: 1.0, rateVsNginx: 1.0 }],
+  ]),
+  handshakeCpuVsNginx: 2,
+  handshakeRateVsNginx: 0.9,
+  p99VsNginx: 1.2,
   addedP99Ms: 1,
-  rssPerSessionKiB: 16,
+  rssPerSessionKiB: 10,
   failoverP99Ms: 50,
   resumeP99Ms: 50,
+  massFailoverMaxMs: 1000,
+  massFailoverCpuMsPerSession: 0.3,
 };
+/** The window at which echo msg/s is held to its bar. */
+const BAR_WINDOW = 8;
 
 // ---- targets ---------------------------------------------------------------------------------
 
-type TargetName = 'direct' | 'sidecar' | 'nginx';
-const TARGET_NAMES: readonly TargetName[] = ['direct', 'sidecar', 'nginx'];
+type TargetName = 'direct' | 'sidecar' | 'nginx' | 'haproxy';
+const TARGET_NAMES: readonly TargetName[] = ['direct', 'sidecar', 'nginx', 'haproxy'];
+/** The reference proxies, compared with the sidecar. */
+type ReferenceName = 'nginx' | 'haproxy';
+const REFERENCES: readonly ReferenceName[] = ['nginx', 'haproxy'];
 
 interface Target<N extends string = TargetName> {
   name: N;
@@ -174,12 +204,19 @@ interface RssResult {
   afterGc?: { perSessionKiB: number; heapPerSessionKiB: number };
 }
 
+interface ThroughputCase {
+  size: number;
+  window: number;
+  perTarget: PerTarget<ThroughputResult>;
+}
+
 interface Results {
-  throughput: Map<number, PerTarget<ThroughputResult>>;
+  throughput: ThroughputCase[];
   latency: PerTarget<LatencyResult>;
   handshakes: PerTarget<HandshakeResult>;
   rss: PerTarget<RssResult>;
   failover?: FailoverResult;
+  massFailover?: MassFailoverResult;
   /** Per protocol: a resumed session's failover gap. */
   resume: { protocol: FixtureProtocol; result: FailoverResult }[];
   /** Per protocol: the same traffic through a sidecar without and with its codec. */
@@ -245,8 +282,12 @@ interface Environment {
   cpuModel: string;
   node: string;
   kernel: string;
-  nginxBinary: string | null;
-  nginxVersion?: string;
+  /** Reference proxies found on PATH, and their versions once started. */
+  binaries: Record<ReferenceName, string | null>;
+  versions: Partial<Record<ReferenceName, string>>;
+  /** The sidecar's NODE_OPTIONS (the image's unless --sidecar-node-options) and extra flags. */
+  sidecarNodeOptions: string;
+  sidecarNodeFlags: string[];
   /** The commit measured, "+dirty" when the sidecar's sources differ from it; "?" outside git. */
   commit: string;
 }
@@ -259,16 +300,21 @@ interface Options {
   sections: Set<Section>;
   /** Extra node flags for every sidecar process (profiling, GC tuning experiments). */
   sidecarNodeFlags: string[];
+  /** NODE_OPTIONS of every sidecar process: the image's unless overridden. */
+  sidecarNodeOptions: string;
   /** Runs per target of throughput, latency and handshakes; the least disturbed one is kept. */
   rounds: number;
 }
 
-const USAGE = `usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--rounds N] [--sidecar-node-flags="FLAGS"]
-  --quick               shorter runs and fewer trials (a smoke test; the figures are rougher)
-  --only LIST           run only these sections (comma-separated; kube = ${KUBE_PARTS.join(',')})
-  --rounds N            run throughput, latency, handshakes and codec N times per target, interleaved, and keep
-                        the least disturbed run of each (for a machine shared with other work; default 1)
-  --sidecar-node-flags  extra node flags for every sidecar process, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+const USAGE = `usage: node dist/bench/bench.js [--quick] [--only ${SECTIONS.join(',')}] [--rounds N] [--sidecar-node-flags="FLAGS"] [--sidecar-node-options="OPTIONS"]
+  --quick                 shorter runs and fewer trials (a smoke test; the figures are rougher)
+  --only LIST             run only these sections (comma-separated; failover = failover-gap,mass-failover;
+                          kube = ${KUBE_PARTS.join(',')})
+  --rounds N              run throughput, latency, handshakes and codec N times per target, interleaved, and keep
+                          the least disturbed run of each (for a machine shared with other work; default 1)
+  --sidecar-node-flags    extra node flags for every sidecar process, after its NODE_OPTIONS,
+                          e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  --sidecar-node-options  the sidecar's NODE_OPTIONS instead of the image's (the Dockerfile's ENV), e.g. "" for V8's defaults
 `;
 
 /** A command-line mistake: reported with the usage, without a stack. */
@@ -282,6 +328,7 @@ function parseOptions(): Options {
         quick: { type: 'boolean', default: false },
         only: { type: 'string' },
         'sidecar-node-flags': { type: 'string', default: '' },
+        'sidecar-node-options': { type: 'string' },
         rounds: { type: 'string', default: '1' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -303,35 +350,37 @@ function parseOptions(): Options {
   const sidecarNodeFlags = (values['sidecar-node-flags'] ?? '').split(/\s+/).filter(Boolean);
   const rounds = Number(values.rounds);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 10) throw new UsageError(`--rounds: "${values.rounds}" is not a whole number from 1 to 10`);
-  return { plan: values.quick ? QUICK_PLAN : FULL_PLAN, quick: values.quick ?? false, sections, sidecarNodeFlags, rounds };
+  const sidecarNodeOptions = values['sidecar-node-options'] ?? imageNodeOptions();
+  return { plan: values.quick ? QUICK_PLAN : FULL_PLAN, quick: values.quick ?? false, sections, sidecarNodeFlags, sidecarNodeOptions, rounds };
 }
 
 async function main(): Promise<void> {
   const startedAt = performance.now();
   const options = parseOptions();
   const { quick, sections } = options;
-  const env = describeEnvironment();
-  const results: Results = { throughput: new Map(), latency: {}, handshakes: {}, rss: {}, resume: [], codec: [], kube: {} };
+  const env = describeEnvironment(options);
+  const results: Results = { throughput: [], latency: {}, handshakes: {}, rss: {}, resume: [], codec: [], kube: {} };
 
   log(`Baton bench${quick ? ' (--quick)' : ''} at ${env.commit}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
   log('The load generator, the proxy and the backend share these cores; every server is its own process on 127.0.0.1.');
-  if (!env.nginxBinary) log('nginx not found: skipped (apt-get install nginx to compare)');
-  if (options.sidecarNodeFlags.length > 0) log(`sidecar node flags: ${options.sidecarNodeFlags.join(' ')}`);
+  for (const name of REFERENCES) if (!env.binaries[name]) log(`${name} not found: skipped (apt-get install ${name} to compare)`);
+  log(`sidecar: ${sidecarFlagsLabel(env)}`);
   const background = await backgroundCpuPct();
   if (background >= NOISY_OTHER_CPU_PCT) {
     log(`WARNING: the machine is already busy (${background.toFixed(0)}% of a core used by other processes): figures will be noisy.`);
   }
 
   if (sections.has('throughput') || sections.has('latency') || sections.has('handshakes')) {
-    await runProxySections(options, env, results);
+    await timed('throughput, latency, handshakes', () => runProxySections(options, env, results));
   }
-  if (sections.has('rss')) await runRssSection(options, env, results);
-  if (sections.has('failover')) await runFailoverSection(options, results);
-  if (sections.has('resume')) await runResumeSection(options, results);
-  if (sections.has('codec')) await runCodecSection(options, results);
-  if (sections.has('migration')) await runMigrationSection(options, results);
+  if (sections.has('rss')) await timed('rss', () => runRssSection(options, env, results));
+  if (sections.has('failover-gap')) await timed('failover-gap', () => runFailoverSection(options, results));
+  if (sections.has('mass-failover')) await timed('mass-failover', () => runMassFailoverSection(options, results));
+  if (sections.has('resume')) await timed('resume', () => runResumeSection(options, results));
+  if (sections.has('codec')) await timed('codec', () => runCodecSection(options, results));
+  if (sections.has('migration')) await timed('migration', () => runMigrationSection(options, results));
   const kubeParts = new Set(KUBE_PARTS.filter((part: KubePart) => sections.has(part)));
-  if (kubeParts.size > 0) results.kube = await runKubeParts(kubeParts, options.plan.kube, log);
+  if (kubeParts.size > 0) results.kube = await timed('kube', () => runKubeParts(kubeParts, options.plan.kube, log));
 
   log('');
   log(report(options, env, results));
@@ -339,15 +388,34 @@ async function main(): Promise<void> {
   log(`bench finished in ${((performance.now() - startedAt) / 1000).toFixed(0)} s`);
 }
 
-function describeEnvironment(): Environment {
+/** Runs a section and logs how long it took (the full bench should stay within a few minutes). */
+async function timed<T>(section: string, body: () => Promise<T>): Promise<T> {
+  const at = performance.now();
+  const result = await body();
+  log(`(${section}: ${((performance.now() - at) / 1000).toFixed(0)} s)`);
+  return result;
+}
+
+function describeEnvironment(options: Options): Environment {
   return {
     cores: availableParallelism(),
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown CPU',
     node: process.version,
     kernel: release(),
-    nginxBinary: findNginx(),
+    binaries: { nginx: findOnPath('nginx'), haproxy: findOnPath('haproxy') },
+    versions: {},
+    sidecarNodeOptions: options.sidecarNodeOptions,
+    sidecarNodeFlags: options.sidecarNodeFlags,
     commit: sidecarCommit(),
   };
+}
+
+function sidecarFlagsLabel(env: Environment): string {
+  const image = imageNodeOptions();
+  const options = env.sidecarNodeOptions === '' ? 'NODE_OPTIONS empty (V8 defaults)' : `NODE_OPTIONS=${env.sidecarNodeOptions}`;
+  const source = env.sidecarNodeOptions === image ? " (the image's, from the Dockerfile)" : ` (not the image's ${image})`;
+  const extra = env.sidecarNodeFlags.length > 0 ? ` + node flags ${env.sidecarNodeFlags.join(' ')}` : '';
+  return options + source + extra;
 }
 
 function sidecarCommit(): string {
@@ -374,24 +442,39 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// ---- sections 1-3: one backend, reached directly, through the sidecar, through nginx -----------
+// ---- sections 1-3: one backend, reached directly, through the sidecar, nginx and haproxy -------
+
+/** The reference proxies found on PATH, started in front of `backendPort`. */
+async function startReferences(env: Environment, backendPort: number): Promise<Partial<Record<ReferenceName, ProxyProcess>>> {
+  const started: Partial<Record<ReferenceName, ProxyProcess>> = {};
+  const starters = { nginx: startNginx, haproxy: startHaproxy };
+  for (const name of REFERENCES) {
+    const binary = env.binaries[name];
+    if (!binary) continue;
+    started[name] = await starters[name](binary, backendPort);
+    env.versions[name] = started[name].version;
+  }
+  return started;
+}
 
 async function runProxySections(options: Options, env: Environment, results: Results): Promise<void> {
   const { plan, sections } = options;
   const backend = await startEchoBackend('echo', await freePort(), false);
-  const sidecar = await startSidecar({ backends: [{ id: 'echo', url: backend.url }], nodeFlags: options.sidecarNodeFlags });
-  const nginx = env.nginxBinary ? await startNginx(env.nginxBinary, backend.port) : undefined;
-  if (nginx) env.nginxVersion = nginx.version;
-  const targets = proxyTargets(backend, sidecar, nginx);
+  const sidecar = await startSidecar({ backends: [{ id: 'echo', url: backend.url }], nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags });
+  const references = await startReferences(env, backend.port);
+  const targets = proxyTargets(backend, sidecar, references);
 
   const rounds = options.rounds;
   if (sections.has('throughput')) {
     for (const size of plan.throughput.sizes) {
-      const perTarget = await runInterleaved(targets, rounds, async (target) => {
-        const r = await runThroughput(target.url, { ...plan.throughput, payloadBytes: size }, target.watched);
-        return [r, `throughput ${sizeLabel(size)} ${target.name}: ${formatNumber(r.messagesPerSec)} msg/s, ${formatNumber(r.mibPerSec)} MiB/s (CPU ${cpuLabel(r.cpu)})`];
-      });
-      results.throughput.set(size, perTarget);
+      for (const window of plan.throughput.windows) {
+        const perTarget = await runInterleaved(targets, rounds, async (target) => {
+          const r = await runThroughput(target.url, { ...plan.throughput, window, payloadBytes: size }, target.watched);
+          const cpu = target.name === 'direct' ? '' : `, ${formatNumber(cpuPerEchoUs(r))} µs proxy CPU per echo`;
+          return [r, `throughput ${sizeLabel(size)} ×${window} ${target.name}: ${formatNumber(r.messagesPerSec)} msg/s${cpu} (CPU ${cpuLabel(r.cpu)})`];
+        });
+        results.throughput.push({ size, window, perTarget });
+      }
     }
   }
   if (sections.has('latency')) {
@@ -406,12 +489,13 @@ async function runProxySections(options: Options, env: Environment, results: Res
   if (sections.has('handshakes')) {
     results.handshakes = await runInterleaved(targets, rounds, async (target) => {
       const r = await runHandshakes(target.url, plan.handshakes, target.watched);
-      return [r, `handshakes ${target.name}: ${formatNumber(r.perSec)}/s (${r.completed} completed, ${r.failed} failed; CPU ${cpuLabel(r.cpu)})`];
+      const cpu = target.name === 'direct' ? '' : `, ${formatNumber(cpuPerHandshakeUs(r))} µs proxy CPU per handshake`;
+      return [r, `handshakes ${target.name}: ${formatNumber(r.perSec)}/s${cpu} (${r.completed} completed, ${r.failed} failed; CPU ${cpuLabel(r.cpu)})`];
     });
   }
 
   await stopSidecar(sidecar);
-  await nginx?.proc.stop('SIGKILL');
+  for (const reference of Object.values(references)) await reference.proc.stop('SIGKILL');
   await backend.proc.stop('SIGKILL');
 }
 
@@ -432,10 +516,11 @@ async function runCodecSection(options: Options, results: Results): Promise<void
     writeFileSync(file, JSON.stringify({ binary: traffic.binary, open: b64(traffic.open.map((e) => e[1])), steady: b64(exchanges.map((e) => e[1])) }));
     const backend = await startEchoBackend('codec', await freePort(), false, ['--answer-frames', file]);
     const backends = [{ id: 'codec', url: backend.url }];
-    const plain = await startSidecar({ backends, nodeFlags: options.sidecarNodeFlags });
-    const coded = await startSidecar({ backends, nodeFlags: options.sidecarNodeFlags, codec: traffic.codec, admin: true });
+    const plain = await startSidecar({ backends, nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags });
+    const coded = await startSidecar({ backends, nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, codec: traffic.codec, admin: true });
     const plan = {
       ...options.plan.throughput,
+      window: BAR_WINDOW, // the echo bars' window: deep enough to batch, not so deep that batching hides the per-message cost
       payloadBytes: exchanges[0]![0].length,
       frames: { binary: traffic.binary, open: traffic.open.map((e) => e[0]), steady: exchanges.map((e) => e[0]) },
     };
@@ -464,9 +549,14 @@ async function runCodecSection(options: Options, results: Results): Promise<void
   }
 }
 
-/** The sidecar's CPU per echo (one frame each way through it), µs. */
+/** The proxy's CPU per echo (one frame each way through it), µs: its % of a core over the window / echoes per second. */
 function cpuPerEchoUs(r: ThroughputResult): number {
   return ((r.cpu.proxy ?? 0) * 1e4) / r.messagesPerSec;
+}
+
+/** The proxy's CPU per handshake (one client session opened and closed through it), µs. */
+function cpuPerHandshakeUs(r: HandshakeResult): number {
+  return ((r.cpu.proxy ?? 0) * 1e4) / r.perSec;
 }
 
 /**
@@ -498,20 +588,23 @@ function stopSidecar(sidecar: SidecarProcess): Promise<void> {
   return sidecar.proc.stop('SIGTERM');
 }
 
-function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, nginx: NginxProcess | undefined): Target[] {
+function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, references: Partial<Record<ReferenceName, ProxyProcess>>): Target[] {
   const backendWatch: WatchedProcess = { role: 'backend', pid: backend.proc.pid };
   const targets: Target[] = [
     { name: 'direct', url: backend.url, watched: [backendWatch] },
     { name: 'sidecar', url: sidecar.url, watched: [{ role: 'proxy', pid: sidecar.proc.pid }, backendWatch] },
   ];
-  if (nginx) targets.push({ name: 'nginx', url: nginx.url, watched: [{ role: 'proxy', pid: nginx.proc.pid }, backendWatch] });
+  for (const name of REFERENCES) {
+    const proxy = references[name];
+    if (proxy) targets.push({ name, url: proxy.url, watched: [{ role: 'proxy', pid: proxy.proc.pid }, backendWatch] });
+  }
   return targets;
 }
 
 // ---- section 4: RSS per idle session ------------------------------------------------------------
 
 /**
- * A fresh backend, sidecar and nginx, so earlier runs' heap slack doesn't absorb the sessions.
+ * A fresh backend, sidecar, nginx and haproxy, so earlier runs' heap slack doesn't absorb the sessions.
  * The backend's own growth per direct connection is measured too, as a reference for what one
  * plain `ws` server socket costs in Node (a sidecar session holds two sockets).
  */
@@ -522,7 +615,7 @@ async function runRssSection(options: Options, env: Environment, results: Result
     results.rss.direct = await measureIdleRss(backend.url, backend.proc.pid, plan);
     log(`idle sessions, reference (echo backend, direct): ${rssLabel(results.rss.direct)}`);
 
-    const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }], nodeFlags: options.sidecarNodeFlags, gcHook: true });
+    const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }], nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, gcHook: true });
     try {
       results.rss.sidecar = await measureIdleRss(sidecar.url, sidecar.proc.pid, plan, sidecar);
       log(`idle sessions, sidecar: ${rssLabel(results.rss.sidecar)}`);
@@ -530,14 +623,12 @@ async function runRssSection(options: Options, env: Environment, results: Result
       await stopSidecar(sidecar);
     }
 
-    if (env.nginxBinary) {
-      const nginx = await startNginx(env.nginxBinary, backend.port);
-      env.nginxVersion = nginx.version;
+    for (const [name, proxy] of Object.entries(await startReferences(env, backend.port)) as [ReferenceName, ProxyProcess][]) {
       try {
-        results.rss.nginx = await measureIdleRss(nginx.url, nginx.proc.pid, plan);
-        log(`idle sessions, nginx: ${rssLabel(results.rss.nginx)}`);
+        results.rss[name] = await measureIdleRss(proxy.url, proxy.proc.pid, plan);
+        log(`idle sessions, ${name}: ${rssLabel(results.rss[name])}`);
       } finally {
-        await nginx.proc.stop('SIGKILL');
+        await proxy.proc.stop('SIGKILL');
       }
     }
   } finally {
@@ -577,6 +668,53 @@ async function runFailoverSection(options: Options, results: Results): Promise<v
   const { plan } = options;
   results.failover = await runFailoverTrials(options, plan.failoverTrials, (id, port) => startEchoBackend(id, port, true), 'none', taggedEchoTraffic);
   log(`failover gap: ${failoverLabel(results.failover)}`);
+}
+
+/** Sockets a process needs besides its sessions' (listeners, admin, pipes, node's own). */
+const SPARE_FILES = 200;
+
+/**
+ * Mass failover: two tagged echo backends answering a few ms late, one sidecar (no codec, its
+ * default least-sessions balancer), many sessions each sending every 500 ms; SIGKILL of the
+ * backend serving the most sessions (about half). Every process is checked for enough open files first.
+ */
+async function runMassFailoverSection(options: Options, results: Results): Promise<void> {
+  const mp = options.plan.massFailover;
+  const backends: BackendProcess[] = [];
+  const sidecarFiles = 2 * mp.sessions + SPARE_FILES;
+  const limits: string[] = [`bench ${checkOpenFiles(process.pid, mp.sessions + SPARE_FILES, 'the bench')}`];
+  let sidecar: SidecarProcess | undefined;
+  try {
+    for (const id of ['a', 'b']) {
+      const b = await startEchoBackend(id, await freePort(), true, ['--answer-delay', mp.answerDelay]);
+      backends.push(b);
+      limits.push(`backend ${id} ${checkOpenFiles(b.proc.pid, mp.sessions + SPARE_FILES, `backend ${id}`)}`);
+    }
+    sidecar = await startSidecar({ backends: backends.map((b) => ({ id: b.id, url: b.url })), nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags });
+    limits.push(`sidecar ${checkOpenFiles(sidecar.proc.pid, sidecarFiles, 'the sidecar')}`);
+    log(`mass failover: open files allowed (soft RLIMIT_NOFILE): ${limits.join(', ')}`);
+    const kill = (id: string) => backends.find((b) => b.id === id)?.proc.child.kill('SIGKILL');
+    results.massFailover = await runMassFailover(sidecar.url, mp, sidecar.proc.pid, kill);
+    log(`mass failover: ${massFailoverLabel(results.massFailover)}`);
+  } finally {
+    if (sidecar) await stopSidecar(sidecar);
+    for (const b of backends) await b.proc.stop('SIGKILL');
+  }
+}
+
+/** The sidecar's CPU per session failed over, ms (from the kill to the last one, steady traffic included). */
+function cpuPerResumedMs(r: MassFailoverResult): number {
+  return r.sidecarCpuMs / r.gaps.count;
+}
+
+function massFailoverLabel(r: MassFailoverResult): string {
+  const d = r.gaps;
+  return (
+    `${count(r.onKilled)} of ${count(r.sessions)} sessions on backend ${r.killed}: failed over p50 ${formatNumber(d.p50)} ms, p99 ${formatNumber(d.p99)} ms, ` +
+    `max ${formatNumber(d.max)} ms (${count(d.count)} failed over, ${count(r.notFailedOver)} not within the deadline, ${count(r.closed)} closed, ` +
+    `${count(r.closedElsewhere)} closed on the other backend); sidecar CPU ${formatNumber(r.sidecarCpuMs)} ms over ${formatNumber(r.spanMs)} ms = ` +
+    `${formatNumber(cpuPerResumedMs(r))} ms per session failed over (steady traffic before the kill: ${r.steadySidecarCpuPct.toFixed(0)}% of a core)`
+  );
 }
 
 /**
@@ -627,7 +765,7 @@ async function runFailoverTrials(
   };
   for (const id of ['a', 'b']) await start(id, await freePort());
   const withCodec = codec !== 'none';
-  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags, codec, admin: withCodec });
+  const sidecar = await startSidecar({ backends: [...backends.values()].map((b) => ({ id: b.id, url: b.url })), nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, codec, admin: withCodec });
   const gaps = new Float64Array(trials);
   let measured = 0;
   let timeouts = 0;
@@ -710,7 +848,7 @@ async function runMigrationSection(options: Options, results: Results): Promise<
   const backendArgs = ['--answer-delay', mp.answerDelay, '--stamp-delay'];
   const backends: BackendProcess[] = [];
   for (const id of ['a', 'b']) backends.push(await startEchoBackend(id, await freePort(), true, backendArgs));
-  const sidecar = await startSidecar({ backends: backends.map((b) => ({ id: b.id, url: b.url })), nodeFlags: options.sidecarNodeFlags, admin: true });
+  const sidecar = await startSidecar({ backends: backends.map((b) => ({ id: b.id, url: b.url })), nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, admin: true });
   const admin = new AdminClient({ baseUrl: sidecar.adminUrl! });
   const maxDurationMs = mp.warmupMs + mp.drains * (mp.steadyMs + mp.drainTimeoutMs + AFTER_DRAIN_MS) + 5000;
   const traffic = await startMigrationTraffic(sidecar.url, { sessions: mp.sessions, sendEveryMs: mp.sendEveryMs, maxDurationMs });
@@ -870,14 +1008,31 @@ function rssLabel(r: RssResult): string {
   return `${r.sessions} sessions, VmRSS ${formatNumber(r.beforeKiB / 1024)} → ${formatNumber(r.afterKiB / 1024)} MiB, ${formatNumber(r.perSessionKiB)} KiB per session${gc}`;
 }
 
-/** A table row: a label and one value per target, with the sidecar's ratios. */
+/** A table row: a label and one value per target, with the sidecar's ratios (to direct, nginx, haproxy). */
 function figureRow(label: string, values: PerTarget<number>, withRatios = true): string[] {
   return [
     label,
     ...TARGET_NAMES.map((t) => formatNumber(values[t])),
-    withRatios ? formatRatio(values.sidecar, values.direct) : '—',
-    withRatios ? formatRatio(values.sidecar, values.nginx) : '—',
+    ...(['direct', ...REFERENCES] as const).map((t) => (withRatios ? formatRatio(values.sidecar, values[t]) : '—')),
   ];
+}
+
+/** A row of the per-proxy tables: a label, the proxies' values (direct too when given), and the sidecar's ratios to nginx and haproxy. */
+function proxyRow(label: string, values: PerTarget<number>, withDirect: boolean): string[] {
+  const shown = withDirect ? TARGET_NAMES : TARGET_NAMES.filter((t) => t !== 'direct');
+  return [label, ...shown.map((t) => formatNumber(values[t])), ...REFERENCES.map((t) => formatRatio(values.sidecar, values[t]))];
+}
+
+function proxyHeader(first: string, withDirect: boolean): string[] {
+  const shown = withDirect ? TARGET_NAMES : TARGET_NAMES.filter((t) => t !== 'direct');
+  return [first, ...shown, ...REFERENCES.map((t) => `sidecar × ${t}`)];
+}
+
+function referencesLabel(env: Environment): string {
+  const what = { nginx: '1 worker, master_process off', haproxy: 'nbthread 1, -db' };
+  return REFERENCES.map((name) =>
+    env.binaries[name] ? `${name} ${env.versions[name] ?? '?'} (${what[name]})` : `${name} not found: skipped (apt-get install ${name} to compare)`,
+  ).join(', ');
 }
 
 function pick<T>(perTarget: PerTarget<T>, value: (r: T) => number): PerTarget<number> {
@@ -896,12 +1051,17 @@ function report(options: Options, env: Environment, results: Results): string {
   let maxOtherCpu = 0;
   const noteOther = (cpu: CpuShare) => (maxOtherCpu = Math.max(maxOtherCpu, cpu.other ?? 0));
   const tp = plan.throughput;
-  for (const [size, perTarget] of results.throughput) {
-    rows.push(figureRow(`echo ${sizeLabel(size)}: msg/s`, pick(perTarget, (r) => r.messagesPerSec)));
-    rows.push(figureRow(`echo ${sizeLabel(size)}: MiB/s`, pick(perTarget, (r) => r.mibPerSec)));
+  const rateRows: string[][] = [];
+  const echoCpuRows: string[][] = [];
+  for (const { size, window, perTarget } of results.throughput) {
+    const label = `${sizeLabel(size)}, ${window} in flight`;
+    rateRows.push(proxyRow(label, pick(perTarget, (r) => r.messagesPerSec), true));
+    const proxies = { ...perTarget };
+    delete proxies.direct;
+    echoCpuRows.push(proxyRow(label, pick(proxies, cpuPerEchoUs), false));
     for (const t of TARGET_NAMES) {
       const r = perTarget[t];
-      if (r) cpuRows.push(cpuRow(`echo ${sizeLabel(size)} ${t}`, r.cpu));
+      if (r) cpuRows.push(cpuRow(`echo ${label} ${t}`, r.cpu));
       if (r) noteOther(r.cpu);
     }
   }
@@ -921,6 +1081,9 @@ function report(options: Options, env: Environment, results: Results): string {
   const hs = results.handshakes;
   if (Object.keys(hs).length > 0) {
     rows.push(figureRow('handshakes/s (open+close)', pick(hs, (r) => r.perSec)));
+    const proxies = { ...hs };
+    delete proxies.direct;
+    rows.push(figureRow('proxy CPU per handshake, µs', pick(proxies, cpuPerHandshakeUs)));
     for (const t of TARGET_NAMES) {
       const r = hs[t];
       if (r) cpuRows.push(cpuRow(`handshakes ${t}`, r.cpu));
@@ -945,20 +1108,52 @@ function report(options: Options, env: Environment, results: Results): string {
 
   const out: string[] = [];
   out.push('== Summary ==');
+  out.push(`commit ${env.commit}; machine: ${env.cores} cores (${env.cpuModel}), node ${env.node}; ${referencesLabel(env)}`);
+  out.push(`sidecar: ${sidecarFlagsLabel(env)}`);
+  const mf = plan.massFailover;
   out.push(
-    `commit ${env.commit}; machine: ${env.cores} cores (${env.cpuModel}), node ${env.node}, ${env.nginxBinary ? `nginx ${env.nginxVersion ?? '?'} (1 worker, master_process off)` : 'nginx not found: skipped (apt-get install nginx to compare)'}`,
-  );
-  out.push(
-    `throughput: ${tp.connections} connections × ${tp.window} in flight, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
+    `throughput: ${tp.connections} connections × ${tp.windows.join(', ')} messages in flight each, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
       `latency: ${plan.latency.connections} connections, ${plan.latency.payloadBytes} B; handshakes: concurrency ${plan.handshakes.concurrency}, ${plan.handshakes.measureMs} ms; ` +
-      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; resume: ${plan.resume.trials} trials per protocol; migration: ${plan.migration.sessions} sessions` +
+      `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; mass failover: ${mf.sessions} sessions, one message every ${mf.sendEveryMs} ms each; ` +
+      `resume: ${plan.resume.trials} trials per protocol; codec: ${BAR_WINDOW} in flight; migration: ${plan.migration.sessions} sessions` +
       (options.rounds > 1 ? `; ${options.rounds} interleaved rounds per target, the least disturbed kept` : ''),
   );
+  if (rateRows.length > 0) {
+    out.push('');
+    out.push(`Echo throughput, msg/s (${tp.connections} connections, each keeping N messages in flight):`);
+    out.push(renderTable(proxyHeader('echo', true), rateRows));
+    out.push('');
+    out.push('Proxy CPU per echo, µs (its CPU over the measured interval / echoes; less is better):');
+    out.push(renderTable(proxyHeader('echo', false), echoCpuRows));
+  }
   out.push('');
-  out.push(renderTable(['figure', 'direct', 'sidecar', 'nginx', 'sidecar/direct', 'sidecar/nginx'], rows));
+  out.push(renderTable(['figure', ...TARGET_NAMES, ...(['direct', ...REFERENCES] as const).map((t) => `sidecar/${t}`)], rows));
   if (results.rss.direct) out.push('(RSS "direct" = the echo backend\'s own growth per connection: one plain ws socket in Node, for reference only.)');
   if (fo && fo.timeouts + fo.closed > 0) {
     out.push(`(failover: ${fo.timeouts + fo.closed} of ${fo.trials} trials saw no reply from the other backend within 5 s; not in the percentiles.)`);
+  }
+  const mass = results.massFailover;
+  if (mass) {
+    out.push('');
+    out.push(
+      `Mass failover (${count(mass.sessions)} sessions over two tagged echo backends answering ${mf.answerDelay} ms late, each session sending every ${mf.sendEveryMs} ms; ` +
+        `SIGKILL of backend ${mass.killed}, which served ${count(mass.onKilled)}):`,
+    );
+    const g = mass.gaps;
+    out.push(
+      renderTable(
+        ['figure', 'sidecar'],
+        [
+          ['kill → first answer from the other backend, p50 / p99 / max, ms', `${formatNumber(g.p50)} / ${formatNumber(g.p99)} / ${formatNumber(g.max)}`],
+          ['sessions failed over', `${count(g.count)} of ${count(mass.onKilled)}`],
+          [`not failed over within ${mf.deadlineMs / 1000} s (still open)`, count(mass.notFailedOver)],
+          ['closed: of the killed backend / of the other', `${count(mass.closed)} / ${count(mass.closedElsewhere)}`],
+          ['sidecar CPU from the kill to the last failover (or close), ms', `${formatNumber(mass.sidecarCpuMs)} over ${formatNumber(mass.spanMs)} ms`],
+          ['  per session failed over, ms', formatNumber(cpuPerResumedMs(mass))],
+          ['  of which steady traffic (its rate before the kill), ms per session', formatNumber((mass.steadySidecarCpuPct * mass.spanMs) / 100 / g.count)],
+        ],
+      ),
+    );
   }
   if (results.resume.length > 0) {
     const rp = plan.resume;
@@ -1082,7 +1277,7 @@ function report(options: Options, env: Environment, results: Results): string {
   }
   out.push('');
   out.push('== Bars ==');
-  out.push(...bars(results));
+  out.push(...bars(results, plan));
   return out.join('\n');
 }
 
@@ -1107,20 +1302,35 @@ function barLine(verdict: Verdict, text: string): string {
   return `[${verdict}] ${text}`;
 }
 
-function bars(results: Results): string[] {
+/** A bar comparing the sidecar with nginx: `sidecar / nginx` must be ≤ (or ≥) `limit`. */
+function vsNginxBar(what: string, sidecar: number | undefined, nginx: number | undefined, limit: number, atMost: boolean, unit: string): string {
+  const text = `${what} ${atMost ? '≤' : '≥'} ${limit}× nginx`;
+  if (sidecar === undefined || nginx === undefined) return barLine('SKIP', `${text}: ${sidecar === undefined ? 'not measured' : 'nginx not measured'}`);
+  const ratio = sidecar / nginx;
+  const ok = atMost ? ratio <= limit : ratio >= limit;
+  return barLine(ok ? 'PASS' : 'FAIL', `${text}: ${ratio.toFixed(2)}× (${formatNumber(sidecar)} vs ${formatNumber(nginx)} ${unit})`);
+}
+
+function bars(results: Results, plan: Plan): string[] {
   const lines: string[] = [];
-  if (results.throughput.size === 0) lines.push(barLine('SKIP', `throughput through the sidecar ≥ ${BARS.throughputVsNginx}× nginx: not measured`));
-  for (const [size, perTarget] of results.throughput) {
-    const what = `echo ${sizeLabel(size)} throughput through the sidecar ≥ ${BARS.throughputVsNginx}× nginx`;
-    const s = perTarget.sidecar?.messagesPerSec;
-    const n = perTarget.nginx?.messagesPerSec;
-    if (s === undefined || n === undefined) {
-      lines.push(barLine('SKIP', `${what}: nginx not measured`));
-      continue;
+  for (const [size, bar] of BARS.echo) {
+    const cases = results.throughput.filter((c) => c.size === size);
+    if (cases.length === 0) lines.push(barLine('SKIP', `echo ${sizeLabel(size)}: not measured`));
+    for (const { window, perTarget } of cases) {
+      const cpu = (t: TargetName) => (perTarget[t] ? cpuPerEchoUs(perTarget[t]) : undefined);
+      lines.push(vsNginxBar(`proxy CPU per ${sizeLabel(size)} echo, ${window} in flight,`, cpu('sidecar'), cpu('nginx'), bar.cpuVsNginx, true, 'µs'));
     }
-    const ratio = s / n;
-    lines.push(barLine(ratio >= BARS.throughputVsNginx ? 'PASS' : 'FAIL', `${what}: ${ratio.toFixed(2)}× (${formatNumber(s)} vs ${formatNumber(n)} msg/s)`));
+    const atWindow = cases.find((c) => c.window === BAR_WINDOW)?.perTarget;
+    if (atWindow) {
+      const what = `echo ${sizeLabel(size)} msg/s, ${BAR_WINDOW} in flight,`;
+      lines.push(vsNginxBar(what, atWindow.sidecar?.messagesPerSec, atWindow.nginx?.messagesPerSec, bar.rateVsNginx, false, 'msg/s'));
+    }
   }
+  const hs = results.handshakes;
+  const hsCpu = (t: TargetName) => (hs[t] ? cpuPerHandshakeUs(hs[t]) : undefined);
+  lines.push(vsNginxBar('proxy CPU per handshake', hsCpu('sidecar'), hsCpu('nginx'), BARS.handshakeCpuVsNginx, true, 'µs'));
+  lines.push(vsNginxBar('handshakes/s', hs.sidecar?.perSec, hs.nginx?.perSec, BARS.handshakeRateVsNginx, false, '/s'));
+  lines.push(vsNginxBar(`p99 round trip at ${plan.latency.ratePerSec} msg/s`, results.latency.sidecar?.p99Ms, results.latency.nginx?.p99Ms, BARS.p99VsNginx, true, 'ms'));
   const added = addedP99(results.latency).sidecar;
   lines.push(
     added === undefined
@@ -1142,6 +1352,23 @@ function bars(results: Results): string[] {
     const extra = fo.timeouts + fo.closed > 0 ? `, ${fo.timeouts + fo.closed} trial(s) without failover` : '';
     lines.push(barLine(ok ? 'PASS' : 'FAIL', `failover gap p99 < ${BARS.failoverP99Ms} ms: ${formatNumber(fo.gaps.p99)} ms over ${fo.gaps.count} trials${extra}`));
   }
+  const mass = results.massFailover;
+  const massBar = (text: string, verdict: (m: MassFailoverResult) => [boolean, string]) => {
+    if (mass === undefined) return barLine('SKIP', `${text}: not measured`);
+    const [passed, figure] = verdict(mass);
+    return barLine(passed ? 'PASS' : 'FAIL', `${text}: ${figure}`);
+  };
+  lines.push(
+    massBar(`mass failover: every session of the killed backend answered by the other within ${BARS.massFailoverMaxMs} ms`, (m) => {
+      const missing = m.onKilled - m.gaps.count;
+      return [missing === 0 && m.gaps.max <= BARS.massFailoverMaxMs, `max ${formatNumber(m.gaps.max)} ms over ${count(m.gaps.count)}${missing > 0 ? `, ${count(missing)} never` : ''}`];
+    }),
+    massBar(`mass failover: sidecar CPU per session failed over ≤ ${BARS.massFailoverCpuMsPerSession} ms`, (m) => {
+      const perSession = cpuPerResumedMs(m);
+      return [perSession <= BARS.massFailoverCpuMsPerSession, `${formatNumber(perSession)} ms`];
+    }),
+    massBar('mass failover: 0 sessions closed', (m) => [m.closed + m.closedElsewhere === 0, `${count(m.closed + m.closedElsewhere)} closed`]),
+  );
   if (results.resume.length === 0) lines.push(barLine('SKIP', `resumed session's gap p99 < ${BARS.resumeP99Ms} ms: not measured`));
   for (const { protocol, result: r } of results.resume) {
     // A session that did not resume (closed, no tick from the other backend) fails the bar.

@@ -7,7 +7,6 @@
 //   kube-cache    the operator's RSS and time to /readyz with thousands of pods in the cluster
 //   kube-slices   an EndpointSlice change reaching every one of many sidecars
 //   kube-cutover  a blue/green rollout of thousands of live sessions at the CRD's default rate
-import { readFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -21,7 +20,7 @@ import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs, type 
 import { condition, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, sessionsOn } from '../test/kube/rollout.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type PodProcessesOptions, type SidecarProcess } from '../test/kube/workloads.js';
 import { cpuShare, cpuSnapshot, startMigrationTraffic, type CpuShare, type MigrationTally, type MigrationTraffic } from './loadgen.js';
-import { readRssKiB } from './procs.js';
+import { imageNodeOptions, readRssKiB } from './procs.js';
 import { distributionOf, formatNumber, renderTable, type Distribution } from './stats.js';
 
 // ---- plans and results ----------------------------------------------------------------------------
@@ -212,14 +211,6 @@ async function startKubelet(cluster: Cluster, pods: PodProcesses, teardown: Tear
   // Before the pods' processes: it must not restart them while they are being stopped.
   teardown.add(() => kubelet.stop());
   return kubelet;
-}
-
-/** The image's NODE_OPTIONS (its Dockerfile's ENV): the operator and sidecars run with what ships. */
-function imageNodeOptions(): string {
-  const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
-  const m = /^\s*(?:ENV\s+.*?)?NODE_OPTIONS=(\S+)/m.exec(dockerfile.replace(/\\\n/g, ' '));
-  if (!m) throw new Error('the Dockerfile sets no NODE_OPTIONS');
-  return m[1]!;
 }
 
 export async function runKubeParts(parts: ReadonlySet<KubePart>, plan: KubePlan, log: Log): Promise<KubeResults> {

@@ -5,6 +5,7 @@ import { createHistogram, performance } from 'node:perf_hooks';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { WebSocket, type ClientOptions } from 'ws';
 import { readCpuMs, readMachineBusyMs } from './procs.js';
+import { distributionOf, type Distribution } from './stats.js';
 
 const SEND_BINARY = { binary: true } as const;
 const SEND_TEXT = { binary: false } as const;
@@ -636,6 +637,145 @@ export function stompTraffic(streams: number, token: string): FailoverTraffic {
       return m.from !== undefined && stream >= 0 ? { backend: m.from, stream } : null;
     },
   };
+}
+
+// ---- 5b. mass failover: many sessions lose their backend at once --------------------------------
+
+export interface MassFailoverPlan {
+  sessions: number;
+  /** Each session sends one text message this often (the sessions' sends spread over the period). */
+  sendEveryMs: number;
+  /** Traffic before the kill: every session has been answered a few times. */
+  warmupMs: number;
+  /** A session of the killed backend not answered by another one this long after the kill has not failed over. */
+  deadlineMs: number;
+}
+
+export interface MassFailoverResult {
+  sessions: number;
+  /** The killed backend's id, and how many sessions it served at the kill. */
+  killed: string;
+  onKilled: number;
+  /** Per session of the killed backend that failed over: kill → the first answer tagged by another backend, ms. */
+  gaps: Distribution;
+  /** Sessions of the killed backend still open but not answered by another backend by the deadline. */
+  notFailedOver: number;
+  /** Sessions closed after the kill: of the killed backend, and of the other. */
+  closed: number;
+  closedElsewhere: number;
+  /** The sidecar's CPU from the kill to the last session failed over or closed (to the deadline if one did neither), ms. */
+  sidecarCpuMs: number;
+  /** Kill → the last session failed over or closed (or the deadline), ms. */
+  spanMs: number;
+  /** The sidecar's CPU before the kill, % of one core: what the steady traffic costs (part of sidecarCpuMs). */
+  steadySidecarCpuPct: number;
+}
+
+/**
+ * `sessions` clients of a sidecar in front of two tagged echo backends (text replies "<id>|..."),
+ * each sending a text message every `sendEveryMs`. After the warm-up, `kill(id)` is called for
+ * the backend serving the most sessions; each of its sessions is timed from the kill to its first
+ * answer from another backend. The sidecar's CPU (pid `sidecarPid`) is read at the kill and when
+ * the last of them has failed over (or been closed).
+ */
+export async function runMassFailover(url: string, plan: MassFailoverPlan, sidecarPid: number, kill: (backendId: string) => void): Promise<MassFailoverResult> {
+  const n = plan.sessions;
+  const sockets = await connectMany(url, n, 32);
+  const lastBy = new Uint8Array(n);
+  /** At the kill: 1 for the sessions of the killed backend. */
+  const onKilled = new Uint8Array(n);
+  const gaps = new Float64Array(n);
+  const closed = new Uint8Array(n);
+  let killedBy = 0;
+  let killedAt = 0;
+  let expected = 0;
+  /** Sessions of the killed backend failed over or closed: when all are, the sidecar's CPU is read. */
+  let settled = 0;
+  let settledAt: { at: number; cpuMs: number } | undefined;
+  let onAllSettled: () => void = () => {};
+  const allSettled = new Promise<void>((resolve) => (onAllSettled = resolve));
+  const settle = (now: number) => {
+    if (++settled !== expected) return;
+    settledAt = { at: now, cpuMs: readCpuMs(sidecarPid) };
+    onAllSettled();
+  };
+  sockets.forEach((ws, s) => {
+    ws.on('close', () => {
+      closed[s] = 1;
+      if (onKilled[s] === 1 && gaps[s] === 0) settle(performance.now());
+    });
+    ws.on('message', (data: Buffer) => {
+      if (data[1] !== 0x7c) return;
+      const by = data[0]!;
+      lastBy[s] = by;
+      if (onKilled[s] === 0 || by === killedBy || gaps[s] > 0) return;
+      const now = performance.now();
+      gaps[s] = now - killedAt;
+      settle(now);
+    });
+  });
+
+  // One pacer sends whatever is due, session after session, so each sends every sendEveryMs.
+  const message = Buffer.from('m');
+  const start = performance.now();
+  let sent = 0;
+  let pacing = true;
+  const pace = () => {
+    if (!pacing) return;
+    const due = Math.floor(((performance.now() - start) * n) / plan.sendEveryMs);
+    for (; sent < due; sent++) {
+      const ws = sockets[sent % n]!;
+      if (ws.readyState === WebSocket.OPEN) ws.send(message, SEND_TEXT);
+    }
+    setTimeout(pace, 2);
+  };
+  pace();
+  try {
+    // The steady cost: the sidecar's CPU over the second half of the warm-up.
+    await sleep(plan.warmupMs / 2);
+    const steadyFrom = { at: performance.now(), cpuMs: readCpuMs(sidecarPid) };
+    await sleep(plan.warmupMs / 2);
+    const counts = new Map<number, number>();
+    for (const by of lastBy) if (by !== 0) counts.set(by, (counts.get(by) ?? 0) + 1);
+    const [busiest] = [...counts].sort((a, b) => b[1] - a[1])[0] ?? [0];
+    if (busiest === 0 || counts.size < 2) throw new Error(`mass failover: after the warm-up the sessions are answered by ${counts.size} backend(s), not 2`);
+    for (let s = 0; s < n; s++) if (lastBy[s] === busiest) onKilled[s] = 1;
+    expected = counts.get(busiest)!;
+    killedBy = busiest;
+    killedAt = performance.now();
+    const killCpuMs = readCpuMs(sidecarPid);
+    const steadySidecarCpuPct = (100 * (killCpuMs - steadyFrom.cpuMs)) / (killedAt - steadyFrom.at);
+    kill(String.fromCharCode(busiest));
+    await Promise.race([allSettled, sleep(plan.deadlineMs)]);
+    const end = settledAt ?? { at: performance.now(), cpuMs: readCpuMs(sidecarPid) };
+    let closedOnKilled = 0;
+    let closedElsewhere = 0;
+    let notFailedOver = 0;
+    const measured: number[] = [];
+    for (let s = 0; s < n; s++) {
+      if (onKilled[s] === 0) closedElsewhere += closed[s]!;
+      else if (closed[s] === 1) closedOnKilled++;
+      if (onKilled[s] === 0) continue;
+      if (gaps[s]! > 0) measured.push(gaps[s]!);
+      else if (closed[s] === 0) notFailedOver++;
+    }
+    return {
+      sessions: n,
+      killed: String.fromCharCode(busiest),
+      onKilled: expected,
+      gaps: distributionOf(Float64Array.from(measured), measured.length),
+      notFailedOver,
+      closed: closedOnKilled,
+      closedElsewhere,
+      sidecarCpuMs: end.cpuMs - killCpuMs,
+      spanMs: end.at - killedAt,
+      steadySidecarCpuPct,
+    };
+  } finally {
+    pacing = false;
+    // Cut rather than close: 4,000 close handshakes would only slow the bench down.
+    for (const ws of sockets) ws.terminate();
+  }
 }
 
 // ---- 6. planned migration under steady traffic --------------------------------------------------

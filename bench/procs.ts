@@ -1,4 +1,4 @@
-// Child processes of the benchmark: echo and protocol backends, the sidecar and nginx, each in its own process
+// Child processes of the benchmark: echo and protocol backends, the sidecar, nginx and haproxy, each in its own process
 // so the load generator (this process) measures them from outside. Every process started here is
 // registered and killed on exit, on error and on SIGINT/SIGTERM.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -214,7 +214,9 @@ async function startListening(name: string, script: string, args: string[]): Pro
 
 export interface SidecarOptions {
   backends: { id: string; url: string }[];
-  /** Extra node flags for the sidecar process (e.g. --cpu-prof, --max-semi-space-size=2). */
+  /** The sidecar's NODE_OPTIONS; default: the image's (imageNodeOptions()), so the bench measures what ships. */
+  nodeOptions?: string;
+  /** Extra node flags for the sidecar process, after NODE_OPTIONS (e.g. --cpu-prof, --max-semi-space-size=2). */
   nodeFlags?: string[];
   /**
    * Preload a hook (with --expose-gc) that runs a full GC on SIGUSR2 and prints the heap figures
@@ -253,7 +255,15 @@ export interface SidecarProcess {
   proc: ManagedProcess;
 }
 
-/** Starts `node bin/baton.js sidecar --config <tmp yaml>` on a free loopback port. */
+/** The image's NODE_OPTIONS (its Dockerfile's ENV): every sidecar the bench starts, and the kube parts' operator, run with what ships. */
+export function imageNodeOptions(): string {
+  const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+  const m = /^\s*(?:ENV\s+.*?)?NODE_OPTIONS=(\S+)/m.exec(dockerfile.replace(/\\\n/g, ' '));
+  if (!m) throw new Error('the Dockerfile sets no NODE_OPTIONS');
+  return m[1]!;
+}
+
+/** Starts `node bin/baton.js sidecar --config <tmp yaml>` on a free loopback port, with the image's NODE_OPTIONS unless told otherwise. */
 export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess> {
   const port = await freePort();
   const adminPort = opts.admin ? await freePort() : 0;
@@ -285,7 +295,8 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     flags.push('--expose-gc', '--require', hook);
   }
   const args = [...flags, batonLauncher, 'sidecar', '--config', configFile];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const env = { ...childEnv(), NODE_OPTIONS: opts.nodeOptions ?? imageNodeOptions() };
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
   const proc = new ManagedProcess('sidecar', child);
   await waitForPort(port, proc);
   if (opts.admin) await waitForPort(adminPort, proc);
@@ -299,37 +310,38 @@ export async function forceGc(sidecar: SidecarProcess): Promise<GcReport> {
   return JSON.parse(await line) as GcReport;
 }
 
-// ---- nginx ----------------------------------------------------------------------------------
+// ---- nginx and haproxy ----------------------------------------------------------------------
 
-export interface NginxProcess {
+/** A reference proxy (nginx, haproxy) in front of one backend. */
+export interface ProxyProcess {
   readonly port: number;
   readonly url: string;
   readonly version: string;
   proc: ManagedProcess;
 }
 
-/** The nginx binary on PATH (as `command -v nginx` finds it), or null. */
-export function findNginx(): string | null {
-  const found = spawnSync('sh', ['-c', 'command -v nginx'], { encoding: 'utf8' });
+/** A proxy binary on PATH (as `command -v NAME` finds it), or null. */
+export function findOnPath(name: 'nginx' | 'haproxy'): string | null {
+  const found = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
   const path = found.status === 0 ? found.stdout.trim() : '';
   return path === '' ? null : path;
 }
 
-async function nginxVersion(binary: string): Promise<string> {
-  const child = spawn(binary, ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** The version a binary prints for `flag` (nginx -v, haproxy -v): the first match of `pattern`'s group. */
+async function binaryVersion(binary: string, flag: string, pattern: RegExp): Promise<string> {
+  const child = spawn(binary, [flag], { stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   child.stdout.on('data', (c: Buffer) => (text += c.toString()));
   child.stderr.on('data', (c: Buffer) => (text += c.toString()));
   await new Promise((resolve) => child.once('close', resolve));
-  const m = /nginx\/(\S+)/.exec(text);
-  return m ? m[1] : 'unknown';
+  return pattern.exec(text)?.[1] ?? 'unknown';
 }
 
 /**
- * One nginx process (master_process off, one worker) proxying WebSockets to `backendUrl`, with
+ * One nginx process (master_process off, one worker) proxying WebSockets to `backendPort`, with
  * its own prefix, config, pid file and temp paths under a temp dir so nothing under /var is touched.
  */
-export async function startNginx(binary: string, backendPort: number): Promise<NginxProcess> {
+export async function startNginx(binary: string, backendPort: number): Promise<ProxyProcess> {
   const port = await freePort();
   const dir = makeTempDir('baton-bench-nginx-');
   for (const sub of ['logs', 'client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(dir, sub));
@@ -365,10 +377,55 @@ http {
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = new ManagedProcess('nginx', child);
   await waitForPort(port, proc);
-  return { port, url: `ws://127.0.0.1:${port}`, version: await nginxVersion(binary), proc };
+  return { port, url: `ws://127.0.0.1:${port}`, version: await binaryVersion(binary, '-v', /nginx\/(\S+)/), proc };
+}
+
+/**
+ * One haproxy process (`-db`: foreground, no master; `nbthread 1`) proxying WebSockets to
+ * `backendPort` in `mode http` (it switches an upgraded connection to a tunnel), with its own
+ * config under a temp dir: no pid file, no log, no stats socket, nothing under /var.
+ */
+export async function startHaproxy(binary: string, backendPort: number): Promise<ProxyProcess> {
+  const port = await freePort();
+  const dir = makeTempDir('baton-bench-haproxy-');
+  const conf = `
+# Benchmark-only config written by bench/procs.ts.
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+  timeout tunnel 1h
+frontend bench
+  bind 127.0.0.1:${port}
+  default_backend echo
+backend echo
+  server echo 127.0.0.1:${backendPort}
+`;
+  writeFileSync(join(dir, 'haproxy.cfg'), conf);
+  const child = spawn(binary, ['-db', '-f', join(dir, 'haproxy.cfg')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = new ManagedProcess('haproxy', child);
+  await waitForPort(port, proc);
+  return { port, url: `ws://127.0.0.1:${port}`, version: await binaryVersion(binary, '-v', /HAProxy version (\S+)/), proc };
 }
 
 // ---- /proc readings ---------------------------------------------------------------------------
+
+/**
+ * The number of files a process may open (its soft RLIMIT_NOFILE, from /proc/<pid>/limits); throws
+ * when it is below `needed`. Node raises its soft limit to the hard one at startup, so for the
+ * bench and its node children the hard limit is what counts.
+ */
+export function checkOpenFiles(pid: number, needed: number, name: string): number {
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  if (!m) throw new Error(`no "Max open files" in /proc/${pid}/limits`);
+  const allowed = m[1] === 'unlimited' ? Infinity : Number(m[1]);
+  if (allowed < needed) throw new Error(`${name} may open ${allowed} files, the bench needs ${needed}: raise the hard limit (ulimit -Hn) for the bench`);
+  return allowed;
+}
 
 /** Resident set size of a process in KiB (VmRSS from /proc/<pid>/status). */
 export function readRssKiB(pid: number): number {
