@@ -1,7 +1,7 @@
 // Prometheus metrics of the sidecar. Per-message figures (message counts, bytes, sizes) are kept
 // in plain numbers on the hot path and turned into samples when scraped; prom-client's own
 // label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Metric } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { CodecStats } from './codecs/tracker.js';
 import {
   BACKEND_STATES,
@@ -66,39 +66,57 @@ export interface MetricsSource {
   codecs(): ReadonlyMap<string, { stats: CodecStats }>;
 }
 
-/** Message size histogram updated per message with no allocation; exported as a Prometheus histogram. */
-class MessageSizeHistogram {
-  readonly name = 'baton_message_size_bytes';
-  readonly help = 'Size of proxied messages in bytes, by direction (in = client to backend).';
+/**
+ * A histogram with one label whose values are known up front (a vocabulary list), updated with no
+ * allocation or label hashing (prom-client's labelled observe costs more than a session's failover
+ * step); exported as a Prometheus histogram with every label value present from the start.
+ */
+class FixedHistogram<L extends string> {
   readonly type = 'histogram';
   readonly aggregator = 'sum';
-  private readonly bounds = [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216];
-  private readonly counts = [new Float64Array(this.bounds.length + 1), new Float64Array(this.bounds.length + 1)];
-  private readonly sums = new Float64Array(2);
+  private readonly counts: Float64Array[];
+  private readonly sums: Float64Array;
+  private readonly index: ReadonlyMap<L, number>;
 
-  observe(direction: number, size: number): void {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly labelName: string,
+    private readonly labelValues: readonly L[],
+    private readonly bounds: readonly number[],
+  ) {
+    this.counts = labelValues.map(() => new Float64Array(bounds.length + 1));
+    this.sums = new Float64Array(labelValues.length);
+    this.index = new Map(labelValues.map((v, i) => [v, i]));
+  }
+
+  observe(label: L, value: number): void {
+    this.observeAt(this.index.get(label)!, value);
+  }
+
+  /** With the label value's position in the list (the data path's constants). */
+  observeAt(labelIndex: number, value: number): void {
     const bounds = this.bounds;
     let i = 0;
-    while (i < bounds.length && size > bounds[i]!) i++;
-    this.counts[direction]![i]!++;
-    this.sums[direction]! += size;
+    while (i < bounds.length && value > bounds[i]!) i++;
+    this.counts[labelIndex]![i]!++;
+    this.sums[labelIndex]! += value;
   }
 
   get() {
     const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
-    for (let d = 0; d < 2; d++) {
-      const direction = DIRECTIONS[d]!;
-      const counts = this.counts[d]!;
+    this.labelValues.forEach((labelValue, l) => {
+      const counts = this.counts[l]!;
       let cumulative = 0;
       this.bounds.forEach((le, i) => {
         cumulative += counts[i]!;
-        values.push({ labels: { direction, le }, value: cumulative, metricName: `${this.name}_bucket` });
+        values.push({ labels: { [this.labelName]: labelValue, le }, value: cumulative, metricName: `${this.name}_bucket` });
       });
       cumulative += counts[this.bounds.length]!;
-      values.push({ labels: { direction, le: '+Inf' }, value: cumulative, metricName: `${this.name}_bucket` });
-      values.push({ labels: { direction }, value: this.sums[d]!, metricName: `${this.name}_sum` });
-      values.push({ labels: { direction }, value: cumulative, metricName: `${this.name}_count` });
-    }
+      values.push({ labels: { [this.labelName]: labelValue, le: '+Inf' }, value: cumulative, metricName: `${this.name}_bucket` });
+      values.push({ labels: { [this.labelName]: labelValue }, value: this.sums[l]!, metricName: `${this.name}_sum` });
+      values.push({ labels: { [this.labelName]: labelValue }, value: cumulative, metricName: `${this.name}_count` });
+    });
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator } as never;
   }
 
@@ -110,18 +128,36 @@ class MessageSizeHistogram {
 
 export class SidecarMetrics {
   readonly registry = new Registry();
-  readonly messageSize = new MessageSizeHistogram();
+  readonly messageSize = new FixedHistogram(
+    'baton_message_size_bytes',
+    'Size of proxied messages in bytes, by direction (in = client to backend).',
+    'direction',
+    DIRECTIONS,
+    [64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216],
+  );
+  readonly switchGap = new FixedHistogram(
+    'baton_failover_gap_seconds',
+    'Time from losing (or starting to leave) a backend to the session running on the next one, by reason.',
+    'reason',
+    SWITCH_REASONS,
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  );
+  readonly migrationDrain = new FixedHistogram(
+    'baton_migration_drain_seconds',
+    "Time a planned migration held the client's messages while the old backend finished, by how that ended (quiet, settled, old-closed, feed-bound, drain-timeout).",
+    'ended',
+    DRAIN_ENDS,
+    [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  );
   /** Totals of sessions that have ended (live sessions are summed at scrape time). */
   private readonly ended = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
 
   readonly sessionsOpened: Counter;
   readonly sessionsClosed: Counter<'reason'>;
   readonly switches: Counter<'reason' | 'result'>;
-  readonly switchGap: Histogram<'reason'>;
   readonly dials: Counter<'backend' | 'result'>;
   readonly dialFailures: Counter<'backend' | 'reason'>;
   readonly migrations: Counter<'result'>;
-  readonly migrationDrain: Histogram<'ended'>;
   readonly migrationCutoffs: Counter<'ended'>;
   readonly replayed: Counter;
   readonly adminRequests: Counter<'route' | 'status'>;
@@ -129,7 +165,7 @@ export class SidecarMetrics {
   constructor(source: MetricsSource) {
     const registers = [this.registry];
     collectProcessMetrics(this.registry);
-    this.registry.registerMetric(this.messageSize as unknown as Metric);
+    for (const h of [this.messageSize, this.switchGap, this.migrationDrain]) this.registry.registerMetric(h as unknown as Metric);
     this.sessionsOpened = new Counter({ name: 'baton_sessions_opened_total', help: 'Client sessions opened.', registers });
     this.sessionsClosed = new Counter({
       name: 'baton_sessions_closed_total',
@@ -141,13 +177,6 @@ export class SidecarMetrics {
       name: 'baton_failovers_total',
       help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload planned) and result.',
       labelNames: ['reason', 'result'],
-      registers,
-    });
-    this.switchGap = new Histogram({
-      name: 'baton_failover_gap_seconds',
-      help: "Time from losing (or starting to leave) a backend to the session running on the next one, by reason.",
-      labelNames: ['reason'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
     this.dials = new Counter({
@@ -166,14 +195,6 @@ export class SidecarMetrics {
       name: 'baton_migrations_total',
       help: 'Planned migrations, by result (migrated, failed, busy, closed).',
       labelNames: ['result'],
-      registers,
-    });
-    this.migrationDrain = new Histogram({
-      name: 'baton_migration_drain_seconds',
-      help:
-        "Time a planned migration held the client's messages while the old backend finished, by how that ended (quiet, settled, old-closed, feed-bound, drain-timeout).",
-      labelNames: ['ended'],
-      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
     this.migrationCutoffs = new Counter({
@@ -199,11 +220,9 @@ export class SidecarMetrics {
     // (a series born at its first increment has no earlier sample to rise from).
     for (const reason of SESSION_END_REASONS) this.sessionsClosed.inc({ reason }, 0);
     for (const reason of SWITCH_REASONS) {
-      this.switchGap.zero({ reason });
       for (const result of SWITCH_RESULTS) this.switches.inc({ reason, result }, 0);
     }
     for (const result of MIGRATION_RESULTS) this.migrations.inc({ result }, 0);
-    for (const ended of DRAIN_ENDS) this.migrationDrain.zero({ ended });
     for (const ended of CUT_DRAIN_ENDS) this.migrationCutoffs.inc({ ended }, 0);
 
     const ended = this.ended;

@@ -229,14 +229,14 @@ export class Session implements PeerSink {
     this.messagesIn++;
     this.bytesIn += bytes;
     this.active = true;
-    this.host.metrics.messageSize.observe(DIRECTION_IN, bytes);
+    this.host.metrics.messageSize.observeAt(DIRECTION_IN, bytes);
   }
 
   private countOut(bytes: number): void {
     this.messagesOut++;
     this.bytesOut += bytes;
     this.active = true;
-    this.host.metrics.messageSize.observe(DIRECTION_OUT, bytes);
+    this.host.metrics.messageSize.observeAt(DIRECTION_OUT, bytes);
   }
 
   private fromClient(data: Buffer, isBinary: boolean): void {
@@ -439,14 +439,14 @@ export class Session implements PeerSink {
         return;
       case 'switch-ended':
         host.metrics.switches.inc({ reason: e.reason, result: e.result });
-        if (e.result === 'resumed') host.metrics.switchGap.observe({ reason: e.reason }, (Date.now() - e.startedAt) / 1000);
+        if (e.result === 'resumed') host.metrics.switchGap.observe(e.reason, (Date.now() - e.startedAt) / 1000);
         if (e.result === 'resumed' && isFailover(e.reason)) {
           const gapMs = Date.now() - e.startedAt;
           host.log.info({ session: this.id, backend: this.backend?.id, reason: e.reason, gapMs }, 'failover complete');
         }
         return;
       case 'drain-ended': {
-        host.metrics.migrationDrain.observe({ ended: e.ended }, e.heldMs / 1000);
+        host.metrics.migrationDrain.observe(e.ended, e.heldMs / 1000);
         const fields = { session: this.id, backend: e.from, target: e.to, reason: e.ended, heldMs: e.heldMs };
         if (CUT_DRAIN_ENDS.includes(e.ended) && this.tracker === null) {
           host.metrics.migrationCutoffs.inc({ ended: e.ended });

@@ -445,10 +445,15 @@ export class FramePeer implements Peer {
     this.socket.destroy();
   }
 
-  /** @internal (socket listener) The other side closed its half: close ours. */
+  /**
+   * @internal (socket listener) The other side closed its half. After a closing handshake ours
+   * is closed in turn; without one the peer is gone (a crashed backend, a client that vanished),
+   * and the socket is dropped at once: nothing written to it now would be read.
+   */
   ended(): void {
     if (this.readyState === OPEN) this.readyState = CLOSING;
-    if (!this.socket.writableEnded) this.socket.end();
+    if (!this.closeReceived && !this.closeSent) this.socket.destroy();
+    else if (!this.socket.writableEnded) this.socket.end();
   }
 
   /** @internal (socket listener) */
