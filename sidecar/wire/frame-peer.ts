@@ -145,15 +145,28 @@ export class FramePeer implements Peer {
   /** @internal (socket listener) */
   receive(chunk: Buffer): void {
     if (this.stopped) return;
-    if (this.partsLength > 0 || this.paused) {
+    if (this.paused) {
       this.parts.push(chunk);
       this.partsLength += chunk.length;
-      if (this.paused) {
-        if (this.partsLength > HOLD_BYTES) this.socket.pause();
+      if (this.partsLength > HOLD_BYTES) this.socket.pause();
+      return;
+    }
+    while (this.partsLength > 0) {
+      const missing = this.need - this.partsLength;
+      if (missing > chunk.length) {
+        this.parts.push(chunk);
+        this.partsLength += chunk.length;
         return;
       }
-      if (this.partsLength < this.need) return;
-      chunk = this.takeParts();
+      // Only the frame begun in an earlier read is copied (joined with the head of this one); the
+      // rest of this read is parsed where it lies. (need 0: what was held while paused, all of it.)
+      const take = missing > 0 ? missing : chunk.length;
+      this.parts.push(take === chunk.length ? chunk : chunk.subarray(0, take));
+      this.partsLength += take;
+      this.parse(this.takeParts());
+      chunk = chunk.subarray(take);
+      if (chunk.length === 0 || this.stopped) return;
+      if (this.paused) return this.receive(chunk);
     }
     this.parse(chunk);
   }
