@@ -223,7 +223,7 @@ export interface SidecarOptions {
    * as one JSON line on stderr. The sidecar itself is unchanged; see forceGc().
    */
   gcHook?: boolean;
-  /** Default warn: a quiet sidecar; info lets an experiment read its session events. */
+  /** Default: the sidecar's own (info, a line per session opened and closed), as shipped. */
   logLevel?: 'warn' | 'info';
   /** codec.default for every session: none (the default), auto (the sidecar's own default) or a codec's name. */
   codec?: 'none' | 'auto' | BuiltinCodec;
@@ -278,7 +278,7 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
     '    enabled: false',
     'admin:',
     `  address: "127.0.0.1:${adminPort}"`,
-    `logLevel: ${opts.logLevel ?? 'warn'}`,
+    ...(opts.logLevel ? [`logLevel: ${opts.logLevel}`] : []),
     'codec:',
     `  default: ${opts.codec ?? 'none'}`,
     'shutdown:',

@@ -95,7 +95,7 @@ const DEFAULTS: SidecarConfig = {
     handshakeTimeout: 10_000,
     perMessageDeflate: false,
     tls: { caFile: '', certFile: '', keyFile: '', servername: '', rejectUnauthorized: true },
-    keepAlive: { enabled: true, initialDelay: 30_000 },
+    keepAlive: { enabled: false, initialDelay: 30_000 },
     localAddress: '',
   },
   codec: { default: 'auto', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, maxStateFrames: 256, maxStateBytes: 256 * 1024, resumeTimeout: 5_000, requestTimeout: 60_000, orphanAnswers: 'forward' },

@@ -767,7 +767,7 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('upstream.tls.keyFile', file(), '', 'Private key for upstream.tls.certFile.', { file: true }),
   key('upstream.tls.servername', str(), '', "SNI and certificate name check; empty = the URL's host."),
   key('upstream.tls.rejectUnauthorized', bool(), true, 'Verify backend certificates.'),
-  key('upstream.keepAlive.enabled', bool(), true, 'TCP keep-alive on backend connections.'),
+  key('upstream.keepAlive.enabled', bool(), false, 'TCP keep-alive on backend connections. Off by default: session pings (session.pingInterval) find a dead backend sooner, and it costs four system calls per dial.'),
   key('upstream.keepAlive.initialDelay', duration(), 30 * S, 'Idle time before the first TCP keep-alive probe.'),
   key('upstream.localAddress', str({ check: (s) => s === '' || isIP(s) !== 0, expected: 'an IP address (or empty)', describe: 'IP address' }), '', "Source address for backend connections; empty = the OS's choice."),
 

@@ -341,7 +341,7 @@ export class FramePeer implements Peer {
     this.closeReason = reason;
     this.stopped = true;
     if (!this.closeSent) this.close(len === 0 ? undefined : code, reason);
-    else if (!this.socket.writableEnded) this.socket.end();
+    else this.closeConnection();
   }
 
   /** The peer broke the protocol: tell the sink, then close with `code` (as ws does). */
@@ -434,7 +434,7 @@ export class FramePeer implements Peer {
   close(code?: number, reason: string | Buffer = EMPTY): void {
     if (this.readyState === CLOSED) return;
     if (this.closeSent) {
-      if (this.closeReceived && !this.socket.writableEnded) this.socket.end();
+      if (this.closeReceived) this.closeConnection();
       return;
     }
     this.readyState = CLOSING;
@@ -447,8 +447,19 @@ export class FramePeer implements Peer {
     }
     this.writeFrame(OP_CLOSE, payload);
     this.closeSent = true;
-    if (this.closeReceived) this.socket.end();
+    if (this.closeReceived) this.closeConnection();
     this.closeTimer = setTimeout(() => this.socket.destroy(), CLOSE_TIMEOUT_MS);
+  }
+
+  /**
+   * Both close frames are through: the TCP connection goes. The server side (the client's leg)
+   * closes it first, as RFC 6455 §7.1.1 asks — at once when its close frame is out, which saves
+   * a shutdown() and a read of the client's FIN. The client side (a backend's leg) half-closes
+   * and lets the backend finish, so waiting connections (TIME_WAIT) pile up on backends, not here.
+   */
+  private closeConnection(): void {
+    if (!this.masks && this.socket.writableLength === 0) this.socket.destroy();
+    else if (!this.socket.writableEnded) this.socket.end();
   }
 
   terminate(): void {
