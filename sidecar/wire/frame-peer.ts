@@ -45,7 +45,7 @@ const HOLD_BYTES = 64 * 1024;
 /** Payloads up to this are copied after their header (one write); larger ones go out as two (one writev). */
 const COPY_LIMIT = 1024;
 /** Below this, masking in JavaScript beats calling the native addon. */
-const NATIVE_MASK_MIN = 64;
+const NATIVE_MASK_MIN = 128;
 
 interface BufferUtil {
   mask(source: Buffer, mask: Buffer, output: Buffer, offset: number, length: number): void;
