@@ -98,10 +98,9 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
       received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
       if (response !== null) return refusalIfDone(false);
       const end = received.indexOf('\r\n\r\n');
-      if (end === -1) {
-        if (received.length > MAX_HEAD_BYTES) finish({ ok: false, error: new Error('backend response head too large') });
-        return;
-      }
+      // A head that came whole in one read is measured too, not only one still arriving.
+      if ((end === -1 ? received.length : end + 4) > MAX_HEAD_BYTES) return finish({ ok: false, error: new Error('backend response head too large') });
+      if (end === -1) return;
       const parsed = parseHead(received.toString('latin1', 0, end));
       if (parsed === null) return finish({ ok: false, error: new Error('backend sent a malformed HTTP response') });
       if (parsed.status !== 101) {
