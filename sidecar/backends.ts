@@ -160,13 +160,9 @@ export class BackendPool {
       if (req.signal?.aborted) return { ok: false, kind: 'aborted' };
       const backend = this.pick(req, excluded);
       if (!backend) return { ok: false, kind: 'none' };
-      const result = await this.dial(backend, req.path, req.protocols, req.headers, req.signal);
+      const result = await this.dial(backend, req.path, req.protocols, req.headers, req.protocol, req.signal);
       if (result.ok) {
-        if (req.protocol === null || result.peer.protocol === req.protocol) {
-          return { ok: true, backend, peer: result.peer, headers: result.headers };
-        }
-        result.peer.terminate();
-        this.log.warn({ session: req.session, backend: backend.id, reason: `subprotocol "${result.peer.protocol}" != "${req.protocol}"` }, 'backend dial rejected');
+        return { ok: true, backend, peer: result.peer, headers: result.headers };
       } else if (result.kind === 'aborted') {
         return result;
       } else if (result.kind === 'refused' && req.relayRefusal) {
@@ -200,17 +196,26 @@ export class BackendPool {
     if (backend.removing && backend.sessions === 0) this.forgetDrained();
   }
 
-  /** Dials a backend for a session's path and feeds the outcome to its breaker. */
+  /**
+   * Dials a backend for a session's path and feeds the outcome to its breaker. A leg whose
+   * subprotocol is not the one the session already agreed (`protocol`) is dropped: the backend
+   * answered (no failure for its breaker), but it can't serve this session.
+   */
   private async dial(
     backend: Backend,
     path: string,
     protocols: readonly string[],
     headers: OutgoingHttpHeaders,
+    protocol: string | null,
     signal?: AbortSignal,
   ): Promise<DialResult> {
-    const result = await dialBackend(joinBackendUrl(backend.spec.url, path), protocols, headers, this.dialContext, signal);
+    let result = await dialBackend(joinBackendUrl(backend.spec.url, path), protocols, headers, this.dialContext, signal);
     const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
     this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
+    if (result.ok && protocol !== null && result.peer.protocol !== protocol) {
+      result.peer.terminate();
+      result = { ok: false, kind: 'error', reason: `subprotocol "${result.peer.protocol}" != "${protocol}"`, cause: 'subprotocol' };
+    }
     if (outcome !== 'aborted') this.metrics.dialed(backend.id, result.ok ? 'success' : result.kind === 'error' ? result.cause : 'refused');
     return result;
   }

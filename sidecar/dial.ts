@@ -100,7 +100,7 @@ function dialFrames(url: string, protocols: readonly string[], headers: Outgoing
           if (settled) outcome.peer.terminate();
           else finish({ ok: true, peer: outcome.peer, headers: outcome.headers });
         } else if ('error' in outcome) {
-          finish({ ok: false, kind: 'error', reason: outcome.error.message, cause: 'other' });
+          finish({ ok: false, kind: 'error', reason: outcome.error.message, cause: outcome.cause });
         } else {
           const { status, headers: answer, body } = outcome.refusal;
           if (status >= 500 || status < 300) finish({ ok: false, kind: 'error', reason: `backend answered ${status}`, cause: status >= 500 ? 'server-error' : 'other' });

@@ -136,10 +136,10 @@ function upgradeRequest(url: string, headers: Record<string, string> = {}): Prom
   });
 }
 
-/** baton_backend_dial_failures_total for one backend, all reasons together, from the admin /metrics. */
-async function dialFailures(sidecar: Sidecar, backend: string): Promise<number> {
+/** baton_backend_dial_failures_total for one backend (one reason, or all together), from the admin /metrics. */
+async function dialFailures(sidecar: Sidecar, backend: string, reason = '[^"]*'): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${sidecar.adminAddress!.port}/metrics`)).text();
-  const line = new RegExp(`^baton_backend_dial_failures_total\\{backend="${backend}",reason="[^"]*"\\} (\\S+)$`, 'gm');
+  const line = new RegExp(`^baton_backend_dial_failures_total\\{backend="${backend}",reason="${reason}"\\} (\\S+)$`, 'gm');
   return [...text.matchAll(line)].reduce((sum, m) => sum + Number(m[1]), 0);
 }
 
@@ -309,6 +309,7 @@ describe('an invalid 101 is a failed dial: the next backend serves, alone it is 
           assert.equal(c.ws.protocol, 'chat');
           assert.equal(bad.requests.length, 1, 'the bad backend was tried first, once');
           assert.equal(await dialFailures(sidecar, 'first'), 1);
+          assert.equal(await dialFailures(sidecar, 'first', what.includes('subprotocol') ? 'subprotocol' : 'other'), 1, 'counted with its reason');
           c.close();
         });
         await withSidecar(`${backendsYaml([{ id: 'first', url: bad.url }])}${UPSTREAM}`, async (sidecar, url) => {

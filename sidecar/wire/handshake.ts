@@ -44,7 +44,7 @@ export interface Refusal {
 export type UpgradeOutcome =
   | { ok: true; peer: FramePeer; headers: IncomingHttpHeaders }
   | { ok: false; refusal: Refusal }
-  | { ok: false; error: Error };
+  | { ok: false; error: Error; cause: 'subprotocol' | 'other' };
 
 export interface UpgradeRequest {
   url: URL;
@@ -76,7 +76,7 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
     if (value === undefined) continue;
     for (const v of Array.isArray(value) ? value : [value]) {
       const text = String(v);
-      if (LINE_BREAK.test(text)) return Promise.resolve({ ok: false, error: new Error(`header ${name} has a line break in its value`) });
+      if (LINE_BREAK.test(text)) return Promise.resolve({ ok: false, error: new Error(`header ${name} has a line break in its value`), cause: 'other' });
       head += `${name}: ${text}\r\n`;
     }
   }
@@ -87,6 +87,7 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
     const finish = (outcome: UpgradeOutcome) => {
       socket.off('data', onData);
       socket.off('end', onEnd);
+      socket.off('close', onEnd);
       resolve(outcome);
     };
     const refusalIfDone = (ended: boolean) => {
@@ -99,10 +100,10 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
       if (response !== null) return refusalIfDone(false);
       const end = received.indexOf('\r\n\r\n');
       // A head that came whole in one read is measured too, not only one still arriving.
-      if ((end === -1 ? received.length : end + 4) > MAX_HEAD_BYTES) return finish({ ok: false, error: new Error('backend response head too large') });
+      if ((end === -1 ? received.length : end + 4) > MAX_HEAD_BYTES) return finish({ ok: false, error: new Error('backend response head too large'), cause: 'other' });
       if (end === -1) return;
       const parsed = parseHead(received.toString('latin1', 0, end));
-      if (parsed === null) return finish({ ok: false, error: new Error('backend sent a malformed HTTP response') });
+      if (parsed === null) return finish({ ok: false, error: new Error('backend sent a malformed HTTP response'), cause: 'other' });
       if (parsed.status !== 101) {
         // Only a 3xx or 4xx goes to the client: the body matters only then.
         if (parsed.status < 300 || parsed.status >= 500) return finish({ ok: false, refusal: { ...parsed, body: EMPTY } });
@@ -110,28 +111,31 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
         return refusalIfDone(false);
       }
       const problem = upgradeProblem(parsed.headers, key, req.protocols);
-      if (problem !== null) return finish({ ok: false, error: new Error(problem) });
+      if (problem !== null) return finish({ ok: false, error: new Error(problem.message), cause: problem.cause });
       socket.off('data', onData);
       const protocol = parsed.headers['sec-websocket-protocol'];
       const peer = new FramePeer(socket, received.subarray(end + 4), typeof protocol === 'string' ? protocol : '', true, req.maxPayload);
       finish({ ok: true, peer, headers: parsed.headers });
     };
+    // 'close' as well as 'end': a socket destroyed under us (an aborted dial) resolves this too.
     const onEnd = () => {
       if (response !== null) refusalIfDone(true);
-      else finish({ ok: false, error: new Error('backend closed the connection during the handshake') });
+      else finish({ ok: false, error: new Error('backend closed the connection during the handshake'), cause: 'other' });
     };
     socket.on('data', onData);
     socket.on('end', onEnd);
+    socket.on('close', onEnd);
   });
 }
 
 /** Why a 101 does not complete our request, or null. */
-function upgradeProblem(headers: IncomingHttpHeaders, key: string, offered: readonly string[]): string | null {
-  if ((headers.upgrade ?? '').toLowerCase() !== 'websocket') return 'backend 101 without "Upgrade: websocket"';
-  if (headers['sec-websocket-accept'] !== acceptValue(key)) return 'backend 101 with a wrong Sec-WebSocket-Accept';
+function upgradeProblem(headers: IncomingHttpHeaders, key: string, offered: readonly string[]): { message: string; cause: 'subprotocol' | 'other' } | null {
+  const other = (message: string) => ({ message, cause: 'other' as const });
+  if ((headers.upgrade ?? '').toLowerCase() !== 'websocket') return other('backend 101 without "Upgrade: websocket"');
+  if (headers['sec-websocket-accept'] !== acceptValue(key)) return other('backend 101 with a wrong Sec-WebSocket-Accept');
   const protocol = headers['sec-websocket-protocol'];
-  if (protocol !== undefined && !offered.includes(protocol)) return `backend chose subprotocol "${protocol}", which was not offered`;
-  if (headers['sec-websocket-extensions'] !== undefined) return 'backend 101 names an extension, and none was offered';
+  if (protocol !== undefined && !offered.includes(protocol)) return { message: `backend chose subprotocol "${protocol}", which was not offered`, cause: 'subprotocol' };
+  if (headers['sec-websocket-extensions'] !== undefined) return other('backend 101 names an extension, and none was offered');
   return null;
 }
 
@@ -158,10 +162,11 @@ function parseHead(text: string): { status: number; headers: IncomingHttpHeaders
 
 /** The refusal's body once it is complete (cut at MAX_REFUSAL_BODY), or null while more is to come. */
 function refusalBody(headers: IncomingHttpHeaders, raw: Buffer, ended: boolean): Buffer | null {
-  if (raw.length >= MAX_REFUSAL_BODY && headers['transfer-encoding'] === undefined) return raw.subarray(0, MAX_REFUSAL_BODY);
   if (/chunked/i.test(String(headers['transfer-encoding'] ?? ''))) return dechunked(raw, ended);
   const length = headers['content-length'];
-  if (length !== undefined && raw.length >= Number(length)) return raw.subarray(0, Number(length));
+  const expected = length === undefined ? Infinity : Math.min(Number(length), MAX_REFUSAL_BODY);
+  if (raw.length >= expected) return raw.subarray(0, expected);
+  if (raw.length >= MAX_REFUSAL_BODY) return raw.subarray(0, MAX_REFUSAL_BODY);
   return ended ? raw : null;
 }
 
