@@ -706,7 +706,7 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('listen.tls.caFile', file(), '', 'Optional CA bundle to verify client certificates against (mTLS); needs certFile and keyFile.', { file: true, restart: true }),
   key('listen.maxHeaderBytes', size({ min: 1 * KiB, max: 16 * MiB }), 16 * KiB, 'Largest upgrade request header block accepted.', { restart: true }),
   key('listen.requestTimeout', duration({ min: 1 }), 10 * S, 'Time a client has to send its complete upgrade request.', { restart: true }),
-  key('listen.perMessageDeflate.enabled', bool(), true, 'Offer permessage-deflate compression to clients.', { restart: true }),
+  key('listen.perMessageDeflate.enabled', bool(), true, 'Offer permessage-deflate compression to clients. A client that takes it is relayed message by message (ws compresses each); without it frames pass through verbatim, the cheaper path (docs/performance.md).', { restart: true }),
   key('listen.perMessageDeflate.threshold', size({ max: 1 * GiB }), 1 * KiB, 'Messages smaller than this are sent uncompressed.', { restart: true }),
 
   key('admin.address', address(), { host: '127.0.0.1', port: 9901 }, 'Address the admin HTTP listener binds; a non-loopback address needs admin.token or admin.tokenFile.', { restart: true }),
