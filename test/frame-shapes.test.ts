@@ -418,29 +418,20 @@ describe('every frame shape through the sidecar, byte for byte', () => {
     return s;
   }
 
-  test('unfragmented text and binary, every length form (0 to 200 KiB), one write per frame', async () => {
-    const { client, backend } = await open('unfragmented');
-    const script = unfragmented();
-    client.send(script.frames);
-    await assertDelivered(script, client, backend);
-    client.destroy();
-  });
-
-  test('fragmented text and binary (0-byte fragments, pings and pongs between fragments), one write per frame', async () => {
-    const { client, backend } = await open('fragmented');
-    const script = fragmented();
-    client.send(script.frames);
-    await assertDelivered(script, client, backend);
-    client.destroy();
-  });
-
-  test('multi-byte UTF-8 characters split across fragment boundaries', async () => {
-    const { client, backend } = await open('split-characters');
-    const script = splitCharacters();
-    client.send(script.frames);
-    await assertDelivered(script, client, backend);
-    client.destroy();
-  });
+  const oneWritePerFrame: [string, string, () => Script][] = [
+    ['unfragmented text and binary, every length form (0 to 200 KiB), one write per frame', 'unfragmented', unfragmented],
+    ['fragmented text and binary (0-byte fragments, pings and pongs between fragments), one write per frame', 'fragmented', fragmented],
+    ['multi-byte UTF-8 characters split across fragment boundaries', 'split-characters', splitCharacters],
+  ];
+  for (const [name, path, make] of oneWritePerFrame) {
+    test(name, async () => {
+      const { client, backend } = await open(path);
+      const script = make();
+      client.send(script.frames);
+      await assertDelivered(script, client, backend);
+      client.destroy();
+    });
+  }
 
   test('all of it in one TCP write', async () => {
     const { client, backend } = await open('one-write');
