@@ -7,13 +7,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
-import { connect, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { stopWsServer } from '../tools/echo-backend.js';
 import { backendsYaml, startSidecar, waitFor } from './helpers.js';
 import { mulberry32 } from './prng.js';
+import { acceptFor, rawBackend, switching } from './raw-backend.js';
 
 const KiB = 1024;
 const MAX_MESSAGE = 256 * KiB;
@@ -167,7 +168,7 @@ class RawClient {
 
   static connect(port: number, path: string): Promise<RawClient> {
     const key = randomBytes(16).toString('base64');
-    const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+    const accept = acceptFor(key);
     return new Promise((resolve, reject) => {
       const socket = connect(port, '127.0.0.1');
       socket.setNoDelay(true);
@@ -608,33 +609,6 @@ describe('every frame shape through the sidecar, byte for byte', () => {
 
 // ---- a backend lost in the middle of a message ---------------------------------------------
 
-/**
- * A backend on a bare socket: it answers one upgrade by hand, hands the socket to `serve`, and
- * takes no other connection (so a failover has to go elsewhere).
- */
-async function oneShotBackend(serve: (socket: Socket) => void): Promise<{ url: string; received: () => number }> {
-  let bytesIn = 0;
-  const server = createTcpServer((socket) => {
-    server.close();
-    let head = Buffer.alloc(0);
-    const onData = (chunk: Buffer): void => {
-      head = Buffer.concat([head, chunk]);
-      const end = head.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      socket.on('data', (c: Buffer) => (bytesIn += c.length));
-      const key = /sec-websocket-key: *(\S+)/i.exec(head.subarray(0, end).toString('latin1'))![1]!;
-      const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-      serve(socket);
-    };
-    socket.on('data', onData);
-    socket.on('error', () => {});
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`, received: () => bytesIn };
-}
-
 describe('a message is never split between two backends', () => {
   let spareServer: Server;
   let spare: WebSocketServer;
@@ -660,7 +634,10 @@ describe('a message is never split between two backends', () => {
 
   test("a backend that dies mid-message: the client gets no part of it, and the next backend's messages arrive well-formed", async () => {
     let dyingSocket: Socket | undefined;
-    const dying = await oneShotBackend((socket) => {
+    // Answers one upgrade and takes no other connection (so the failover has to go to the spare).
+    const dying = await rawBackend((socket, req) => {
+      dying.stopListening();
+      socket.write(switching(req));
       dyingSocket = socket;
       // A whole message, then the first fragment of one the backend never finishes, in one write.
       socket.write(Buffer.concat([frame({ opcode: TEXT, payload: Buffer.from('whole'), masked: false }), frame({ opcode: TEXT, payload: Buffer.from('half of a'), fin: false, masked: false })]));
@@ -685,7 +662,13 @@ describe('a message is never split between two backends', () => {
 
   test('a client message begun before its backend died reaches the next backend whole', async () => {
     let dyingSocket: Socket | undefined;
-    const dying = await oneShotBackend((socket) => (dyingSocket = socket));
+    let received = 0;
+    const dying = await rawBackend((socket, req) => {
+      dying.stopListening();
+      socket.write(switching(req));
+      socket.on('data', (c: Buffer) => (received += c.length));
+      dyingSocket = socket;
+    });
     const { sidecar, url } = await startSidecar(yaml(dying.url));
     try {
       atSpare.length = 0;
@@ -693,7 +676,7 @@ describe('a message is never split between two backends', () => {
       // The first fragment, then a ping: its pong shows the sidecar has read the fragment.
       client.send([frame({ opcode: TEXT, payload: Buffer.from('first half, '), fin: false }), frame({ opcode: PING, payload: Buffer.from('read?') })]);
       await waitFor(() => client.pongs.length === 1, 'the pong');
-      assert.equal(dying.received(), 0, 'a message is forwarded once it is whole, not a fragment at a time');
+      assert.equal(received, 0, 'a message is forwarded once it is whole, not a fragment at a time');
       dyingSocket!.destroy();
       client.send([frame({ opcode: CONT, payload: Buffer.from('second half') }), frame({ opcode: BINARY, payload: Buffer.from('after') })]);
       await waitFor(() => atSpare.length === 2, 'both messages at the spare');

@@ -5,85 +5,20 @@
 // connection after a closing handshake. Backends that must say what ws cannot are raw TCP servers
 // writing crafted bytes.
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { startEchoBackend, type EchoBackend } from '../tools/echo-backend.js';
 import { backendsYaml, startSidecar, TestClient, waitFor } from './helpers.js';
+import { acceptFor, rawBackend, switching, type SeenRequest } from './raw-backend.js';
 
 const KiB = 1024;
-const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** Short enough that a sidecar waiting for bytes that never come fails the test, not its timeout. */
 const UPSTREAM = 'upstream: { handshakeTimeout: 3s }\n';
 
-const acceptFor = (key: string) => createHash('sha1').update(key + GUID).digest('base64');
 const turn = () => new Promise((r) => setImmediate(r));
-
-// ---- a backend that writes whatever bytes a test gives it ----------------------------------
-
-/** An upgrade request as a backend received it: its request line and header lines, in order. */
-interface SeenRequest {
-  line: string;
-  headers: [name: string, value: string][];
-  /** The value of the one header with this name (case-insensitive); undefined if absent. */
-  get(name: string): string | undefined;
-}
-
-interface RawBackend {
-  url: string;
-  requests: SeenRequest[];
-  close(): void;
-}
-
-/** A TCP server that reads each upgrade request's head, then lets `answer` write any bytes it likes. */
-async function rawBackend(answer: (socket: net.Socket, req: SeenRequest) => unknown): Promise<RawBackend> {
-  const requests: SeenRequest[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((socket) => {
-    sockets.add(socket);
-    socket.setNoDelay(true);
-    socket.on('close', () => sockets.delete(socket));
-    socket.on('error', () => {});
-    let received = '';
-    const onData = (chunk: Buffer) => {
-      received += chunk.toString('latin1');
-      const end = received.indexOf('\r\n\r\n');
-      if (end === -1) return;
-      socket.off('data', onData);
-      const [line, ...rest] = received.slice(0, end).split('\r\n');
-      const headers = rest.map((h): [string, string] => [h.slice(0, h.indexOf(':')), h.slice(h.indexOf(':') + 1).trim()]);
-      const req: SeenRequest = {
-        line: line!,
-        headers,
-        get: (name) => {
-          const found = headers.filter(([n]) => n.toLowerCase() === name);
-          assert.ok(found.length <= 1, `one ${name} header, not ${found.length}`);
-          return found[0]?.[1];
-        },
-      };
-      requests.push(req);
-      void answer(socket, req);
-    };
-    socket.on('data', onData);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `ws://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    requests,
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
-/** A backend's 101 for this request; `accept`/`upgrade` override the right values, `extra` adds lines. */
-function switching(req: SeenRequest, { accept = acceptFor(req.get('sec-websocket-key')!), upgrade = 'websocket', extra = [] as string[] } = {}): string {
-  const upgradeLine = upgrade === '' ? '' : `Upgrade: ${upgrade}\r\n`;
-  return `HTTP/1.1 101 Switching Protocols\r\n${upgradeLine}Connection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n${extra.map((l) => `${l}\r\n`).join('')}\r\n`;
-}
 
 /** An unmasked frame, as a server sends it (payloads under 126 bytes). */
 function serverFrame(opcode: number, payload: Buffer): Buffer {
