@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { AdminClient } from '../sidecar/admin/client.js';
-import { keyDef } from '../sidecar/config/schema.js';
+import { AdminClient } from '../common/admin/client.js';
+import { keyDef } from '../common/config/schema.js';
 import { CODEC_TRAFFIC, isBuiltinCodec, STEADY_FRAMES, type CodecTraffic } from './codec-traffic.js';
 import { KUBE_FULL_PLAN, KUBE_PARTS, KUBE_QUICK_PLAN, kubeBars, kubeReport, runKubeParts, type KubePart, type KubePlan, type KubeResults } from './kube.js';
 import {

@@ -3,7 +3,7 @@
 // the echo backend (--answer-frames) answers the k-th message of a connection with the k-th
 // answer, so every frame crosses the sidecar's codec in its own direction. An entry whose codec
 // is not built in (MQTT, STOMP until they land) is skipped, so adding a protocol is one entry.
-import { BUILTIN_CODECS, type BuiltinCodec } from '../sidecar/vocabulary.js';
+import { BUILTIN_CODECS, type BuiltinCodec } from '../common/vocabulary.js';
 
 /** One exchange: [client → backend, backend → client]. */
 export type Exchange = readonly [Buffer, Buffer];

@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { WsBalancerSpecSchema } from '../operator/api/wsbalancer.js';
-import type { BackendsResponse } from '../sidecar/admin/contract.js';
+import type { BackendsResponse } from '../common/admin/contract.js';
 import { BackendProcess, freePort } from '../test/helpers.js';
 import { eventually } from '../test/kube/control-plane.js';
 import type { FakeKubelet } from '../test/kube/kubelet.js';

@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BuiltinCodec } from '../sidecar/vocabulary.js';
+import type { BuiltinCodec } from '../common/vocabulary.js';
 import { freePort } from '../tools/free-port.js';
 
 const echoBackendScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));

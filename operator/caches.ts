@@ -3,7 +3,7 @@
 // other namespaces are never listed, so the operator's memory follows what it balances, not the size
 // of the cluster. A namespace's caches start with its first WsBalancer and stop with its last.
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type Watch } from '@kubernetes/client-node';
-import type { Logger } from '../sidecar/logger.js';
+import type { Logger } from '../common/logger.js';
 import { Informer, type ChangeHandler } from './informer.js';
 import { podView, sliceView, type PodView, type SliceView } from './plan.js';
 

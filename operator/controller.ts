@@ -7,8 +7,8 @@
 // caches warm.
 import { CoreV1Api, CustomObjectsApi, DiscoveryApi, PatchStrategy, setHeaderOptions, Watch, type KubeConfig } from '@kubernetes/client-node';
 import { createHash } from 'node:crypto';
-import type { PutBackendsRequest } from '../sidecar/admin/contract.js';
-import type { Logger } from '../sidecar/logger.js';
+import type { PutBackendsRequest } from '../common/admin/contract.js';
+import type { Logger } from '../common/logger.js';
 import { FINALIZER, GROUP, PLURAL, VERSION, validateSpec, type WsBalancer, type WsBalancerSpec, type WsBalancerStatus } from './api/wsbalancer.js';
 import { runChecks } from './checks.js';
 import { ENDPOINTSLICE_SERVICE_LABEL, NamespaceCaches } from './caches.js';

@@ -1,7 +1,7 @@
 // Events (events.k8s.io/v1) about a WsBalancer, for `kubectl describe` and `kubectl events`.
 import { EventsV1Api, V1MicroTime, type KubeConfig } from '@kubernetes/client-node';
 import { randomBytes } from 'node:crypto';
-import type { Logger } from '../sidecar/logger.js';
+import type { Logger } from '../common/logger.js';
 import { API_VERSION, KIND } from './api/wsbalancer.js';
 
 export const REPORTING_CONTROLLER = 'baton.dev/operator';

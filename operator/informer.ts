@@ -4,8 +4,8 @@
 // informer stops for good on the last of these, so the operator keeps its own loop.
 import type { Watch } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { backoffDelay } from '../sidecar/backoff.js';
-import type { Logger } from '../sidecar/logger.js';
+import { backoffDelay } from '../common/backoff.js';
+import type { Logger } from '../common/logger.js';
 
 export type ChangeType = 'added' | 'modified' | 'deleted';
 /** Told of every change; `old` is the cached copy a modification replaced. */

@@ -11,8 +11,8 @@
 import { CoordinationV1Api, V1MicroTime, type ConfigurationOptions, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatDuration } from '../sidecar/config/schema.js';
-import type { Logger } from '../sidecar/logger.js';
+import { formatDuration } from '../common/config/schema.js';
+import type { Logger } from '../common/logger.js';
 import { requestTimeout } from './kube-client.js';
 
 /** client-go's: a follower waits retryPeriod × (1 + random × this); the renew deadline must exceed retryPeriod × this. */

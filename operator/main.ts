@@ -1,9 +1,9 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { formatHostPort } from '../sidecar/config/schema.js';
-import type { HostPort } from '../sidecar/config/types.js';
-import { createLogger, type Logger } from '../sidecar/logger.js';
+import { formatHostPort } from '../common/config/schema.js';
+import type { HostPort } from '../common/config/types.js';
+import { createLogger, type Logger } from '../common/logger.js';
 import { Controller } from './controller.js';
 import { KubeConfigWithTimeout } from './kube-client.js';
 import { OperatorMetrics } from './metrics.js';

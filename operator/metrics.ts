@@ -1,6 +1,6 @@
 // Prometheus metrics of the operator, served on its own /metrics. Names start baton_operator_.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { collectProcessMetrics } from '../sidecar/metrics.js';
+import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
 
 const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict', 'waiting'] as const;

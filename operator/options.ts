@@ -1,8 +1,8 @@
 // The operator's settings: one table of command-line flags, each with an environment variable and
 // a default, parsed by the same value types as the sidecar's config (docs/operator.md lists them).
 import { hostname } from 'node:os';
-import { address, bool, duration, formatDuration, int, oneOf, str, type Parsed, type ValueType } from '../sidecar/config/schema.js';
-import type { HostPort, LogLevel } from '../sidecar/config/types.js';
+import { address, bool, duration, formatDuration, int, oneOf, str, type Parsed, type ValueType } from '../common/config/schema.js';
+import type { HostPort, LogLevel } from '../common/config/types.js';
 import { NATIVE_SIDECARS_MODES, type NativeSidecarsMode } from './webhook/native.js';
 import { leaseDurationProblems } from './leader.js';
 

@@ -2,8 +2,8 @@
 // endpoints a WsBalancer has, which backend set every sidecar must hold, the next blue/green step,
 // and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
 import type { V1EndpointSlice, V1LabelSelector } from '@kubernetes/client-node';
-import type { BackendInput, BackendsResponse } from '../sidecar/admin/contract.js';
-import type { BackendState } from '../sidecar/vocabulary.js';
+import type { BackendInput, BackendsResponse } from '../common/admin/contract.js';
+import type { BackendState } from '../common/vocabulary.js';
 import {
   ANNOTATIONS,
   type Condition,

@@ -1,7 +1,7 @@
 // A keyed work queue in the manner of client-go's: a key waits at most once however often it is
 // added, is never processed by two workers at once (added while processing, it runs again after),
 // can be added after a delay, and failed keys come back with per-key exponential backoff.
-import { backoffDelay } from '../sidecar/backoff.js';
+import { backoffDelay } from '../common/backoff.js';
 
 export interface QueueOptions {
   /** Keys processed at the same time (different keys only). */

@@ -2,9 +2,9 @@
 // Bounded concurrency, a timeout per request and a few retries with backoff per sidecar; a sidecar
 // that still fails is reported unreachable and tried again on the next reconcile.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AdminApiError, AdminClient } from '../sidecar/admin/client.js';
-import type { BackendsResponse, PutBackendsRequest } from '../sidecar/admin/contract.js';
-import { backoffDelay } from '../sidecar/backoff.js';
+import { AdminApiError, AdminClient } from '../common/admin/client.js';
+import type { BackendsResponse, PutBackendsRequest } from '../common/admin/contract.js';
+import { backoffDelay } from '../common/backoff.js';
 import type { SidecarTarget } from './plan.js';
 
 export interface SidecarIo {

@@ -1,14 +1,14 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
-import type { BackendSpec, BackendState, SidecarConfig } from './config/types.js';
+import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/types.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { dialBackend, type DialContext, type DialResult } from './dial.js';
 import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
 import { healthStatuses, type HealthStatus } from './health/ejection.js';
 import { PhiAccrualDetector } from './health/phi.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../common/logger.js';
 import type { SidecarMetrics } from './metrics.js';
 import { DISCARD, type Peer } from './wire/peer.js';
 

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { WebSocket } from 'ws';
 import { parseConfig } from './config/load.js';
-import { createLogger } from './logger.js';
+import { createLogger } from '../common/logger.js';
 import { Sidecar } from './sidecar.js';
 
 const echoBackendScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));

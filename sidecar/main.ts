@@ -1,7 +1,7 @@
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { ConfigError, loadConfig } from './config/load.js';
-import { createLogger } from './logger.js';
+import { createLogger } from '../common/logger.js';
 import { Sidecar } from './sidecar.js';
 
 /**

@@ -1,7 +1,8 @@
 // Prometheus metrics of the sidecar. Per-message figures (message counts, bytes, sizes) are kept
 // in plain numbers on the hot path and turned into samples when scraped; prom-client's own
 // label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
-import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { CodecStats } from './codecs/tracker.js';
 import {
   BACKEND_STATES,
@@ -20,17 +21,7 @@ import {
   type HealthStatus,
   type SessionEndReason,
   type SessionStateName,
-} from './vocabulary.js';
-
-/** prom-client's process and Node.js metrics, minus the ones Prometheus's lint rejects. */
-export function collectProcessMetrics(registry: Registry): void {
-  collectDefaultMetrics({ register: registry });
-  // prom-client also exports these totals as gauges named *_total, which promtool rejects; the
-  // same figures remain, by type, in nodejs_active_{handles,requests,resources}.
-  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
-    registry.removeSingleMetric(name);
-  }
-}
+} from '../common/vocabulary.js';
 
 /** in = client → backend, out = backend → client. */
 export const DIRECTION_IN = 0;

@@ -14,7 +14,7 @@
 //   A session with protocol state (policy.resumes) passes through `resuming` on its way to the new
 //   leg: the state is replayed and the new backend's answers swallowed before anything else.
 //   any ──client gone / close requested──▶ closed
-import { backoffDelay, type BackoffPolicy } from './backoff.js';
+import { backoffDelay, type BackoffPolicy } from '../common/backoff.js';
 import type {
   DrainEnd,
   FailoverReason,
@@ -23,7 +23,7 @@ import type {
   SessionEndReason,
   SwitchReason,
   SwitchResult,
-} from './vocabulary.js';
+} from '../common/vocabulary.js';
 
 /** A leg: its number and the backend it goes to. */
 export interface Leg {

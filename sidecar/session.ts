@@ -1,11 +1,11 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Backend, BackendPool } from './backends.js';
-import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from './close-codes.js';
+import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../common/close-codes.js';
 import type { Frame, ProtocolState } from './codecs/codec.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
-import type { SidecarConfig } from './config/types.js';
-import type { Logger } from './logger.js';
+import type { SidecarConfig } from '../common/config/types.js';
+import type { Logger } from '../common/logger.js';
 import { Relay } from './relay.js';
 import { CLOSED, OPEN, type Peer, type PeerError, type PeerSink } from './wire/peer.js';
 import { DIRECTION_IN, DIRECTION_OUT, type SidecarMetrics } from './metrics.js';
@@ -21,7 +21,7 @@ import {
   type SessionStateName,
   type FailoverReason,
   type SwitchReason,
-} from './vocabulary.js';
+} from '../common/vocabulary.js';
 
 /** What a session needs from the sidecar that owns it. */
 export interface SessionHost {

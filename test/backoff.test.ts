@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { backoffDelay, type BackoffPolicy } from '../sidecar/backoff.js';
+import { backoffDelay, type BackoffPolicy } from '../common/backoff.js';
 import { mulberry32 } from './prng.js';
 
 const policy: BackoffPolicy = { initial: 100, max: 1000, multiplier: 2, jitter: 0 };

@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../sidecar/config/load.js';
-import { SCHEMA, envName, parseDuration, parseHostPort, parseSize } from '../sidecar/config/schema.js';
-import type { SidecarConfig } from '../sidecar/config/types.js';
+import { SCHEMA, envName, parseDuration, parseHostPort, parseSize } from '../common/config/schema.js';
+import type { SidecarConfig } from '../common/config/types.js';
 import { WSBALANCER_ALIASES } from '../sidecar/config/wsbalancer.js';
 import { DOCS_PATH, renderConfigDocs } from '../tools/gen-config-docs.js';
 

@@ -3,7 +3,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, type ClientOptions } from 'ws';
 import { parseConfig } from '../sidecar/config/load.js';
-import { createLogger } from '../sidecar/logger.js';
+import { createLogger } from '../common/logger.js';
 import { Sidecar } from '../sidecar/sidecar.js';
 import type { ConnectionInfo } from '../tools/echo-backend.js';
 import { freePort } from '../tools/free-port.js';

@@ -1,7 +1,7 @@
 // Metrics as Prometheus sees them: valid exposition, values that move with what happens, a real scrape.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { AdminClient } from '../sidecar/admin/client.js';
+import { AdminClient } from '../common/admin/client.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { startEchoBackend, type EchoBackend } from '../tools/echo-backend.js';
 import { BackendProcess, killAllBackends, pump, startSidecar, TestClient, waitFor } from './helpers.js';

@@ -12,7 +12,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test, type TestContext } from 'node:test';
 import ocpp from 'ocpp-rpc';
-import type { SessionView, SessionsResponse } from '../sidecar/admin/contract.js';
+import type { SessionView, SessionsResponse } from '../common/admin/contract.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { BackendProcess, backendsYaml, killAllBackends, pump, startSidecar, TestClient, waitFor } from './helpers.js';
 

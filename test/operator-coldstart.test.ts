@@ -25,7 +25,7 @@ import {
 } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import type { WsBalancer, WsBalancerStatus } from '../operator/api/wsbalancer.js';
-import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
+import type { BackendsResponse, StatusResponse } from '../common/admin/contract.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { mulberry32 } from './prng.js';
 import { eventually, type ControlPlane } from './kube/control-plane.js';

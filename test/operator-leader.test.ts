@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { KubeConfigWithTimeout, requestTimeout } from '../operator/kube-client.js';
 import { JITTER_FACTOR, LeaderElector, leadsAt, leaseAction, leaseDurationProblems, observe, type ObservedRecord } from '../operator/leader.js';
 import { parseOptions } from '../operator/options.js';
-import { AdminClient } from '../sidecar/admin/client.js';
+import { AdminClient } from '../common/admin/client.js';
 import { waitFor } from './helpers.js';
 
 const S = 1000;

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { AppsV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
-import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
+import type { BackendsResponse, StatusResponse } from '../common/admin/contract.js';
 import { freePort } from './helpers.js';
 import { eventually, type ControlPlane } from './kube/control-plane.js';
 import type { FakeKubelet } from './kube/kubelet.js';

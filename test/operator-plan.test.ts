@@ -30,7 +30,7 @@ import {
   type SidecarCounts,
   type StatusInput,
 } from '../operator/plan.js';
-import type { BackendInput, BackendsResponse, BackendView } from '../sidecar/admin/contract.js';
+import type { BackendInput, BackendsResponse, BackendView } from '../common/admin/contract.js';
 
 // ---- builders ----------------------------------------------------------------------------------
 

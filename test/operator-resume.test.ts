@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { Manager, type Socket } from 'socket.io-client';
-import type { BackendsResponse } from '../sidecar/admin/contract.js';
+import type { BackendsResponse } from '../common/admin/contract.js';
 import { FixtureProcess, freePort, waitFor } from './helpers.js';
 import { eventually, type ControlPlane } from './kube/control-plane.js';
 import type { FakeKubelet } from './kube/kubelet.js';

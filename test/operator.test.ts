@@ -17,7 +17,7 @@ import {
   type V1Deployment,
   type V1EndpointSlice,
 } from '@kubernetes/client-node';
-import type { BackendsResponse, StatusResponse } from '../sidecar/admin/contract.js';
+import type { BackendsResponse, StatusResponse } from '../common/admin/contract.js';
 import type { WsBalancer } from '../operator/api/wsbalancer.js';
 import { freePort, TestClient, waitFor } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';

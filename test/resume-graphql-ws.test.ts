@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { after, afterEach, describe, test } from 'node:test';
 import { createClient, type Client, type ExecutionResult } from 'graphql-ws';
 import { WebSocket } from 'ws';
-import { AdminClient } from '../sidecar/admin/client.js';
+import { AdminClient } from '../common/admin/client.js';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { backendsYaml, FixtureProcess, killAllFixtures, startSidecar, waitFor } from './helpers.js';
 

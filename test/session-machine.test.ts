@@ -3,7 +3,7 @@
 // states are reached by driving the machine itself from openState().
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { backoffDelay } from '../sidecar/backoff.js';
+import { backoffDelay } from '../common/backoff.js';
 import {
   openState,
   step,

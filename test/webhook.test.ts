@@ -26,7 +26,7 @@ import {
 import { OperatorMetrics } from '../operator/metrics.js';
 import { DirectoryCertificates, fromSecret, issueCa, issueServing, splitPem } from '../operator/webhook/certs.js';
 import { WebhookServer } from '../operator/webhook/server.js';
-import { createLogger } from '../sidecar/logger.js';
+import { createLogger } from '../common/logger.js';
 import { makePki } from './certs.js';
 import { freePort } from './helpers.js';
 import { ensurePrometheus, promtoolCheckMetrics } from './prometheus.js';

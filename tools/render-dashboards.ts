@@ -27,7 +27,7 @@ import { validateSpec, type WsBalancerStatus } from '../operator/api/wsbalancer.
 import { OperatorMetrics } from '../operator/metrics.js';
 import { buildStatus, desiredBackends, sessionsByRevision, sidecarHolds, stepRollout, type BackendEndpoint, type RolloutState, type SidecarTarget } from '../operator/plan.js';
 import { observeSidecars, pushSidecars } from '../operator/sidecars.js';
-import { AdminClient } from '../sidecar/admin/client.js';
+import { AdminClient } from '../common/admin/client.js';
 import { BackendProcess, freePort, killAllBackends, pump, startSidecar, TestClient, waitFor } from '../test/helpers.js';
 import { ensurePrometheus, PrometheusServer } from '../test/prometheus.js';
 

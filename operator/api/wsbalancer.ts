@@ -3,7 +3,7 @@
 // generated (tools/gen-crd.ts), and with which the operator validates every object it reads — the
 // test API server does not run CEL rules, and a bad spec must change nothing on the sidecars.
 import { z } from 'zod';
-import { checkManagedSetting, settingsOrderProblem } from '../../sidecar/config/managed.js';
+import { checkManagedSetting, settingsOrderProblem } from '../../common/config/managed.js';
 
 export const GROUP = 'baton.dev';
 export const VERSION = 'v1alpha1';

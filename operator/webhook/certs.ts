@@ -13,7 +13,7 @@ import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import type { Logger } from '../../sidecar/logger.js';
+import type { Logger } from '../../common/logger.js';
 
 const DAY = 24 * 3600 * 1000;
 export const CA_LIFETIME_MS = 5 * 365 * DAY;

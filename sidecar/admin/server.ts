@@ -7,11 +7,11 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Backend, BackendPool, DrainPace } from '../backends.js';
-import type { SidecarConfig } from '../config/types.js';
-import type { Logger } from '../logger.js';
+import type { SidecarConfig } from '../../common/config/types.js';
+import type { Logger } from '../../common/logger.js';
 import type { SidecarMetrics } from '../metrics.js';
 import type { Session } from '../session.js';
-import { SESSION_STATES, type MigrationReason } from '../vocabulary.js';
+import { SESSION_STATES, type MigrationReason } from '../../common/vocabulary.js';
 import {
   AddBackendRequestSchema,
   API_PREFIX,
@@ -32,7 +32,7 @@ import {
   type SessionsResponse,
   type SessionView,
   type StatusResponse,
-} from './contract.js';
+} from '../../common/admin/contract.js';
 
 const MAX_BODY_BYTES = 1024 * 1024;
 

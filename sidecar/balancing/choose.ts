@@ -2,7 +2,7 @@
 // backend views; the only state is the round-robin counters. Called per session / per attempt,
 // not per message, but still written to avoid per-call array copies.
 
-import type { BackendState, HealthStatus } from '../vocabulary.js';
+import type { BackendState, HealthStatus } from '../../common/vocabulary.js';
 
 export interface BackendView {
   id: string;

@@ -4,7 +4,7 @@
 
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { parseDocument, type YAMLError } from 'yaml';
-import type { SidecarConfig } from './types.js';
+import type { SidecarConfig } from '../../common/config/types.js';
 import {
   Layer,
   ORDERED_KEYS,
@@ -19,7 +19,7 @@ import {
   type Assignment,
   type ConfigPath,
   type KeyDef,
-} from './schema.js';
+} from '../../common/config/schema.js';
 import { readWsbalancerEnv, readWsbalancerYaml } from './wsbalancer.js';
 
 export class ConfigError extends Error {

@@ -5,7 +5,7 @@
 // Precedence (see load.ts): wsbalancer YAML keys < Baton YAML keys < wsbalancer env < BATON_ env.
 // wsbalancer's defaults are NOT applied: an alias only matters when it is set.
 
-import type { BackendSpec, LogLevel } from './types.js';
+import type { BackendSpec, LogLevel } from '../../common/config/types.js';
 import {
   Layer,
   duration,
@@ -20,7 +20,7 @@ import {
   type ConfigPath,
   type ValueProblem,
   type ValueType,
-} from './schema.js';
+} from '../../common/config/schema.js';
 
 export interface WsbalancerAlias {
   /**

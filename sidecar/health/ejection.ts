@@ -3,7 +3,7 @@
 // simultaneously the likelier culprit is us or the network, and ejecting them all would turn a
 // partial degradation into a full outage.
 
-import type { HealthStatus } from '../vocabulary.js';
+import type { HealthStatus } from '../../common/vocabulary.js';
 
 export type { HealthStatus };
 

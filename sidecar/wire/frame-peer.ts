@@ -26,7 +26,7 @@ import { isUtf8 } from 'node:buffer';
 import { randomFillSync } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import { isSendableCloseCode } from '../close-codes.js';
+import { isSendableCloseCode } from '../../common/close-codes.js';
 import { CLOSED, CLOSING, OPEN, type Peer, type PeerError, type PeerSink } from './peer.js';
 
 const OP_TEXT = 0x1;

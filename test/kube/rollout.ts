@@ -2,7 +2,7 @@
 // kubelet runs, the WsBalancer's status, and what the sidecars hold of a revision.
 import type { AppsV1Api, CoreV1Api, CustomObjectsApi, V1Deployment } from '@kubernetes/client-node';
 import type { WsBalancer } from '../../operator/api/wsbalancer.js';
-import type { BackendsResponse } from '../../sidecar/admin/contract.js';
+import type { BackendsResponse } from '../../common/admin/contract.js';
 import { eventually } from './control-plane.js';
 import { ADMIN_PORT, BACKEND_PORT, ROLE_LABEL, type SidecarProcess } from './workloads.js';
 

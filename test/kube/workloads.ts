@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { V1Pod } from '@kubernetes/client-node';
-import type { BackendsResponse } from '../../sidecar/admin/contract.js';
+import type { BackendsResponse } from '../../common/admin/contract.js';
 import { BackendProcess, waitFor } from '../helpers.js';
 
 export const ROLE_LABEL = 'baton.test/role';
