@@ -4,8 +4,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../sidecar/config/load.js';
-import { SCHEMA, envName, parseDuration, parseHostPort, parseSize } from '../common/config/schema.js';
-import type { SidecarConfig } from '../common/config/types.js';
+import { SCHEMA, envName, type SidecarConfig } from '../common/config/schema.js';
+import { formatValue, parseDuration, parseHostPort, parseSize, readValue } from '../common/values.js';
 import { WSBALANCER_ALIASES } from '../sidecar/config/wsbalancer.js';
 import { DOCS_PATH, renderConfigDocs } from '../tools/gen-config-docs.js';
 
@@ -147,7 +147,7 @@ describe('schema', () => {
   test('every key has a one-line doc, and its default passes its own validation', () => {
     for (const k of SCHEMA) {
       assert.ok(k.doc.length > 0 && !k.doc.includes('\n'), k.path);
-      const p = k.type.parse(k.default, 'yaml');
+      const p = readValue(k.type, k.default, 'yaml');
       assert.ok(p.ok, `${k.path} default ${JSON.stringify(k.default)}`);
     }
   });
@@ -155,9 +155,9 @@ describe('schema', () => {
   test('every key can be set through its env var (format → parse round trip)', () => {
     for (const k of SCHEMA) {
       if (k.path === 'backends' || k.path.endsWith('File')) continue;
-      const text = k.type.format(k.default);
+      const text = formatValue(k.type, k.default);
       const raw = text.startsWith('"') ? JSON.parse(text) : text === '[]' ? '' : text;
-      const p = k.type.parse(raw, 'env');
+      const p = readValue(k.type, raw, 'env');
       assert.ok(p.ok, `${k.env}=${raw}`);
       assert.deepEqual(p.value, k.default, k.env);
     }

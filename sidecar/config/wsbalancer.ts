@@ -5,22 +5,10 @@
 // Precedence (see load.ts): wsbalancer YAML keys < Baton YAML keys < wsbalancer env < BATON_ env.
 // wsbalancer's defaults are NOT applied: an alias only matters when it is set.
 
-import type { BackendSpec, LogLevel } from '../../common/config/types.js';
-import {
-  Layer,
-  duration,
-  bool,
-  int,
-  keyDef,
-  parseBackendRef,
-  problemText,
-  show,
-  size,
-  type Assignment,
-  type ConfigPath,
-  type ValueProblem,
-  type ValueType,
-} from '../../common/config/schema.js';
+import { z } from 'zod';
+import { backendRef } from '../../common/config/backend.js';
+import { Layer, keyDef, problemText, type Assignment, type BackendSpec, type ConfigPath, type LogLevel } from '../../common/config/schema.js';
+import { bool, duration, int, lenient, readValue, show, size, splitList, subPath, type ValueProblem } from '../../common/values.js';
 
 export interface WsbalancerAlias {
   /**
@@ -33,7 +21,7 @@ export interface WsbalancerAlias {
   readonly target: ConfigPath | null;
   readonly perBackend?: boolean;
   /** Parser, when not the target key's own. */
-  readonly type?: ValueType<unknown>;
+  readonly type?: z.ZodType;
   /** 'append': the env list is added to the lower layers' value (wsbalancer's BE_PASS_HEADERS). */
   readonly envMode?: 'set' | 'append';
   /** Warning given whenever the alias is used (for no-effect keys). */
@@ -59,29 +47,15 @@ const LOG_LEVEL_WORDS: Readonly<Record<string, LogLevel>> = {
 };
 
 /** wsbalancer's TRACE, DEBUG, INFO, WARN, PANIC, FATAL (any case) → Baton's levels. */
-const wsbLogLevel: ValueType<LogLevel> = {
-  describe: 'TRACE, DEBUG, INFO, WARN, PANIC, FATAL',
-  parse(raw) {
-    const lvl = typeof raw === 'string' ? LOG_LEVEL_WORDS[raw.trim().toLowerCase()] : undefined;
-    return lvl
-      ? { ok: true, value: lvl }
-      : { ok: false, problems: [{ message: `${show(raw)} is not a log level (use TRACE, DEBUG, INFO, WARN, PANIC or FATAL)` }] };
-  },
-  format: (v) => v,
-};
+const wsbLogLevel = z.unknown().transform((raw, ctx): LogLevel => {
+  const lvl = typeof raw === 'string' ? LOG_LEVEL_WORDS[raw.trim().toLowerCase()] : undefined;
+  if (lvl) return lvl;
+  ctx.addIssue({ code: 'custom', message: `${show(raw)} is not a log level (use TRACE, DEBUG, INFO, WARN, PANIC or FATAL)`, input: raw });
+  return z.NEVER;
+});
 
 /** wsbalancer: threshold ≤ 0 disables the breaker; Baton's threshold 0 does the same. */
-const wsbBreakerThreshold: ValueType<number> = (() => {
-  const base = int(-2_147_483_648, 1000);
-  return {
-    describe: 'integer ≤ 1000 (≤ 0 disables)',
-    parse(raw, origin) {
-      const p = base.parse(raw, origin);
-      return p.ok ? { ok: true, value: Math.max(0, p.value) } : p;
-    },
-    format: String,
-  };
-})();
+const wsbBreakerThreshold = lenient(int(-2_147_483_648, 1000)).transform((n) => Math.max(0, n));
 
 export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
   { yaml: ['server.frontend.address'], env: 'FE_ADDR', target: 'listen.address' },
@@ -122,10 +96,10 @@ export function aliasYamlKeys(a: WsbalancerAlias): string[] {
   return a.yaml.map((k) => (a.perBackend ? `upstream.backends[].${k}` : k));
 }
 
-function aliasType(a: WsbalancerAlias): ValueType<unknown> {
+function aliasType(a: WsbalancerAlias): z.ZodType {
   if (a.type) return a.type;
   if (!a.target) throw new Error(`wsbalancer alias ${a.env} has neither type nor target`);
-  return keyDef(a.target).type as ValueType<unknown>;
+  return keyDef(a.target).type;
 }
 
 const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -196,7 +170,7 @@ function walkServer(node: unknown, path: string, out: AliasResult): void {
 }
 
 function setAlias(alias: WsbalancerAlias, name: string, raw: unknown, layer: Layer, out: AliasResult, mode: 'set' | 'append' = 'set'): unknown {
-  const p = aliasType(alias).parse(raw, layer === Layer.WsbalancerEnv ? 'env' : 'yaml');
+  const p = readValue(aliasType(alias), raw, layer === Layer.WsbalancerEnv ? 'env' : 'yaml');
   if (!p.ok) {
     out.problems.push(...describeProblems(name, alias.target, p.problems));
     return undefined;
@@ -242,21 +216,18 @@ function readBackends(raw: unknown, out: AliasResult): void {
       out.problems.push(`${at}.url: is required (a ws:// or wss:// URL)`);
       failed = true;
     } else {
-      const b = parseBackendRef(entry.id, entry.url, '.id', '.url');
-      if (b.ok) {
-        specs.push(b.value);
+      const b = backendRef(entry.id, entry.url, (message, path) => out.problems.push(`${at}${subPath(path)} (backends[${i}]${subPath(path)}): ${message}`));
+      if (b) {
+        specs.push(b);
         itemLabels.push(at);
-      } else {
-        failed = true;
-        for (const p of b.problems) out.problems.push(`${at}${p.sub ?? ''} (backends[${i}]${p.sub ?? ''}): ${p.message}`);
-      }
+      } else failed = true;
     }
     for (const alias of BACKEND_ALIASES) {
       if (alias.backendField) continue;
       const k = alias.yaml[0]!;
       if (entry[k] === undefined) continue;
       const name = `${at}.${k}`;
-      const p = aliasType(alias).parse(entry[k], 'yaml');
+      const p = readValue(aliasType(alias), entry[k], 'yaml');
       if (!p.ok) {
         out.problems.push(...describeProblems(name, alias.target, p.problems));
         continue;
@@ -301,13 +272,6 @@ export function readWsbalancerEnv(env: NodeJS.ProcessEnv): AliasResult {
   return out;
 }
 
-function splitList(s: string): string[] {
-  return s
-    .split(',')
-    .map((x) => x.trim())
-    .filter((x) => x !== '');
-}
-
 /** BE_URLS (appended to the backends) with BE_URL_IDS matching by position. */
 function readEnvBackends(env: NodeJS.ProcessEnv, out: AliasResult): void {
   const urlsRaw = env.BE_URLS;
@@ -326,14 +290,13 @@ function readEnvBackends(env: NodeJS.ProcessEnv, out: AliasResult): void {
   const itemLabels: string[] = [];
   let failed = false;
   urls.forEach((url, i) => {
-    const b = parseBackendRef(ids?.[i], url, 'id', 'url');
-    if (b.ok) {
-      specs.push(b.value);
+    const b = backendRef(ids?.[i], url, (message, path) => out.problems.push(`${path[0] === 'id' ? 'BE_URL_IDS' : 'BE_URLS'}[${i}] (backends): ${message}`));
+    if (b) {
+      specs.push(b);
       itemLabels.push(ids?.[i] ? `BE_URLS[${i}] / BE_URL_IDS[${i}]` : `BE_URLS[${i}]`);
       return;
     }
     failed = true;
-    for (const p of b.problems) out.problems.push(`${p.sub === 'id' ? 'BE_URL_IDS' : 'BE_URLS'}[${i}] (backends): ${p.message}`);
   });
   if (failed) return;
   out.assignments.push({ path: 'backends', value: specs, layer: Layer.WsbalancerEnv, label: 'BE_URLS (backends)', name: 'BE_URLS', mode: 'append', itemLabels });
