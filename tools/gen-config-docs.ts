@@ -75,7 +75,8 @@ function defaultText(k: KeyDef): string {
   return s === '""' ? '`""`' : code(s);
 }
 
-function keyTable(keys: readonly KeyDef[]): string {
+/** The table of `keys`: each row from the key's one entry in the schema. */
+export function keyTable(keys: readonly KeyDef[]): string {
   const rows = keys.map((k) => {
     const meaning = `${k.doc}${k.restart ? ' **(restart)**' : ''} *${describeValue(k.type)}*`;
     return `| \`${k.path}\` | \`${k.env}\` | ${defaultText(k)} | ${cell(meaning)} |`;

@@ -50,7 +50,7 @@ interface KeyInfo {
 const KEY_INFO = new WeakMap<z.ZodType, KeyInfo>();
 
 /** A config key: `type` read with YAML/env spellings, `dflt` when not set. */
-function key<O>(type: z.ZodType<O, any>, dflt: NoInfer<O>, doc: string, flags: { file?: boolean; restart?: boolean } = {}): z.ZodDefault<z.ZodType<O, unknown>> {
+export function key<O>(type: z.ZodType<O, any>, dflt: NoInfer<O>, doc: string, flags: { file?: boolean; restart?: boolean } = {}): z.ZodDefault<z.ZodType<O, unknown>> {
   const leaf = (lenient(type) as z.ZodType).default(dflt) as unknown as z.ZodDefault<z.ZodType<O, unknown>>;
   KEY_INFO.set(leaf, { type, doc, ...flags });
   return leaf;
@@ -65,7 +65,7 @@ function documented<T extends z.ZodType>(schema: T, doc: string): T {
 }
 
 /** A group of keys (`doc` for a top-level one). */
-const section = <S extends z.ZodRawShape>(shape: S, doc?: string) => {
+export const section = <S extends z.ZodRawShape>(shape: S, doc?: string) => {
   const s = z.object(shape).prefault({} as never);
   return doc ? documented(s, doc) : s;
 };
