@@ -35,6 +35,20 @@ export type { BackendSpec } from './backend.js';
 export type { BackendState } from '../vocabulary.js';
 export type { HashKey, HostPort } from '../values.js';
 
+/** A name wsbalancer gives a key: sidecar/config/wsbalancer.ts reads it, docs/config.md lists it. */
+export interface WsbalancerName {
+  /** YAML key(s) as wsbalancer spells them: dotted paths, or (perBackend) keys of an `upstream.backends` entry. */
+  readonly yaml: readonly string[];
+  readonly env: string;
+  readonly perBackend?: boolean;
+  /** 'append': the env list is added to the lower layers' value (wsbalancer's BE_PASS_HEADERS). */
+  readonly envMode?: 'set' | 'append';
+  /** Handled specially (backend url / id lists). */
+  readonly backendField?: 'url' | 'id';
+  /** For the docs. */
+  readonly note?: string;
+}
+
 interface KeyInfo {
   /** The value type (common/values.ts): its describe/format go in the docs. */
   readonly type: z.ZodType;
@@ -44,13 +58,15 @@ interface KeyInfo {
   readonly file?: boolean;
   /** A change only takes effect after a restart (not on reload). */
   readonly restart?: boolean;
+  /** wsbalancer's names for this key (aliases). */
+  readonly wsbalancer?: readonly WsbalancerName[];
 }
 
 /** What key() knows of each leaf (a WeakMap: a zod registry's metadata type cannot hold a schema). */
 const KEY_INFO = new WeakMap<z.ZodType, KeyInfo>();
 
 /** A config key: `type` read with YAML/env spellings, `dflt` when not set. */
-export function key<O>(type: z.ZodType<O, any>, dflt: NoInfer<O>, doc: string, flags: { file?: boolean; restart?: boolean } = {}): z.ZodDefault<z.ZodType<O, unknown>> {
+export function key<O>(type: z.ZodType<O, any>, dflt: NoInfer<O>, doc: string, flags: Pick<KeyInfo, 'file' | 'restart' | 'wsbalancer'> = {}): z.ZodDefault<z.ZodType<O, unknown>> {
   const leaf = (lenient(type) as z.ZodType).default(dflt) as unknown as z.ZodDefault<z.ZodType<O, unknown>>;
   KEY_INFO.set(leaf, { type, doc, ...flags });
   return leaf;
@@ -88,10 +104,10 @@ const tls = z
 export const ConfigSchema = z.object({
   listen: section(
     {
-      address: key(address(), { host: '0.0.0.0', port: 8080 }, 'Address the client-facing WebSocket listener binds.', { restart: true }),
+      address: key(address(), { host: '0.0.0.0', port: 8080 }, 'Address the client-facing WebSocket listener binds.', { restart: true, wsbalancer: [{ yaml: ['server.frontend.address'], env: 'FE_ADDR' }] }),
       tls,
-      maxHeaderBytes: key(size({ min: 1 * KiB, max: 16 * MiB }), 16 * KiB, 'Largest upgrade request header block accepted.', { restart: true }),
-      requestTimeout: key(duration({ min: 1 }), 10 * S, 'Time a client has to send its complete upgrade request.', { restart: true }),
+      maxHeaderBytes: key(size({ min: 1 * KiB, max: 16 * MiB }), 16 * KiB, 'Largest upgrade request header block accepted.', { restart: true, wsbalancer: [{ yaml: ['server.frontend.max-header-bytes'], env: 'FE_MAX_HDR_BYTES' }] }),
+      requestTimeout: key(duration({ min: 1 }), 10 * S, 'Time a client has to send its complete upgrade request.', { restart: true, wsbalancer: [{ yaml: ['server.frontend.read-timeout'], env: 'FE_READ_TIMEOUT' }] }),
       perMessageDeflate: section({
         enabled: key(bool(), true, 'Offer permessage-deflate compression to clients. A client that takes it is relayed message by message (ws compresses each); without it frames pass through verbatim, the cheaper path (docs/performance.md).', { restart: true }),
         threshold: key(size({ max: 1 * GiB }), 1 * KiB, 'Messages smaller than this are sent uncompressed.', { restart: true }),
@@ -101,32 +117,36 @@ export const ConfigSchema = z.object({
   ),
   admin: section(
     {
-      address: key(address(), { host: '127.0.0.1', port: 9901 }, 'Address the admin HTTP listener binds; a non-loopback address needs admin.token or admin.tokenFile.', { restart: true }),
+      address: key(address(), { host: '127.0.0.1', port: 9901 }, 'Address the admin HTTP listener binds; a non-loopback address needs admin.token or admin.tokenFile.', { restart: true, wsbalancer: [{ yaml: ['server.admin.address'], env: 'ADM_ADDR' }] }),
       tokenFile: key(file(), '', 'File holding the bearer token required by the admin API.', { file: true }),
       token: key(str(), '', 'Bearer token required by the admin API (prefer tokenFile or the env var over the YAML file).'),
       metricsRequireToken: key(bool(), false, 'Require the token for /metrics too (/healthz and /readyz never need it).'),
     },
     'The admin HTTP listener (health, metrics, backend control).',
   ),
-  logLevel: documented(key(oneOf(LOG_LEVELS), 'info', 'Log level.'), 'Logging.'),
+  logLevel: documented(key(oneOf(LOG_LEVELS), 'info', 'Log level.', { wsbalancer: [{ yaml: ['server.logging-level'], env: 'LOG_LEVEL', note: 'PANIC and FATAL → fatal' }] }), 'Logging.'),
   session: section(
     {
       maxMessageBytes: key(size({ min: 1, max: 1 * GiB }), 16 * MiB, 'Largest message accepted on either leg; larger closes the session with 1009.', { restart: true }),
       highWaterMarkBytes: key(size({ min: 1 * KiB, max: 1 * GiB }), 1 * MiB, "Bytes queued towards one leg before the other leg's socket is paused."),
-      pingInterval: key(duration({ min: 1 }), 10 * S, 'Interval between keep-alive pings on each leg.'),
+      pingInterval: key(duration({ min: 1 }), 10 * S, 'Interval between keep-alive pings on each leg.', { wsbalancer: [{ yaml: ['ping-time'], env: 'BE_PING_TIME', perBackend: true }] }),
       pongTimeout: key(duration({ min: 1 }), 5 * S, 'A leg whose pong is this late is considered dead.'),
       idleTimeout: key(duration(), 0, 'Close a session with no messages in either direction for this long; 0 = never.'),
       maxLifetime: key(duration(), 0, 'Migrate a session (planned) after this long; 0 = never.'),
-      trustForwardedFor: key(bool(), true, 'Append to an incoming X-Forwarded-For instead of replacing it.'),
+      trustForwardedFor: key(bool(), true, 'Append to an incoming X-Forwarded-For instead of replacing it.', { wsbalancer: [{ yaml: ['server.trust-received-xff'], env: 'FE_TRUST_XFF' }] }),
       passRequestHeaders: key(headerList(), [], 'Request headers passed to the backend; empty = every header that is not blocked.'),
-      blockRequestHeaders: key(headerList(), [], 'Request headers never passed to the backend.'),
-      passResponseHeaders: key(headerList(), [], "Backend 101 response headers copied into the client's 101."),
+      blockRequestHeaders: key(headerList(), [], 'Request headers never passed to the backend.', { wsbalancer: [{ yaml: ['server.block-headers'], env: 'BLOCK_HEADERS' }] }),
+      passResponseHeaders: key(headerList(), [], "Backend 101 response headers copied into the client's 101.", {
+        wsbalancer: [{ yaml: ['pass-headers'], env: 'BE_PASS_HEADERS', perBackend: true, envMode: 'append', note: 'BE_PASS_HEADERS is appended' }],
+      }),
     },
     'Per-session limits, keep-alive and header handling.',
   ),
   failover: section(
     {
-      closeCodes: key(intList(1000, 4999), [1001, 1005, 1006, 1011, 1012, 1013], 'Backend close codes (and abnormal closes) that trigger failover instead of closing the client.'),
+      closeCodes: key(intList(1000, 4999), [1001, 1005, 1006, 1011, 1012, 1013], 'Backend close codes (and abnormal closes) that trigger failover instead of closing the client.', {
+        wsbalancer: [{ yaml: ['abnormal-close-codes'], env: 'BE_ABNORMAL_CLOSE_CODES', perBackend: true }],
+      }),
       deadline: key(duration({ min: 1 }), 30 * S, 'Give up reconnecting a session to a backend after this long.'),
       bufferMaxBytes: key(size({ max: 4 * GiB }), 16 * MiB, 'Client messages buffered during failover, in bytes; more closes the session.'),
       bufferMaxMessages: key(int(0, 1_000_000), 4096, 'Client messages buffered during failover, in messages; more closes the session.'),
@@ -137,7 +157,7 @@ export const ConfigSchema = z.object({
         jitter: key(float(0, 1), 0.2, 'Random spread applied to each delay (0.2 = ±20%).'),
       }),
       reconnectHeader: section({
-        name: key(headerName(), 'X-Balancer-Reconnect', 'Header added to the upgrade request of a failover dial.'),
+        name: key(headerName(), 'X-Balancer-Reconnect', 'Header added to the upgrade request of a failover dial.', { wsbalancer: [{ yaml: ['server.reconnect-header'], env: 'RECONNECT_HDR' }] }),
         value: key(headerValue(), '1', 'Value of that header.'),
       }),
       mode: key(oneOf(['resume', 'close']), 'resume', 'resume: a session moves to another backend (its protocol state replayed by its codec); close: it is closed with 1012 instead, so the client reconnects.'),
@@ -160,7 +180,9 @@ export const ConfigSchema = z.object({
   health: section(
     {
       breaker: section({
-        threshold: key(int(0, 1000), 5, 'Consecutive failures that open the circuit breaker; 0 = breaker off.'),
+        threshold: key(int(0, 1000), 5, 'Consecutive failures that open the circuit breaker; 0 = breaker off.', {
+          wsbalancer: [{ yaml: ['breaker-threshold'], env: 'BE_BREAKER_THRESHOLD', perBackend: true, note: '≤ 0 → 0 (off)' }],
+        }),
         openBase: key(duration({ min: 1 }), 1 * S, 'First open period of the breaker (doubles per re-open).'),
         openMax: key(duration({ min: 1 }), 30 * S, 'Longest open period of the breaker.'),
       }),
@@ -183,7 +205,7 @@ export const ConfigSchema = z.object({
   upstream: section(
     {
       connectTimeout: key(duration({ min: 1 }), 5 * S, 'TCP (and TLS) connect timeout towards a backend.'),
-      handshakeTimeout: key(duration({ min: 1 }), 10 * S, 'WebSocket upgrade timeout towards a backend.'),
+      handshakeTimeout: key(duration({ min: 1 }), 10 * S, 'WebSocket upgrade timeout towards a backend.', { wsbalancer: [{ yaml: ['handshake-timeout'], env: 'BE_HANDSHAKE_TIMEOUT', perBackend: true }] }),
       perMessageDeflate: key(bool(), false, 'Offer permessage-deflate to backends.'),
       tls: section({
         caFile: key(file(), '', 'CA bundle for verifying wss:// backends; empty = system CAs.', { file: true }),
@@ -215,7 +237,12 @@ export const ConfigSchema = z.object({
     'Protocol-aware sessions (OCPP-J, JSON-RPC): replay of unanswered requests after a failover, duplicate answers dropped. See docs/codecs.md.',
   ),
   shutdown: section({ grace: key(duration(), 30 * S, 'On SIGTERM, time given to sessions to migrate or finish before they are closed.') }, 'Graceful shutdown.'),
-  backends: documented(key(backendList(), [], 'Where sessions go; format below.'), 'The backend list.'),
+  backends: documented(key(backendList(), [], 'Where sessions go; format below.', {
+      wsbalancer: [
+        { yaml: ['url'], env: 'BE_URLS', perBackend: true, backendField: 'url', note: 'BE_URLS is appended to the backends' },
+        { yaml: ['id'], env: 'BE_URL_IDS', perBackend: true, backendField: 'id', note: 'matches BE_URLS by position' },
+      ],
+    }), 'The backend list.'),
 });
 
 /** The sidecar's validated configuration, every field filled. */

@@ -7,29 +7,17 @@
 
 import { z } from 'zod';
 import { backendRef } from '../../common/config/backend.js';
-import { Layer, keyDef, problemText, type Assignment, type BackendSpec, type ConfigPath, type LogLevel } from '../../common/config/schema.js';
+import { Layer, SCHEMA, keyDef, problemText, type Assignment, type BackendSpec, type ConfigPath, type LogLevel, type WsbalancerName } from '../../common/config/schema.js';
 import { bool, duration, int, lenient, readValue, show, size, splitList, subPath, type ValueProblem } from '../../common/values.js';
 
-export interface WsbalancerAlias {
-  /**
-   * YAML key(s) as wsbalancer spells them. Per-backend keys (perBackend) are relative to an entry of
-   * `upstream.backends`; the others are full dotted paths.
-   */
-  readonly yaml: readonly string[];
-  readonly env: string;
+/** A wsbalancer name: of a Baton key (its `wsbalancer` entry in the schema), or accepted with no effect. */
+export interface WsbalancerAlias extends WsbalancerName {
   /** The Baton key this sets, or null when it is accepted but has no effect. */
   readonly target: ConfigPath | null;
-  readonly perBackend?: boolean;
   /** Parser, when not the target key's own. */
   readonly type?: z.ZodType;
-  /** 'append': the env list is added to the lower layers' value (wsbalancer's BE_PASS_HEADERS). */
-  readonly envMode?: 'set' | 'append';
   /** Warning given whenever the alias is used (for no-effect keys). */
   readonly warning?: string;
-  /** For the docs. */
-  readonly note?: string;
-  /** Handled specially (backend url / id lists). */
-  readonly backendField?: 'url' | 'id';
 }
 
 const NO_EFFECT = 'accepted for wsbalancer compatibility but has no effect in Baton (ignored)';
@@ -57,20 +45,17 @@ const wsbLogLevel = z.unknown().transform((raw, ctx): LogLevel => {
 /** wsbalancer: threshold ≤ 0 disables the breaker; Baton's threshold 0 does the same. */
 const wsbBreakerThreshold = lenient(int(-2_147_483_648, 1000)).transform((n) => Math.max(0, n));
 
-export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
-  { yaml: ['server.frontend.address'], env: 'FE_ADDR', target: 'listen.address' },
-  { yaml: ['server.frontend.read-timeout'], env: 'FE_READ_TIMEOUT', target: 'listen.requestTimeout' },
+/** wsbalancer's value syntax where it differs from the Baton key's, by env name. */
+const WSBALANCER_TYPES: Readonly<Record<string, z.ZodType>> = { LOG_LEVEL: wsbLogLevel, BE_BREAKER_THRESHOLD: wsbBreakerThreshold };
+
+/** wsbalancer settings Baton has no use for: validated, then ignored with a warning. */
+const NO_EFFECT_ALIASES: readonly WsbalancerAlias[] = [
   { yaml: ['server.frontend.wite-timeout', 'server.frontend.write-timeout'], env: 'FE_WRITE_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
-  { yaml: ['server.frontend.max-header-bytes'], env: 'FE_MAX_HDR_BYTES', target: 'listen.maxHeaderBytes' },
-  { yaml: ['server.admin.address'], env: 'ADM_ADDR', target: 'admin.address' },
   { yaml: ['server.admin.read-timeout'], env: 'ADM_READ_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
   { yaml: ['server.admin.wite-timeout', 'server.admin.write-timeout'], env: 'ADM_WRITE_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
   { yaml: ['server.admin.max-header-bytes'], env: 'ADM_MAX_HDR_BYTES', target: null, type: size(), warning: NO_EFFECT },
   { yaml: ['server.read-buffer-size'], env: 'FE_RB_SIZE', target: null, type: size(), warning: NO_EFFECT },
   { yaml: ['server.write-buffer-size'], env: 'FE_WB_SIZE', target: null, type: size(), warning: NO_EFFECT },
-  { yaml: ['server.trust-received-xff'], env: 'FE_TRUST_XFF', target: 'session.trustForwardedFor' },
-  { yaml: ['server.block-headers'], env: 'BLOCK_HEADERS', target: 'session.blockRequestHeaders' },
-  { yaml: ['server.reconnect-header'], env: 'RECONNECT_HDR', target: 'failover.reconnectHeader.name' },
   {
     yaml: ['server.enable-instrumentation'],
     env: 'ENABLE_INST',
@@ -79,16 +64,19 @@ export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
     warning: 'accepted for wsbalancer compatibility; metrics are always on in Baton (admin listener), so it has no effect',
     note: 'metrics are always on',
   },
-  { yaml: ['server.logging-level'], env: 'LOG_LEVEL', target: 'logLevel', type: wsbLogLevel, note: 'PANIC and FATAL → fatal' },
-  { yaml: ['url'], env: 'BE_URLS', target: 'backends', perBackend: true, backendField: 'url', note: 'BE_URLS is appended to the backends' },
-  { yaml: ['id'], env: 'BE_URL_IDS', target: 'backends', perBackend: true, backendField: 'id', note: 'matches BE_URLS by position' },
-  { yaml: ['ping-time'], env: 'BE_PING_TIME', target: 'session.pingInterval', perBackend: true },
   { yaml: ['read-buffer-size'], env: 'BE_RB_SIZE', target: null, perBackend: true, type: size(), warning: NO_EFFECT },
   { yaml: ['write-buffer-size'], env: 'BE_WB_SIZE', target: null, perBackend: true, type: size(), warning: NO_EFFECT },
-  { yaml: ['breaker-threshold'], env: 'BE_BREAKER_THRESHOLD', target: 'health.breaker.threshold', perBackend: true, type: wsbBreakerThreshold, note: '≤ 0 → 0 (off)' },
-  { yaml: ['handshake-timeout'], env: 'BE_HANDSHAKE_TIMEOUT', target: 'upstream.handshakeTimeout', perBackend: true },
-  { yaml: ['pass-headers'], env: 'BE_PASS_HEADERS', target: 'session.passResponseHeaders', perBackend: true, envMode: 'append', note: 'BE_PASS_HEADERS is appended' },
-  { yaml: ['abnormal-close-codes'], env: 'BE_ABNORMAL_CLOSE_CODES', target: 'failover.closeCodes', perBackend: true },
+];
+
+/** Every wsbalancer name: the keys' own (in schema order), then the ones with no effect. */
+export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
+  ...SCHEMA.flatMap((k) =>
+    (k.wsbalancer ?? []).map((n): WsbalancerAlias => {
+      const type = WSBALANCER_TYPES[n.env];
+      return { ...n, target: k.path, ...(type ? { type } : {}) };
+    }),
+  ),
+  ...NO_EFFECT_ALIASES,
 ];
 
 /** The YAML key as shown to users: per-backend keys get their `upstream.backends[].` prefix. */
