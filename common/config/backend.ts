@@ -21,8 +21,8 @@ export const BACKEND_FIELDS = {
 export const BackendInputSchema = z.strictObject({ id: backendId(), ...BACKEND_FIELDS });
 export type BackendSpec = z.output<typeof BackendInputSchema>;
 
-const { url: _url, ...optionalFields } = BACKEND_FIELDS;
-export const BACKEND_DEFAULTS: Omit<BackendSpec, 'id' | 'url'> = z.object(optionalFields).parse({});
+const optionalFields = z.object(BACKEND_FIELDS).omit({ url: true });
+export const BACKEND_DEFAULTS: Omit<BackendSpec, 'id' | 'url'> = optionalFields.parse({});
 const BACKEND_KEYS = Object.keys(BackendInputSchema.shape);
 
 /** Splits "id=url" (the id part has no "/"), or returns the whole string as the url. */
@@ -78,7 +78,7 @@ function backendEntry(raw: unknown, fail: Fail): BackendSpec | undefined {
   if (raw.url === undefined) failHere('is required (a ws:// or wss:// URL)', ['url']);
   else ref = backendRef(raw.id, raw.url, failHere);
   const spec: Record<string, unknown> = {};
-  for (const [k, type] of Object.entries(optionalFields)) {
+  for (const [k, type] of Object.entries(optionalFields.shape)) {
     const p = lenient(type).safeParse(raw[k] ?? undefined);
     if (p.success) spec[k] = p.data;
     else for (const i of p.error.issues) failHere(i.message, [k, ...i.path]);
