@@ -1,7 +1,10 @@
 import { pino, type Logger } from 'pino';
-import type { LogLevel } from './config/types.js';
 
 export type { Logger };
+
+/** The log levels of both roles (sidecar logLevel, operator --log-level); silent logs nothing. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** How long a buffered logger holds lines at most. */
 const FLUSH_MS = 100;

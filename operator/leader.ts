@@ -11,7 +11,7 @@
 import { CoordinationV1Api, V1MicroTime, type ConfigurationOptions, type KubeConfig, type V1Lease } from '@kubernetes/client-node';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { formatDuration } from '../common/config/schema.js';
+import { formatDuration } from '../common/values.js';
 import type { Logger } from '../common/logger.js';
 import { requestTimeout } from './kube-client.js';
 

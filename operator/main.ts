@@ -1,8 +1,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { formatHostPort } from '../common/config/schema.js';
-import type { HostPort } from '../common/config/types.js';
+import { formatHostPort, type HostPort } from '../common/values.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { Controller } from './controller.js';
 import { KubeConfigWithTimeout } from './kube-client.js';

@@ -1,8 +1,9 @@
 // The operator's settings: one table of command-line flags, each with an environment variable and
 // a default, parsed by the same value types as the sidecar's config (docs/operator.md lists them).
 import { hostname } from 'node:os';
-import { address, bool, duration, formatDuration, int, oneOf, str, type Parsed, type ValueType } from '../common/config/schema.js';
-import type { HostPort, LogLevel } from '../common/config/types.js';
+import type { z } from 'zod';
+import { LOG_LEVELS, type LogLevel } from '../common/logger.js';
+import { address, bool, duration, formatDuration, int, oneOf, readValue, str, type HostPort } from '../common/values.js';
 import { NATIVE_SIDECARS_MODES, type NativeSidecarsMode } from './webhook/native.js';
 import { leaseDurationProblems } from './leader.js';
 
@@ -39,7 +40,7 @@ interface OptionDef<K extends keyof OperatorOptions = keyof OperatorOptions> {
   key: K;
   flag: string;
   env: string;
-  type: ValueType<OperatorOptions[K]>;
+  type: z.ZodType<OperatorOptions[K], unknown>;
   default: (env: NodeJS.ProcessEnv) => OperatorOptions[K];
   doc: string;
   /** What an explicitly empty value means, when that is not the default. */
@@ -50,7 +51,7 @@ const opt = <K extends keyof OperatorOptions>(
   key: K,
   flag: string,
   env: string,
-  type: ValueType<OperatorOptions[K]>,
+  type: z.ZodType<OperatorOptions[K], unknown>,
   dflt: OperatorOptions[K] | ((env: NodeJS.ProcessEnv) => OperatorOptions[K]),
   doc: string,
   extra: { empty?: OperatorOptions[K] } = {},
@@ -79,7 +80,7 @@ export const OPTIONS: ReadonlyArray<OptionDef> = [
   opt('sidecarConcurrency', 'sidecar-concurrency', 'BATON_OPERATOR_SIDECAR_CONCURRENCY', int(1, 1000), 16, 'Sidecars of one WsBalancer called at the same time.'),
   opt('sidecarAttempts', 'sidecar-attempts', 'BATON_OPERATOR_SIDECAR_ATTEMPTS', int(1, 20), 3, 'Attempts per sidecar request within one reconcile (retried with backoff).'),
   opt('concurrency', 'concurrency', 'BATON_OPERATOR_CONCURRENCY', int(1, 100), 4, 'WsBalancers reconciled at the same time.'),
-  opt('logLevel', 'log-level', 'BATON_LOG_LEVEL', oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const), 'info', 'Log level.'),
+  opt('logLevel', 'log-level', 'BATON_LOG_LEVEL', oneOf(LOG_LEVELS), 'info', 'Log level.'),
   opt('webhookAddress', 'webhook-address', 'BATON_OPERATOR_WEBHOOK_ADDRESS', address(), { host: '0.0.0.0', port: 9443 }, 'Address of the sidecar injection webhook (HTTPS, /mutate-pods); empty = no webhook.', { empty: null }),
   opt('webhookService', 'webhook-service', 'BATON_OPERATOR_WEBHOOK_SERVICE', label(), 'baton-operator', "The webhook's Service: its DNS names go in the serving certificate."),
   opt('webhookServiceNamespace', 'webhook-service-namespace', 'BATON_OPERATOR_WEBHOOK_SERVICE_NAMESPACE', label(), (env) => env.POD_NAMESPACE || 'default', "Namespace of the webhook's Service and certificate Secret (default: $POD_NAMESPACE, else \"default\")."),
@@ -109,7 +110,7 @@ export function parseOptions(flags: Record<string, string | undefined>, env: Nod
       out[o.key] = o.default(env);
       continue;
     }
-    const parsed = o.type.parse(raw, 'env') as Parsed<unknown>;
+    const parsed = readValue(o.type, raw, 'env');
     if (parsed.ok) out[o.key] = parsed.value;
     else problems.push(`${fromFlag !== undefined ? `--${o.flag}` : o.env}: ${parsed.problems.map((p) => p.message).join('; ')}`);
   }

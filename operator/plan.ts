@@ -3,6 +3,7 @@
 // and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
 import type { V1EndpointSlice, V1LabelSelector } from '@kubernetes/client-node';
 import type { BackendInput, BackendsResponse } from '../common/admin/contract.js';
+import { BACKEND_DEFAULTS } from '../common/config/backend.js';
 import type { BackendState } from '../common/vocabulary.js';
 import {
   ANNOTATIONS,
@@ -439,8 +440,8 @@ export function sidecarHolds(view: BackendsResponse, desired: readonly BackendIn
   for (const want of desired) {
     const b = have.get(want.id);
     if (!b) return false;
-    if (b.url !== want.url || b.weight !== (want.weight ?? 1) || b.standby !== (want.standby ?? false) || b.state !== (want.state ?? 'enabled')) return false;
-    if (!sameRecord(b.labels, want.labels ?? {})) return false;
+    if (b.url !== want.url || b.weight !== (want.weight ?? BACKEND_DEFAULTS.weight) || b.standby !== (want.standby ?? BACKEND_DEFAULTS.standby) || b.state !== (want.state ?? BACKEND_DEFAULTS.state)) return false;
+    if (!sameRecord(b.labels, want.labels ?? BACKEND_DEFAULTS.labels)) return false;
     have.delete(want.id);
   }
   for (const extra of have.values()) if (extra.state !== 'draining') return false;

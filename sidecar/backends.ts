@@ -1,7 +1,7 @@
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
-import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/types.js';
+import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/schema.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { dialBackend, type DialContext, type DialResult } from './dial.js';
 import { joinBackendUrl } from './headers.js';

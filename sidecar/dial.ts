@@ -3,7 +3,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
 import { WebSocket } from 'ws';
-import type { SidecarConfig } from '../common/config/types.js';
+import type { SidecarConfig } from '../common/config/schema.js';
 import type { DialFailureReason } from '../common/vocabulary.js';
 import { MAX_REFUSAL_BODY, upgrade } from './wire/handshake.js';
 import type { Peer } from './wire/peer.js';

@@ -4,7 +4,7 @@ import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../common/close-cod
 import type { Frame, ProtocolState } from './codecs/codec.js';
 import type { ActiveCodec } from './codecs/registry.js';
 import { RequestTracker } from './codecs/tracker.js';
-import type { SidecarConfig } from '../common/config/types.js';
+import type { SidecarConfig } from '../common/config/schema.js';
 import type { Logger } from '../common/logger.js';
 import { Relay } from './relay.js';
 import { CLOSED, OPEN, type Peer, type PeerError, type PeerSink } from './wire/peer.js';

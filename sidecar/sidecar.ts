@@ -13,7 +13,7 @@ import { CodecRouter, loadCodecs } from './codecs/registry.js';
 import { settingsOrderProblem, withManagedSettings } from '../common/config/managed.js';
 import { setValueAt, valueAt } from '../common/config/paths.js';
 import { RESTART_KEYS } from '../common/config/schema.js';
-import type { SidecarConfig } from '../common/config/types.js';
+import type { SidecarConfig } from '../common/config/schema.js';
 import { dialContext } from './dial.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from '../common/logger.js';

@@ -4,10 +4,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, parseConfig } from '../sidecar/config/load.js';
-import { SCHEMA, envName, parseDuration, parseHostPort, parseSize } from '../common/config/schema.js';
-import type { SidecarConfig } from '../common/config/types.js';
+import { z } from 'zod';
+import { valueAt } from '../common/config/paths.js';
+import { SCHEMA, envName, key, keysOf, section, type SidecarConfig } from '../common/config/schema.js';
+import { duration, formatValue, parseDuration, parseHostPort, parseSize, readValue } from '../common/values.js';
 import { WSBALANCER_ALIASES } from '../sidecar/config/wsbalancer.js';
-import { DOCS_PATH, renderConfigDocs } from '../tools/gen-config-docs.js';
+import { DOCS_PATH, keyTable, renderConfigDocs } from '../tools/gen-config-docs.js';
 
 // --- helpers ---------------------------------------------------------------------------------
 
@@ -147,17 +149,48 @@ describe('schema', () => {
   test('every key has a one-line doc, and its default passes its own validation', () => {
     for (const k of SCHEMA) {
       assert.ok(k.doc.length > 0 && !k.doc.includes('\n'), k.path);
-      const p = k.type.parse(k.default, 'yaml');
+      const p = readValue(k.type, k.default, 'yaml');
       assert.ok(p.ok, `${k.path} default ${JSON.stringify(k.default)}`);
+    }
+  });
+
+  test('adding a key is one entry: its type, default, env name, docs and restart flag all come from it', () => {
+    const tree = z.object({
+      dns: section({ refreshInterval: key(duration({ min: 1 }), 30_000, 'How often backend names are resolved again.', { restart: true }) }, 'DNS backends.'),
+    });
+    const { keys, sections } = keysOf(tree);
+    assert.deepEqual(sections, { dns: 'DNS backends.' });
+    assert.equal(keys.length, 1);
+    const k = keys[0]!;
+    assert.deepEqual([k.path, k.env, k.default, k.restart], ['dns.refreshInterval', 'BATON_DNS_REFRESH_INTERVAL', 30_000, true]);
+    assert.equal(
+      keyTable(keys).split('\n')[2],
+      '| `dns.refreshInterval` | `BATON_DNS_REFRESH_INTERVAL` | `30s` | How often backend names are resolved again. **(restart)** *duration ≥ 1ms* |',
+    );
+    // The tree fills the default and reads YAML spellings; the key's type reads env strings.
+    assert.deepEqual(tree.parse({}), { dns: { refreshInterval: 30_000 } });
+    assert.deepEqual(tree.parse({ dns: { refreshInterval: '1m' } }), { dns: { refreshInterval: 60_000 } });
+    assert.deepEqual(readValue(k.type, '2s', 'env'), { ok: true, value: 2000 });
+    assert.deepEqual(readValue(k.type, 'soon', 'env'), {
+      ok: false,
+      problems: [{ message: '"soon" is not a duration (use e.g. 250ms, 10s, 5m, 1m30s or a number of milliseconds)' }],
+    });
+  });
+
+  test("the loader's defaults are the schema's: each key's default is what an empty config holds at its path", () => {
+    const config = parseConfig(undefined, {}).config;
+    for (const k of SCHEMA) {
+      if (k.path.startsWith('listen.tls.')) continue; // listen.tls is null unless certFile and keyFile are set
+      assert.deepEqual(valueAt(config, k.path), k.default, k.path);
     }
   });
 
   test('every key can be set through its env var (format → parse round trip)', () => {
     for (const k of SCHEMA) {
       if (k.path === 'backends' || k.path.endsWith('File')) continue;
-      const text = k.type.format(k.default);
+      const text = formatValue(k.type, k.default);
       const raw = text.startsWith('"') ? JSON.parse(text) : text === '[]' ? '' : text;
-      const p = k.type.parse(raw, 'env');
+      const p = readValue(k.type, raw, 'env');
       assert.ok(p.ok, `${k.env}=${raw}`);
       assert.deepEqual(p.value, k.default, k.env);
     }

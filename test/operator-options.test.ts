@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { LOG_LEVELS } from '../common/logger.js';
 import { OPTIONS, parseOptions } from '../operator/options.js';
 
 describe('operator options', () => {
@@ -34,6 +35,14 @@ describe('operator options', () => {
     assert.match(r.problems.join(), /--sidecar-timeout \(5s\) must be at most --lease-duration minus --lease-renew-deadline \(4s\)/);
     assert.ok(parseOptions({ 'lease-duration': '14s', 'sidecar-timeout': '4s' }, {}).ok);
     assert.ok(parseOptions({ 'lease-duration': '14s', 'sidecar-timeout': '5s', 'leader-elect': 'false' }, {}).ok);
+  });
+
+  test('the operator takes the log levels the sidecar takes, silent included', () => {
+    for (const level of LOG_LEVELS) {
+      const r = parseOptions({ 'log-level': level.toUpperCase() }, {});
+      assert.ok(r.ok && r.options.logLevel === level, level);
+    }
+    assert.deepEqual(parseOptions({ 'log-level': 'loud' }, {}), { ok: false, problems: [`--log-level: "loud" is not one of ${LOG_LEVELS.join(', ')}`] });
   });
 
   test('docs/operator.md lists every flag with its environment variable', () => {

@@ -9,6 +9,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { SCHEMA, SECTIONS, type KeyDef } from '../common/config/schema.js';
+import { describeValue, formatValue } from '../common/values.js';
 import { WSBALANCER_ALIASES, aliasYamlKeys } from '../sidecar/config/wsbalancer.js';
 
 /** docs/config.md, relative to this module (dist/tools/ → repo root). */
@@ -70,13 +71,14 @@ listen/admin addresses and TLS need a restart. Keys that need a restart are mark
 `;
 
 function defaultText(k: KeyDef): string {
-  const s = k.type.format(k.default);
+  const s = formatValue(k.type, k.default);
   return s === '""' ? '`""`' : code(s);
 }
 
-function keyTable(keys: readonly KeyDef[]): string {
+/** The table of `keys`: each row from the key's one entry in the schema. */
+export function keyTable(keys: readonly KeyDef[]): string {
   const rows = keys.map((k) => {
-    const meaning = `${k.doc}${k.restart ? ' **(restart)**' : ''} *${k.type.describe}*`;
+    const meaning = `${k.doc}${k.restart ? ' **(restart)**' : ''} *${describeValue(k.type)}*`;
     return `| \`${k.path}\` | \`${k.env}\` | ${defaultText(k)} | ${cell(meaning)} |`;
   });
   return ['| key | env | default | meaning |', '|---|---|---|---|', ...rows].join('\n');

@@ -4,7 +4,8 @@
 import { z } from 'zod';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../close-codes.js';
 import { checkManagedSetting } from '../config/managed.js';
-import { BACKEND_ID, checkBackendUrl } from '../config/schema.js';
+import { BackendInputSchema } from '../config/backend.js';
+import { backendId } from '../values.js';
 import { BACKEND_STATES, type HealthStatus, type MigrationResult, type SessionStateName } from '../vocabulary.js';
 
 export type { SessionStateName };
@@ -16,22 +17,8 @@ export const API_PREFIX = '/v1';
 export const BackendStateSchema = z.enum(BACKEND_STATES);
 export type BackendStateName = z.infer<typeof BackendStateSchema>;
 
-const backendId = z.string().regex(BACKEND_ID, 'must be 1..128 characters from A-Z a-z 0-9 . _ : -');
-
-const backendUrl = z.string().superRefine((url, ctx) => {
-  const checked = checkBackendUrl(url);
-  if ('message' in checked) ctx.addIssue({ code: 'custom', message: checked.message });
-});
-
-/** A backend as callers describe it. Omitted fields take the same defaults as the config file. */
-export const BackendInputSchema = z.strictObject({
-  id: backendId,
-  url: backendUrl,
-  weight: z.number().int().min(1).max(1000).default(1),
-  standby: z.boolean().default(false),
-  labels: z.record(z.string(), z.string()).default({}),
-  state: BackendStateSchema.default('enabled'),
-});
+/** A backend as callers describe it (common/config/backend.ts): the config file's fields and defaults. */
+export { BackendInputSchema };
 export type BackendInput = z.input<typeof BackendInputSchema>;
 export type BackendDefinition = z.output<typeof BackendInputSchema>;
 
@@ -77,7 +64,7 @@ export const PutBackendsRequestSchema = z
 export type PutBackendsRequest = z.input<typeof PutBackendsRequestSchema>;
 
 /** POST /v1/sessions/{id}/migrate */
-export const MigrateSessionRequestSchema = z.strictObject({ backend: backendId.optional() });
+export const MigrateSessionRequestSchema = z.strictObject({ backend: backendId().optional() });
 export type MigrateSessionRequest = z.input<typeof MigrateSessionRequestSchema>;
 
 /** DELETE /v1/sessions/{id} */

@@ -2,8 +2,8 @@
 // the config keys of a few sections that take effect without a restart, written as strings exactly
 // as in their environment variables and parsed by the same value types as the config file.
 import { setValueAt, valueAt } from './paths.js';
-import { formatDuration, keyDef, ORDERED_KEYS, SCHEMA_BY_PATH, type ConfigPath } from './schema.js';
-import type { SidecarConfig } from './types.js';
+import { formatDuration, readValue } from '../values.js';
+import { keyDef, ORDERED_KEYS, SCHEMA_BY_PATH, type ConfigPath, type SidecarConfig } from './schema.js';
 
 const MANAGED_SECTIONS = ['balancer.', 'failover.', 'health.', 'session.'];
 
@@ -17,7 +17,7 @@ export function checkManagedSetting(path: string, value: string): string | undef
   if (!isManagedSetting(path)) {
     return `"${path}" is not a setting that can be changed at runtime (keys of balancer, failover, health and session that need no restart)`;
   }
-  const parsed = keyDef(path as ConfigPath).type.parse(value, 'env');
+  const parsed = readValue(keyDef(path as ConfigPath).type, value, 'env');
   return parsed.ok ? undefined : parsed.problems.map((p) => p.message).join('; ');
 }
 
@@ -28,7 +28,7 @@ export function checkManagedSetting(path: string, value: string): string | undef
 export function settingsOrderProblem(settings: Readonly<Record<string, string>>, base?: SidecarConfig): { path: string; message: string } | undefined {
   const value = (path: ConfigPath): number => {
     const raw = settings[path];
-    const parsed = raw === undefined ? undefined : keyDef(path).type.parse(raw, 'env');
+    const parsed = raw === undefined ? undefined : readValue(keyDef(path).type, raw, 'env');
     if (parsed?.ok) return parsed.value as number;
     return (base ? valueAt(base, path) : keyDef(path).default) as number;
   };
@@ -45,7 +45,7 @@ export function settingsOrderProblem(settings: Readonly<Record<string, string>>,
 export function withManagedSettings(config: SidecarConfig, settings: Readonly<Record<string, string>>): SidecarConfig {
   const out = structuredClone(config);
   for (const [path, raw] of Object.entries(settings)) {
-    const parsed = keyDef(path as ConfigPath).type.parse(raw, 'env');
+    const parsed = readValue(keyDef(path as ConfigPath).type, raw, 'env');
     if (parsed.ok) setValueAt(out, path, parsed.value);
   }
   return out;

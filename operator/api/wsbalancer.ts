@@ -3,6 +3,7 @@
 // generated (tools/gen-crd.ts), and with which the operator validates every object it reads — the
 // test API server does not run CEL rules, and a bad spec must change nothing on the sidecars.
 import { z } from 'zod';
+import { BACKEND_FIELDS } from '../../common/config/backend.js';
 import { checkManagedSetting, settingsOrderProblem } from '../../common/config/managed.js';
 
 export const GROUP = 'baton.dev';
@@ -125,7 +126,7 @@ export const WsBalancerSpecSchema = z.strictObject({
       .meta({ description: "A name matches the Service port's name; a number matches the endpoint (target) port, or a slice's only port." }),
     scheme: z.enum(['ws', 'wss']).default('ws').meta({ description: 'Scheme of the backend URLs the sidecars dial.' }),
     revisionLabel: labelKey.default('pod-template-hash').meta({ description: "Pod label whose value names a backend's revision." }),
-    weight: z.number().int().min(1).max(1000).default(1).meta({ description: 'Balancing weight of every backend.' }),
+    weight: BACKEND_FIELDS.weight.meta({ description: 'Balancing weight of every backend.' }),
   }).meta({ description: 'The backends: the endpoints of one Service.' }),
   settings,
   rollout: z

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { HostPort } from '../../common/config/types.js';
+import type { HostPort } from '../../common/values.js';
 import type { Logger } from '../../common/logger.js';
 import type { AdmissionResult, OperatorMetrics } from '../metrics.js';
 import type { CertificateSource, ServingPair } from './certs.js';

@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Backend, BackendPool, DrainPace } from '../backends.js';
-import type { SidecarConfig } from '../../common/config/types.js';
+import type { SidecarConfig } from '../../common/config/schema.js';
 import type { Logger } from '../../common/logger.js';
 import type { SidecarMetrics } from '../metrics.js';
 import type { Session } from '../session.js';

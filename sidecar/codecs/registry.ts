@@ -3,7 +3,7 @@
 // or its request (socket.io has no subprotocol).
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import type { SidecarConfig } from '../../common/config/types.js';
+import type { SidecarConfig } from '../../common/config/schema.js';
 import type { CodecModule, ProtocolState, SessionCodec } from './codec.js';
 import { BUILTIN_CODECS, type BuiltinCodec } from '../../common/vocabulary.js';
 import { createGraphqlWsCodec } from './graphql-ws.js';

@@ -4,22 +4,9 @@
 
 import { accessSync, constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import { parseDocument, type YAMLError } from 'yaml';
-import type { SidecarConfig } from '../../common/config/types.js';
-import {
-  Layer,
-  ORDERED_KEYS,
-  SCHEMA,
-  SCHEMA_BY_PATH,
-  formatDuration,
-  formatHostPort,
-  isLoopbackHost,
-  keyDef,
-  problemText,
-  show,
-  type Assignment,
-  type ConfigPath,
-  type KeyDef,
-} from '../../common/config/schema.js';
+import { ConfigSchema, Layer, ORDERED_KEYS, SCHEMA, SCHEMA_BY_PATH, keyDef, problemText, type Assignment, type ConfigPath, type KeyDef, type SidecarConfig } from '../../common/config/schema.js';
+import { setValueAt } from '../../common/config/paths.js';
+import { formatDuration, formatHostPort, isLoopbackHost, problemsOf, readValue, show } from '../../common/values.js';
 import { readWsbalancerEnv, readWsbalancerYaml } from './wsbalancer.js';
 
 export class ConfigError extends Error {
@@ -147,7 +134,7 @@ function walkYaml(node: Record<string, unknown>, prefix: string, out: Assignment
     if (def) {
       // `key:` with nothing after it means "the default".
       if (v === null || v === undefined) continue;
-      const p = def.type.parse(v, 'yaml');
+      const p = readValue(def.type, v, 'yaml');
       if (p.ok) {
         out.push({
           path: def.path,
@@ -214,7 +201,7 @@ function readEnv(env: NodeJS.ProcessEnv, out: Assignment[], problems: string[], 
   for (const def of SCHEMA) {
     const raw = env[def.env];
     if (raw === undefined) continue;
-    const p = def.type.parse(raw, 'env');
+    const p = readValue(def.type, raw, 'env');
     if (p.ok) {
       out.push({
         path: def.path,
@@ -299,28 +286,19 @@ function resolve(assignments: Assignment[], warnings: string[]): Map<string, Res
   return out;
 }
 
-function setPath(obj: Record<string, unknown>, path: string, value: unknown): void {
-  const parts = path.split('.');
-  let node = obj;
-  for (const p of parts.slice(0, -1)) {
-    if (!isMap(node[p])) node[p] = {};
-    node = node[p] as Record<string, unknown>;
-  }
-  node[parts[parts.length - 1]!] = value;
-}
-
 function build(resolved: Map<string, Resolved>, problems: string[]): SidecarConfig {
   const obj: Record<string, unknown> = {};
-  for (const def of SCHEMA) setPath(obj, def.path, resolved.get(def.path)!.value);
-  const config = obj as unknown as SidecarConfig;
+  for (const def of SCHEMA) setValueAt(obj, def.path, resolved.get(def.path)!.value);
+  // Every value is valid already; this applies the tree's own rules (listen.tls: null unless set).
+  const parsed = ConfigSchema.safeParse(obj);
+  if (!parsed.success) throw new Error(`config schema: a valid value did not pass again: ${problemsOf(parsed.error).map((p) => `${p.sub}: ${p.message}`).join('; ')}`);
+  const config = parsed.data;
 
-  // listen.tls: null unless certFile and keyFile are set.
-  const tls = config.listen.tls!;
   const tlsLabel = (p: ConfigPath) => resolved.get(p)!.label;
   const missing = (p: ConfigPath) => `${p} (env ${keyDef(p).env})`;
-  if (tls.certFile !== '' && tls.keyFile !== '') {
-    // keep {certFile, keyFile, caFile}
-  } else {
+  if (config.listen.tls === null) {
+    const value = (p: ConfigPath) => resolved.get(p)!.value as string;
+    const tls = { certFile: value('listen.tls.certFile'), keyFile: value('listen.tls.keyFile'), caFile: value('listen.tls.caFile') };
     if (tls.certFile !== '' || tls.keyFile !== '') {
       const [have, lack] = tls.certFile !== '' ? (['listen.tls.certFile', 'listen.tls.keyFile'] as const) : (['listen.tls.keyFile', 'listen.tls.certFile'] as const);
       problems.push(
@@ -331,7 +309,6 @@ function build(resolved: Map<string, Resolved>, problems: string[]): SidecarConf
         `${tlsLabel('listen.tls.caFile')}: ${show(tls.caFile)} is set but listen.tls.certFile and listen.tls.keyFile are not; client certificate verification needs TLS`,
       );
     }
-    config.listen.tls = null;
   }
 
   const up = config.upstream.tls;

@@ -5,43 +5,19 @@
 // Precedence (see load.ts): wsbalancer YAML keys < Baton YAML keys < wsbalancer env < BATON_ env.
 // wsbalancer's defaults are NOT applied: an alias only matters when it is set.
 
-import type { BackendSpec, LogLevel } from '../../common/config/types.js';
-import {
-  Layer,
-  duration,
-  bool,
-  int,
-  keyDef,
-  parseBackendRef,
-  problemText,
-  show,
-  size,
-  type Assignment,
-  type ConfigPath,
-  type ValueProblem,
-  type ValueType,
-} from '../../common/config/schema.js';
+import { z } from 'zod';
+import { backendRef } from '../../common/config/backend.js';
+import { Layer, SCHEMA, keyDef, problemText, type Assignment, type BackendSpec, type ConfigPath, type LogLevel, type WsbalancerName } from '../../common/config/schema.js';
+import { bool, duration, int, lenient, readValue, show, size, splitList, subPath, type ValueProblem } from '../../common/values.js';
 
-export interface WsbalancerAlias {
-  /**
-   * YAML key(s) as wsbalancer spells them. Per-backend keys (perBackend) are relative to an entry of
-   * `upstream.backends`; the others are full dotted paths.
-   */
-  readonly yaml: readonly string[];
-  readonly env: string;
+/** A wsbalancer name: of a Baton key (its `wsbalancer` entry in the schema), or accepted with no effect. */
+export interface WsbalancerAlias extends WsbalancerName {
   /** The Baton key this sets, or null when it is accepted but has no effect. */
   readonly target: ConfigPath | null;
-  readonly perBackend?: boolean;
   /** Parser, when not the target key's own. */
-  readonly type?: ValueType<unknown>;
-  /** 'append': the env list is added to the lower layers' value (wsbalancer's BE_PASS_HEADERS). */
-  readonly envMode?: 'set' | 'append';
+  readonly type?: z.ZodType;
   /** Warning given whenever the alias is used (for no-effect keys). */
   readonly warning?: string;
-  /** For the docs. */
-  readonly note?: string;
-  /** Handled specially (backend url / id lists). */
-  readonly backendField?: 'url' | 'id';
 }
 
 const NO_EFFECT = 'accepted for wsbalancer compatibility but has no effect in Baton (ignored)';
@@ -59,44 +35,27 @@ const LOG_LEVEL_WORDS: Readonly<Record<string, LogLevel>> = {
 };
 
 /** wsbalancer's TRACE, DEBUG, INFO, WARN, PANIC, FATAL (any case) → Baton's levels. */
-const wsbLogLevel: ValueType<LogLevel> = {
-  describe: 'TRACE, DEBUG, INFO, WARN, PANIC, FATAL',
-  parse(raw) {
-    const lvl = typeof raw === 'string' ? LOG_LEVEL_WORDS[raw.trim().toLowerCase()] : undefined;
-    return lvl
-      ? { ok: true, value: lvl }
-      : { ok: false, problems: [{ message: `${show(raw)} is not a log level (use TRACE, DEBUG, INFO, WARN, PANIC or FATAL)` }] };
-  },
-  format: (v) => v,
-};
+const wsbLogLevel = z.unknown().transform((raw, ctx): LogLevel => {
+  const lvl = typeof raw === 'string' ? LOG_LEVEL_WORDS[raw.trim().toLowerCase()] : undefined;
+  if (lvl) return lvl;
+  ctx.addIssue({ code: 'custom', message: `${show(raw)} is not a log level (use TRACE, DEBUG, INFO, WARN, PANIC or FATAL)`, input: raw });
+  return z.NEVER;
+});
 
 /** wsbalancer: threshold ≤ 0 disables the breaker; Baton's threshold 0 does the same. */
-const wsbBreakerThreshold: ValueType<number> = (() => {
-  const base = int(-2_147_483_648, 1000);
-  return {
-    describe: 'integer ≤ 1000 (≤ 0 disables)',
-    parse(raw, origin) {
-      const p = base.parse(raw, origin);
-      return p.ok ? { ok: true, value: Math.max(0, p.value) } : p;
-    },
-    format: String,
-  };
-})();
+const wsbBreakerThreshold = lenient(int(-2_147_483_648, 1000)).transform((n) => Math.max(0, n));
 
-export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
-  { yaml: ['server.frontend.address'], env: 'FE_ADDR', target: 'listen.address' },
-  { yaml: ['server.frontend.read-timeout'], env: 'FE_READ_TIMEOUT', target: 'listen.requestTimeout' },
+/** wsbalancer's value syntax where it differs from the Baton key's, by env name. */
+const WSBALANCER_TYPES: Readonly<Record<string, z.ZodType>> = { LOG_LEVEL: wsbLogLevel, BE_BREAKER_THRESHOLD: wsbBreakerThreshold };
+
+/** wsbalancer settings Baton has no use for: validated, then ignored with a warning. */
+const NO_EFFECT_ALIASES: readonly WsbalancerAlias[] = [
   { yaml: ['server.frontend.wite-timeout', 'server.frontend.write-timeout'], env: 'FE_WRITE_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
-  { yaml: ['server.frontend.max-header-bytes'], env: 'FE_MAX_HDR_BYTES', target: 'listen.maxHeaderBytes' },
-  { yaml: ['server.admin.address'], env: 'ADM_ADDR', target: 'admin.address' },
   { yaml: ['server.admin.read-timeout'], env: 'ADM_READ_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
   { yaml: ['server.admin.wite-timeout', 'server.admin.write-timeout'], env: 'ADM_WRITE_TIMEOUT', target: null, type: duration(), warning: NO_EFFECT },
   { yaml: ['server.admin.max-header-bytes'], env: 'ADM_MAX_HDR_BYTES', target: null, type: size(), warning: NO_EFFECT },
   { yaml: ['server.read-buffer-size'], env: 'FE_RB_SIZE', target: null, type: size(), warning: NO_EFFECT },
   { yaml: ['server.write-buffer-size'], env: 'FE_WB_SIZE', target: null, type: size(), warning: NO_EFFECT },
-  { yaml: ['server.trust-received-xff'], env: 'FE_TRUST_XFF', target: 'session.trustForwardedFor' },
-  { yaml: ['server.block-headers'], env: 'BLOCK_HEADERS', target: 'session.blockRequestHeaders' },
-  { yaml: ['server.reconnect-header'], env: 'RECONNECT_HDR', target: 'failover.reconnectHeader.name' },
   {
     yaml: ['server.enable-instrumentation'],
     env: 'ENABLE_INST',
@@ -105,16 +64,19 @@ export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
     warning: 'accepted for wsbalancer compatibility; metrics are always on in Baton (admin listener), so it has no effect',
     note: 'metrics are always on',
   },
-  { yaml: ['server.logging-level'], env: 'LOG_LEVEL', target: 'logLevel', type: wsbLogLevel, note: 'PANIC and FATAL → fatal' },
-  { yaml: ['url'], env: 'BE_URLS', target: 'backends', perBackend: true, backendField: 'url', note: 'BE_URLS is appended to the backends' },
-  { yaml: ['id'], env: 'BE_URL_IDS', target: 'backends', perBackend: true, backendField: 'id', note: 'matches BE_URLS by position' },
-  { yaml: ['ping-time'], env: 'BE_PING_TIME', target: 'session.pingInterval', perBackend: true },
   { yaml: ['read-buffer-size'], env: 'BE_RB_SIZE', target: null, perBackend: true, type: size(), warning: NO_EFFECT },
   { yaml: ['write-buffer-size'], env: 'BE_WB_SIZE', target: null, perBackend: true, type: size(), warning: NO_EFFECT },
-  { yaml: ['breaker-threshold'], env: 'BE_BREAKER_THRESHOLD', target: 'health.breaker.threshold', perBackend: true, type: wsbBreakerThreshold, note: '≤ 0 → 0 (off)' },
-  { yaml: ['handshake-timeout'], env: 'BE_HANDSHAKE_TIMEOUT', target: 'upstream.handshakeTimeout', perBackend: true },
-  { yaml: ['pass-headers'], env: 'BE_PASS_HEADERS', target: 'session.passResponseHeaders', perBackend: true, envMode: 'append', note: 'BE_PASS_HEADERS is appended' },
-  { yaml: ['abnormal-close-codes'], env: 'BE_ABNORMAL_CLOSE_CODES', target: 'failover.closeCodes', perBackend: true },
+];
+
+/** Every wsbalancer name: the keys' own (in schema order), then the ones with no effect. */
+export const WSBALANCER_ALIASES: readonly WsbalancerAlias[] = [
+  ...SCHEMA.flatMap((k) =>
+    (k.wsbalancer ?? []).map((n): WsbalancerAlias => {
+      const type = WSBALANCER_TYPES[n.env];
+      return { ...n, target: k.path, ...(type ? { type } : {}) };
+    }),
+  ),
+  ...NO_EFFECT_ALIASES,
 ];
 
 /** The YAML key as shown to users: per-backend keys get their `upstream.backends[].` prefix. */
@@ -122,10 +84,10 @@ export function aliasYamlKeys(a: WsbalancerAlias): string[] {
   return a.yaml.map((k) => (a.perBackend ? `upstream.backends[].${k}` : k));
 }
 
-function aliasType(a: WsbalancerAlias): ValueType<unknown> {
+function aliasType(a: WsbalancerAlias): z.ZodType {
   if (a.type) return a.type;
   if (!a.target) throw new Error(`wsbalancer alias ${a.env} has neither type nor target`);
-  return keyDef(a.target).type as ValueType<unknown>;
+  return keyDef(a.target).type;
 }
 
 const isMap = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -196,7 +158,7 @@ function walkServer(node: unknown, path: string, out: AliasResult): void {
 }
 
 function setAlias(alias: WsbalancerAlias, name: string, raw: unknown, layer: Layer, out: AliasResult, mode: 'set' | 'append' = 'set'): unknown {
-  const p = aliasType(alias).parse(raw, layer === Layer.WsbalancerEnv ? 'env' : 'yaml');
+  const p = readValue(aliasType(alias), raw, layer === Layer.WsbalancerEnv ? 'env' : 'yaml');
   if (!p.ok) {
     out.problems.push(...describeProblems(name, alias.target, p.problems));
     return undefined;
@@ -242,21 +204,18 @@ function readBackends(raw: unknown, out: AliasResult): void {
       out.problems.push(`${at}.url: is required (a ws:// or wss:// URL)`);
       failed = true;
     } else {
-      const b = parseBackendRef(entry.id, entry.url, '.id', '.url');
-      if (b.ok) {
-        specs.push(b.value);
+      const b = backendRef(entry.id, entry.url, (message, path) => out.problems.push(`${at}${subPath(path)} (backends[${i}]${subPath(path)}): ${message}`));
+      if (b) {
+        specs.push(b);
         itemLabels.push(at);
-      } else {
-        failed = true;
-        for (const p of b.problems) out.problems.push(`${at}${p.sub ?? ''} (backends[${i}]${p.sub ?? ''}): ${p.message}`);
-      }
+      } else failed = true;
     }
     for (const alias of BACKEND_ALIASES) {
       if (alias.backendField) continue;
       const k = alias.yaml[0]!;
       if (entry[k] === undefined) continue;
       const name = `${at}.${k}`;
-      const p = aliasType(alias).parse(entry[k], 'yaml');
+      const p = readValue(aliasType(alias), entry[k], 'yaml');
       if (!p.ok) {
         out.problems.push(...describeProblems(name, alias.target, p.problems));
         continue;
@@ -301,13 +260,6 @@ export function readWsbalancerEnv(env: NodeJS.ProcessEnv): AliasResult {
   return out;
 }
 
-function splitList(s: string): string[] {
-  return s
-    .split(',')
-    .map((x) => x.trim())
-    .filter((x) => x !== '');
-}
-
 /** BE_URLS (appended to the backends) with BE_URL_IDS matching by position. */
 function readEnvBackends(env: NodeJS.ProcessEnv, out: AliasResult): void {
   const urlsRaw = env.BE_URLS;
@@ -326,14 +278,13 @@ function readEnvBackends(env: NodeJS.ProcessEnv, out: AliasResult): void {
   const itemLabels: string[] = [];
   let failed = false;
   urls.forEach((url, i) => {
-    const b = parseBackendRef(ids?.[i], url, 'id', 'url');
-    if (b.ok) {
-      specs.push(b.value);
+    const b = backendRef(ids?.[i], url, (message, path) => out.problems.push(`${path[0] === 'id' ? 'BE_URL_IDS' : 'BE_URLS'}[${i}] (backends): ${message}`));
+    if (b) {
+      specs.push(b);
       itemLabels.push(ids?.[i] ? `BE_URLS[${i}] / BE_URL_IDS[${i}]` : `BE_URLS[${i}]`);
       return;
     }
     failed = true;
-    for (const p of b.problems) out.problems.push(`${p.sub === 'id' ? 'BE_URL_IDS' : 'BE_URLS'}[${i}] (backends): ${p.message}`);
   });
   if (failed) return;
   out.assignments.push({ path: 'backends', value: specs, layer: Layer.WsbalancerEnv, label: 'BE_URLS (backends)', name: 'BE_URLS', mode: 'append', itemLabels });
