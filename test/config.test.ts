@@ -100,6 +100,7 @@ const DEFAULTS: SidecarConfig = {
   },
   codec: { default: 'auto', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, maxStateFrames: 256, maxStateBytes: 256 * 1024, resumeTimeout: 5_000, requestTimeout: 60_000, orphanAnswers: 'forward' },
   shutdown: { grace: 30_000 },
+  dns: { resolve: false, refresh: 30_000, minTtl: 1000, maxTtl: 60_000, servers: [], timeout: 5000 },
   backends: [],
 };
 

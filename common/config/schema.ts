@@ -467,11 +467,18 @@ export function hashKey(): ValueType<HashKey> {
   };
 }
 
+function dnsServer(s: string): boolean {
+  if (isIP(s) !== 0) return true;
+  const hp = parseHostPort(s);
+  return hp !== undefined && !s.startsWith(':') && isIP(hp.host) !== 0;
+}
+
 // --- backends ----------------------------------------------------------------------------------
 
-export const BACKEND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-const BACKEND_ID_HINT = '1..128 characters from A-Z a-z 0-9 . _ : -';
-const BACKEND_KEYS = ['id', 'url', 'weight', 'standby', 'labels', 'state'];
+/** '/', '[' and ']' are for the ids DNS expansion makes: name/address:port, name/[v6]:port. */
+export const BACKEND_ID = /^[A-Za-z0-9._:/[\]-]{1,128}$/;
+const BACKEND_ID_HINT = '1..128 characters from A-Z a-z 0-9 . _ : / [ ] -';
+const BACKEND_KEYS = ['id', 'url', 'weight', 'standby', 'labels', 'state', 'resolve'];
 
 /** Checks a backend URL; returns the default id (host:port, default port filled in) or a message. */
 export function checkBackendUrl(raw: unknown): { id: string; url: string } | { message: string } {
@@ -562,6 +569,7 @@ function parseBackendEntry(raw: unknown, i: number): Parsed<BackendSpec> {
   field('weight', int(1, 1000), (v) => (spec.weight = v));
   field('standby', bool(), (v) => (spec.standby = v));
   field('state', oneOf(BACKEND_STATES), (v) => (spec.state = v));
+  field('resolve', bool(), (v) => (spec.resolve = v));
   if (raw.labels !== undefined && raw.labels !== null) {
     if (!isPlainObject(raw.labels)) problems.push({ sub: `${at}.labels`, message: `${show(raw.labels)} is not a map of strings` });
     else {
@@ -696,6 +704,7 @@ export const SECTIONS: Readonly<Record<string, string>> = {
   upstream: 'Connections from the sidecar to backends.',
   codec: 'Protocol-aware sessions (OCPP-J, JSON-RPC): replay of unanswered requests after a failover, duplicate answers dropped. See docs/codecs.md.',
   shutdown: 'Graceful shutdown.',
+  dns: 'Backends named by a host name that resolves to several addresses (a headless Service without the operator): one backend per address, re-resolved. See docs/dns.md.',
   backends: 'The backend list.',
 };
 
@@ -782,6 +791,12 @@ export const SCHEMA: readonly KeyDef[] = table([
   key('codec.orphanAnswers', oneOf(['forward', 'drop'] as const), 'forward', "A client's answer to a call from a backend that has died since: forward it to the new backend, or drop it."),
   key('shutdown.grace', duration(), 30 * S, 'On SIGTERM, time given to sessions to migrate or finish before they are closed.'),
 
+  key('dns.resolve', bool(), false, 'Default of backends[].resolve: expand a backend whose URL host is a name to one backend per address (A and AAAA), re-resolved.'),
+  key('dns.refresh', duration({ min: 100, max: 24 * 3600 * S }), 30 * S, 'Re-resolve interval when an answer gives no TTL (or TTL 0); bounded by minTtl and maxTtl.'),
+  key('dns.minTtl', duration({ min: 100, max: 24 * 3600 * S }), 1 * S, 'A name is re-resolved no sooner than this, whatever its TTL; also the first retry after a failed resolution.'),
+  key('dns.maxTtl', duration({ min: 100, max: 24 * 3600 * S }), 60 * S, 'A name is re-resolved no later than this, whatever its TTL; also the longest retry interval while resolution fails.'),
+  key('dns.servers', listOf(str({ check: (s) => dnsServer(s), expected: 'an IP address or ip:port', describe: 'ip[:port]' }), 'list of ip[:port]'), [], "DNS servers asked; empty = the system's (resolv.conf)."),
+  key('dns.timeout', duration({ min: 1, max: 60 * S }), 5 * S, 'A resolution slower than this fails (the last good answer is kept).'),
   key('backends', backendList(), [], 'Where sessions go; format below.'),
 ]);
 
@@ -807,6 +822,7 @@ export const ORDERED_KEYS: ReadonlyArray<readonly [ConfigPath, ConfigPath, strin
   ['failover.backoff.initial', 'failover.backoff.max', 'the first reconnect delay must not exceed the largest'],
   ['health.breaker.openBase', 'health.breaker.openMax', 'the first open period must not exceed the longest'],
   ['migration.quietPeriod', 'migration.maxQuietWait', 'the quiet period must not exceed the longest wait for it'],
+  ['dns.minTtl', 'dns.maxTtl', 'the shortest re-resolve interval must not exceed the longest'],
 ];
 
 export const RESTART_KEYS: readonly string[] = SCHEMA.filter((k) => k.restart).map((k) => k.path);

@@ -10,7 +10,7 @@ import type { BackendState } from '../vocabulary.js';
 export type { BackendState };
 
 export interface BackendSpec {
-  /** Unique, [A-Za-z0-9._:-]{1,128}. Defaults to the URL's host:port. */
+  /** Unique, [A-Za-z0-9._:/[\]-]{1,128}. Defaults to the URL's host:port. */
   id: string;
   /** ws:// or wss:// URL; the client's path and query are appended to its path. */
   url: string;
@@ -20,6 +20,10 @@ export interface BackendSpec {
   standby: boolean;
   labels: Record<string, string>;
   state: BackendState;
+  /** Config file only: expand the URL's host name to one backend per address (unset = dns.resolve). */
+  resolve?: boolean;
+  /** Set on a backend expanded from a name: the IP it connects to (Host, SNI and certificate check keep the URL's name). */
+  address?: string;
 }
 
 export interface HostPort {
@@ -146,5 +150,17 @@ export interface SidecarConfig {
     orphanAnswers: 'forward' | 'drop';
   };
   shutdown: { grace: Millis };
+  dns: {
+    /** Default of backends[].resolve. */
+    resolve: boolean;
+    /** Re-resolve interval for an answer that gives no TTL (or TTL 0). */
+    refresh: Millis;
+    /** Bounds on the re-resolve interval a record's TTL gives. */
+    minTtl: Millis;
+    maxTtl: Millis;
+    /** "ip" or "ip:port" of DNS servers; empty = the system's (resolv.conf). */
+    servers: string[];
+    timeout: Millis;
+  };
   backends: BackendSpec[];
 }
