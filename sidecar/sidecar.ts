@@ -130,6 +130,8 @@ export class Sidecar implements SessionHost, AdminPort {
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   async start(): Promise<AddressInfo> {
     this.codecs = await loadCodecs(this.config.codec);
+    // The first answers before the first sessions (each name bounded by dns.timeout).
+    await this.dns.start();
     const { host, port } = this.config.listen.address;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -144,8 +146,6 @@ export class Sidecar implements SessionHost, AdminPort {
       this.server.close();
       throw err;
     }
-    // The first answers before the first sessions (each name bounded by dns.timeout).
-    await this.dns.start();
     this.ticker = setInterval(() => this.tick(), tickInterval(this.config));
     const address = this.server.address() as AddressInfo;
     this.log.info(

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { checkBackendUrl } from '../common/config/schema.js';
 import type { BackendSpec } from '../common/config/types.js';
+import { ConfigError, parseConfig } from '../sidecar/config/load.js';
 import { expandBackends, initialState, namesOf, stepName, type DnsSettings, type NameState, type Resolution } from '../sidecar/dns/plan.js';
 
 const S = 1000;
@@ -126,5 +127,33 @@ describe('a name over time', () => {
     const step = stepName(initialState(0), fail, 0, DNS, MID);
     assert.deepEqual(step.state, { addresses: null, failures: 1, nextAt: 1 * S });
     assert.equal(step.logFailure, true);
+  });
+});
+
+describe('config keys', () => {
+  const problems = (yaml: string, env: NodeJS.ProcessEnv = {}) => {
+    try {
+      parseConfig(yaml, env, 'test');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.problems;
+      throw err;
+    }
+  };
+
+  test('backends[].resolve overrides dns.resolve; wsbalancer BE_URLS entries follow the default', () => {
+    const { config } = parseConfig(
+      'dns: { resolve: true, servers: ["10.0.0.53", "127.0.0.1:5353"] }\nbackends:\n  - { url: "ws://chat.svc:9000", resolve: false }\n',
+      { BE_URLS: 'ws://feed.svc:9000' },
+      'test',
+    );
+    assert.deepEqual(config.dns.servers, ['10.0.0.53', '127.0.0.1:5353']);
+    assert.deepEqual(namesOf(config.backends, config.dns.resolve), ['feed.svc']);
+  });
+
+  test('bad values name the key', () => {
+    assert.match(problems('dns: { servers: ["dns.example"] }\n').join(), /dns\.servers\[0\].*ip address or ip:port/i);
+    assert.match(problems('dns: { minTtl: 10s, maxTtl: 5s }\n').join(), /dns\.minTtl/);
+    assert.match(problems('backends:\n  - { url: "ws://a", resolve: maybe }\n').join(), /backends\[0\]\.resolve/);
   });
 });
