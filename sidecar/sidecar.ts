@@ -139,10 +139,14 @@ export class Sidecar implements SessionHost, AdminPort {
         this.server.off('error', reject);
         resolve();
       });
+    }).catch((err: unknown) => {
+      this.dns.stop();
+      throw err;
     });
     try {
       this.adminAddress = await this.admin.start();
     } catch (err) {
+      this.dns.stop();
       this.server.close();
       throw err;
     }
