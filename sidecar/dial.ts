@@ -70,13 +70,7 @@ export function dialBackend(
   return ctx.perMessageDeflate ? dialWs(target, protocols, headers, ctx, signal) : dialFrames(target, protocols, headers, ctx, signal);
 }
 
-function dialFrames(
-  { url, address }: DialTarget,
-  protocols: readonly string[],
-  headers: OutgoingHttpHeaders,
-  ctx: DialContext,
-  signal?: AbortSignal,
-): Promise<DialResult> {
+function dialFrames({ url, address }: DialTarget, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, signal?: AbortSignal): Promise<DialResult> {
   return new Promise((resolve) => {
     let target: URL;
     try {

@@ -15,13 +15,32 @@ let dns: TestDnsServer;
 let port: number;
 let backends: BackendProcess[];
 
-/** A sidecar whose only backend entry is `ws://<name>:<port>/ws`, resolved through the test's DNS server. */
-function sidecarFor(name: string, dnsKeys = ''): Promise<{ sidecar: Sidecar; url: string }> {
-  return startSidecar(
+interface Run {
+  sidecar: Sidecar;
+  url: string;
+  /** Closed after the test. */
+  clients: TestClient[];
+}
+
+/**
+ * Runs `body` against a sidecar whose only backend entry is `ws://<name>:<port>/ws`, resolved
+ * through the test's DNS server, where `name` starts as the three addresses with `ttl` seconds.
+ */
+async function withSidecar(name: string, ttl: number, dnsKeys: string, body: (run: Run) => Promise<void>): Promise<void> {
+  dns.set(name, ADDRESSES, ttl);
+  const { sidecar, url } = await startSidecar(
     'balancer: { algorithm: round-robin }\n' +
       `dns: { resolve: true, servers: ["${dns.address}"], minTtl: 200ms, timeout: 300ms${dnsKeys} }\n` +
       `backends:\n  - url: "ws://${name}:${port}/ws"\n`,
   );
+  const clients: TestClient[] = [];
+  try {
+    await body({ sidecar, url, clients });
+  } finally {
+    dns.failure = null;
+    for (const c of clients) c.close();
+    await sidecar.stop(0);
+  }
 }
 
 const idOf = (name: string, address: string) => `${name}/${address}:${port}`;
@@ -49,10 +68,7 @@ describe('dns: one backend per address of a name', () => {
 
   test('three addresses → three backends, dialled at their address with the name as Host; admin calls take the generated ids', async () => {
     const name = 'three.test';
-    dns.set(name, ADDRESSES);
-    const { sidecar, url } = await sidecarFor(name);
-    const clients: TestClient[] = [];
-    try {
+    await withSidecar(name, 30, '', async ({ sidecar, url, clients }) => {
       assert.deepEqual(backendIds(sidecar), ADDRESSES.map((a) => idOf(name, a)));
       for (let i = 0; i < 6; i++) clients.push(await TestClient.connect(`${url}/chat`));
       for (const c of clients) c.ws.send('hi');
@@ -74,19 +90,13 @@ describe('dns: one backend per address of a name', () => {
       await waitFor(() => sidecar.pool.backends.get(drained)!.sessions === 0, 'its two sessions migrated');
       const listed = await admin.backends();
       assert.ok(listed.backends.some((b) => b.id === drained && b.state === 'draining'));
-    } finally {
-      for (const c of clients) c.close();
-      await sidecar.stop(0);
-    }
+    });
   });
 
   test('an address removed: its sessions migrate with nothing lost; an address added takes new sessions', async () => {
     const name = 'moves.test';
-    dns.set(name, ADDRESSES, 1);
-    const { sidecar, url } = await sidecarFor(name);
-    const clients: TestClient[] = [];
     let pumps: ReturnType<typeof pump>[] = [];
-    try {
+    await withSidecar(name, 1, '', async ({ sidecar, url, clients }) => {
       for (let i = 0; i < 9; i++) clients.push(await TestClient.connect(`${url}/chat`));
       pumps = clients.map((c, i) => pump(c, `c${i}-`, 20));
       const gone = idOf(name, '127.0.0.2');
@@ -113,24 +123,14 @@ describe('dns: one backend per address of a name', () => {
       clients.push(...fresh);
       for (const c of fresh) c.ws.send('new');
       await Promise.all(fresh.map((c) => c.waitForCount(1)));
-      assert.ok(
-        fresh.some((c) => answeredBy(c.texts()[0]!) === 'b2'),
-        'the added address takes new sessions',
-      );
-    } finally {
-      for (const p of pumps) p.stop();
-      for (const c of clients) c.close();
-      await sidecar.stop(0);
-    }
+      assert.ok(fresh.some((c) => answeredBy(c.texts()[0]!) === 'b2'), 'the added address takes new sessions');
+    }).finally(() => pumps.forEach((p) => p.stop()));
   });
 
   test('resolution failing for a minute (SERVFAIL, then no answer): the backends stay and keep taking sessions', async () => {
     const name = 'flaky.test';
-    dns.set(name, ADDRESSES, 1);
-    const { sidecar, url } = await sidecarFor(name, ', maxTtl: 2s');
-    const clients: TestClient[] = [];
     const ids = ADDRESSES.map((a) => idOf(name, a));
-    try {
+    await withSidecar(name, 1, ', maxTtl: 2s', async ({ sidecar, url, clients }) => {
       clients.push(await TestClient.connect(`${url}/chat`));
       const failingSince = Date.now();
       const asked = dns.queryTimes(name).length;
@@ -163,17 +163,12 @@ describe('dns: one backend per address of a name', () => {
         3000,
       );
       assert.deepEqual(backendIds(sidecar), ids);
-    } finally {
-      for (const c of clients) c.close();
-      await sidecar.stop(0);
-    }
+    });
   });
 
   test('the TTL sets the re-resolve interval, within dns.minTtl and dns.maxTtl', async () => {
     const name = 'ttl.test';
-    dns.set(name, ADDRESSES, 1);
-    const { sidecar } = await sidecarFor(name, ', maxTtl: 1500ms');
-    try {
+    await withSidecar(name, 1, ', maxTtl: 1500ms', async () => {
       /** The gaps between the next `n` queries for the name's A record. */
       const nextGaps = async (n: number) => {
         const from = dns.queryTimes(name).length;
@@ -185,16 +180,12 @@ describe('dns: one backend per address of a name', () => {
       dns.set(name, ADDRESSES, 3600);
       await nextGaps(1); // the answer that still had TTL 1s
       for (const gap of await nextGaps(2)) assert.ok(gap >= 1450 && gap < 1800, `TTL 1h, capped by maxTtl 1.5s: ${gap} ms`);
-    } finally {
-      await sidecar.stop(0);
-    }
+    });
   });
 
   test('once the admin API owns the backend set (the operator), DNS no longer expands the file', async () => {
     const name = 'owned.test';
-    dns.set(name, ADDRESSES, 0);
-    const { sidecar } = await sidecarFor(name, ', refresh: 200ms');
-    try {
+    await withSidecar(name, 0, ', refresh: 200ms', async ({ sidecar }) => {
       await waitFor(() => dns.queryTimes(name).length >= 3, 'resolved every 200 ms (TTL 0: dns.refresh)');
       const admin = new AdminClient({ baseUrl: `http://127.0.0.1:${sidecar.adminAddress!.port}` });
       await admin.putBackends({ generation: 1, backends: [{ id: 'only', url: `ws://127.0.0.1:${port}/ws` }] });
@@ -204,8 +195,6 @@ describe('dns: one backend per address of a name', () => {
       assert.ok(dns.queryTimes(name).length <= asked + 1, 'no resolution after the PUT (one may have been under way)');
       await waitFor(() => backendIds(sidecar).length === 1, 'the file-expanded backends drained (no sessions: at once)');
       assert.deepEqual(backendIds(sidecar), ['only']);
-    } finally {
-      await sidecar.stop(0);
-    }
+    });
   });
 });
