@@ -16,7 +16,7 @@ export const API_PREFIX = '/v1';
 export const BackendStateSchema = z.enum(BACKEND_STATES);
 export type BackendStateName = z.infer<typeof BackendStateSchema>;
 
-const backendId = z.string().regex(BACKEND_ID, 'must be 1..128 characters from A-Z a-z 0-9 . _ : -');
+const backendId = z.string().regex(BACKEND_ID, 'must be 1..128 characters from A-Z a-z 0-9 . _ : / [ ] -');
 
 const backendUrl = z.string().superRefine((url, ctx) => {
   const checked = checkBackendUrl(url);
