@@ -414,6 +414,18 @@ export function isLoopbackHost(host: string): boolean {
 /** An IP address, or empty. */
 export const ipAddress = () => str({ check: (s) => s === '' || isIP(s) !== 0, expected: 'an IP address (or empty)', describe: 'IP address' });
 
+/** A DNS server: an IP address, or ip:port. */
+export const dnsServer = () =>
+  str({
+    check: (s) => {
+      if (isIP(s) !== 0) return true;
+      const hp = parseHostPort(s);
+      return hp !== undefined && !s.startsWith(':') && isIP(hp.host) !== 0;
+    },
+    expected: 'an IP address or ip:port',
+    describe: 'ip[:port]',
+  });
+
 // --- hash key ----------------------------------------------------------------------------------
 
 export interface HashKey {
@@ -455,8 +467,9 @@ export const hashKey = () =>
 
 // --- backend URLs and ids ----------------------------------------------------------------------
 
-export const BACKEND_ID = /^[A-Za-z0-9._:-]{1,128}$/;
-export const BACKEND_ID_HINT = '1..128 characters from A-Z a-z 0-9 . _ : -';
+/** '/', '[' and ']' are for the ids DNS expansion makes: name/address:port, name/[v6]:port. */
+export const BACKEND_ID = /^[A-Za-z0-9._:/[\]-]{1,128}$/;
+export const BACKEND_ID_HINT = '1..128 characters from A-Z a-z 0-9 . _ : / [ ] -';
 
 export const backendId = () =>
   value(z.string({ error: (iss) => `${show(iss.input)} is not a valid backend id (${BACKEND_ID_HINT})` }).regex(BACKEND_ID, { error: (iss) => `${show(iss.input)} is not a valid backend id (${BACKEND_ID_HINT})` }), {

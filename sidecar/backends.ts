@@ -209,7 +209,8 @@ export class BackendPool {
     protocol: string | null,
     signal?: AbortSignal,
   ): Promise<DialResult> {
-    let result = await dialBackend(joinBackendUrl(backend.spec.url, path), protocols, headers, this.dialContext, signal);
+    const target = { url: joinBackendUrl(backend.spec.url, path), address: backend.spec.address };
+    let result = await dialBackend(target, protocols, headers, this.dialContext, signal);
     const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
     this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
     if (result.ok && protocol !== null && result.peer.protocol !== protocol) {
@@ -342,7 +343,7 @@ export class BackendPool {
     const url = new URL(probe.path, b.spec.url);
     if (probe.type === 'websocket') {
       const ctx = { ...this.dialContext, handshakeTimeout: probe.timeout };
-      void dialBackend(url.href, [], {}, ctx).then((r) => {
+      void dialBackend({ url: url.href, address: b.spec.address }, [], {}, ctx).then((r) => {
         if (r.ok) {
           // Dialled legs come paused; the close handshake needs reading.
           r.peer.attach(DISCARD);
@@ -354,7 +355,9 @@ export class BackendPool {
       return;
     }
     url.protocol = url.protocol === 'wss:' ? 'https:' : 'http:';
-    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', timeout: probe.timeout }, (res) => {
+    // A backend expanded by DNS: connect to its address, keep the name for Host and SNI.
+    const pinned = b.spec.address === undefined ? {} : { host: b.spec.address, servername: url.hostname, headers: { host: url.host } };
+    const req = (url.protocol === 'https:' ? httpsRequest : httpRequest)(url, { method: 'GET', timeout: probe.timeout, ...pinned }, (res) => {
       res.resume();
       const status = res.statusCode ?? 0;
       done(status >= 200 && status < 400, `probe answered ${status}`);

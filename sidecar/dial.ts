@@ -47,23 +47,30 @@ export function dialContext(config: SidecarConfig): DialContext {
   };
 }
 
+/** Where a dial goes: the URL, and the address to connect to when not the URL's host (a backend expanded by DNS). */
+export interface DialTarget {
+  url: string;
+  address?: string;
+}
+
 /**
- * Opens one WebSocket to a backend. Resolves, never rejects. The connect timeout covers TCP and
+ * Opens one WebSocket to a backend. With `target.address` the TCP connection goes there while the
+ * Host header, TLS SNI and the certificate check keep the URL's name. Resolves, never rejects. The connect timeout covers TCP and
  * TLS; the handshake timeout covers everything up to the 101. An open leg is handed over
  * paused: the caller resumes it once it listens. Without permessage-deflate the leg is a
  * FramePeer on our own handshake (wire/handshake.ts); with it, ws does the handshake and framing.
  */
 export function dialBackend(
-  url: string,
+  target: DialTarget,
   protocols: readonly string[],
   headers: OutgoingHttpHeaders,
   ctx: DialContext,
   signal?: AbortSignal,
 ): Promise<DialResult> {
-  return ctx.perMessageDeflate ? dialWs(url, protocols, headers, ctx, signal) : dialFrames(url, protocols, headers, ctx, signal);
+  return ctx.perMessageDeflate ? dialWs(target, protocols, headers, ctx, signal) : dialFrames(target, protocols, headers, ctx, signal);
 }
 
-function dialFrames(url: string, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, signal?: AbortSignal): Promise<DialResult> {
+function dialFrames({ url, address }: DialTarget, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, signal?: AbortSignal): Promise<DialResult> {
   return new Promise((resolve) => {
     let target: URL;
     try {
@@ -76,9 +83,10 @@ function dialFrames(url: string, protocols: readonly string[], headers: Outgoing
     const host = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
     const port = Number(target.port) || (secure ? 443 : 80);
     let settled = false;
+    const connectTo = address ?? host;
     const socket = secure
-      ? tls.connect({ host, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host) } as tls.ConnectionOptions)
-      : net.connect({ host, port, localAddress: ctx.localAddress });
+      ? tls.connect({ host: connectTo, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host) } as tls.ConnectionOptions)
+      : net.connect({ host: connectTo, port, localAddress: ctx.localAddress });
     const finish = (result: DialResult) => {
       if (settled) return;
       settled = true;
@@ -121,7 +129,7 @@ function dialFrames(url: string, protocols: readonly string[], headers: Outgoing
 }
 
 function dialWs(
-  url: string,
+  { url, address }: DialTarget,
   protocols: readonly string[],
   headers: OutgoingHttpHeaders,
   ctx: DialContext,
@@ -152,14 +160,12 @@ function dialWs(
         localAddress: ctx.localAddress,
         ...(secure ? ctx.tls : {}),
         createConnection: (options: net.NetConnectOpts & tls.ConnectionOptions) => {
-          let s: net.Socket;
           if (secure) {
             const host = (options as { host?: string }).host ?? '';
             if (options.servername === undefined) options.servername = net.isIP(host) ? '' : host;
-            s = tls.connect(options);
-          } else {
-            s = net.connect(options);
           }
+          if (address !== undefined) options.host = address;
+          const s: net.Socket = secure ? tls.connect(options) : net.connect(options);
           const connectTimer = setTimeout(() => s.destroy(new Error(`connect timeout after ${ctx.connectTimeout}ms`)), ctx.connectTimeout);
           const stopTimer = () => clearTimeout(connectTimer);
           s.once('close', stopTimer);

@@ -27,6 +27,8 @@ import {
 export const DIRECTION_IN = 0;
 export const DIRECTION_OUT = 1;
 const DIRECTIONS = ['in', 'out'] as const;
+export const DNS_RESULTS = ['success', 'empty', 'failure'] as const;
+export type DnsResult = (typeof DNS_RESULTS)[number];
 
 /** A session's counters, as the collectors and the end-of-session fold read them. */
 export interface SessionCounters {
@@ -152,6 +154,9 @@ export class SidecarMetrics {
   readonly migrationCutoffs: Counter<'ended'>;
   readonly replayed: Counter;
   readonly adminRequests: Counter<'route' | 'status'>;
+  /** Names are few and configured (dns.resolve backends): fine as labels. */
+  readonly dnsResolutions: Counter<'name' | 'result'>;
+  readonly dnsAddresses: Gauge<'name'>;
 
   constructor(source: MetricsSource) {
     const registers = [this.registry];
@@ -204,6 +209,18 @@ export class SidecarMetrics {
       name: 'baton_admin_requests_total',
       help: 'Admin API requests, by route and HTTP status.',
       labelNames: ['route', 'status'],
+      registers,
+    });
+    this.dnsResolutions = new Counter({
+      name: 'baton_dns_resolutions_total',
+      help: 'Resolutions of backend names (dns.resolve), by result: success, empty (no address: the last good answer is kept), failure (likewise).',
+      labelNames: ['name', 'result'],
+      registers,
+    });
+    this.dnsAddresses = new Gauge({
+      name: 'baton_dns_addresses',
+      help: "Addresses in a backend name's last good answer (one backend each).",
+      labelNames: ['name'],
       registers,
     });
 
@@ -381,6 +398,22 @@ export class SidecarMetrics {
     }
     this.dials.inc({ backend, result: 'failure' });
     this.dialFailures.inc({ backend, reason: outcome });
+  }
+
+  /** A name to resolve: its series start at 0. */
+  dnsNameAdded(name: string): void {
+    for (const result of DNS_RESULTS) this.dnsResolutions.inc({ name, result }, 0);
+  }
+
+  resolved(name: string, result: DnsResult, addresses: number | null): void {
+    this.dnsResolutions.inc({ name, result });
+    if (addresses !== null) this.dnsAddresses.set({ name }, addresses);
+  }
+
+  /** A name no longer configured: its series go. */
+  forgetDnsName(name: string): void {
+    for (const result of DNS_RESULTS) this.dnsResolutions.remove({ name, result });
+    this.dnsAddresses.remove({ name });
   }
 
   /** Drops a removed backend's label values so label sets stay bounded as backends come and go. */

@@ -15,6 +15,7 @@ import { setValueAt, valueAt } from '../common/config/paths.js';
 import { RESTART_KEYS } from '../common/config/schema.js';
 import type { SidecarConfig } from '../common/config/schema.js';
 import { dialContext } from './dial.js';
+import { DnsExpander } from './dns/resolver.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from '../common/logger.js';
 import { SidecarMetrics } from './metrics.js';
@@ -45,6 +46,8 @@ const DRAIN_RETRY_MS = 1000;
 export class Sidecar implements SessionHost, AdminPort {
   config: SidecarConfig;
   readonly pool: BackendPool;
+  /** Expands the file's backends marked resolve to one backend per address (docs/dns.md). */
+  private readonly dns: DnsExpander;
   readonly sessions = new Map<string, Session>();
   readonly metrics: SidecarMetrics;
   /** Loaded in start() (user codec modules are imported then). */
@@ -89,7 +92,9 @@ export class Sidecar implements SessionHost, AdminPort {
       frontendPaused: () => this.frontendPaused,
       codecs: () => this.codecs.all,
     });
-    this.pool = new BackendPool(config, dialContext(config), log, this.metrics, Date.now());
+    this.dns = new DnsExpander(() => this.dnsChanged(), log, this.metrics);
+    this.dns.configure(config.backends, config.dns);
+    this.pool = new BackendPool({ ...config, backends: this.dns.expand() }, dialContext(config), log, this.metrics, Date.now());
     this.admin = new AdminServer(this, config.admin, log);
     const listen = config.listen;
     const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
@@ -125,6 +130,8 @@ export class Sidecar implements SessionHost, AdminPort {
   /** Starts listening; resolves with the bound address (port 0 picks a free port). */
   async start(): Promise<AddressInfo> {
     this.codecs = await loadCodecs(this.config.codec);
+    // The first answers before the first sessions (each name bounded by dns.timeout).
+    await this.dns.start();
     const { host, port } = this.config.listen.address;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -132,10 +139,14 @@ export class Sidecar implements SessionHost, AdminPort {
         this.server.off('error', reject);
         resolve();
       });
+    }).catch((err: unknown) => {
+      this.dns.stop();
+      throw err;
     });
     try {
       this.adminAddress = await this.admin.start();
     } catch (err) {
+      this.dns.stop();
       this.server.close();
       throw err;
     }
@@ -366,8 +377,9 @@ export class Sidecar implements SessionHost, AdminPort {
     this.pool.reconfigure(config, dialContext(config));
     this.log.level = config.logLevel;
     // Once the admin API owns the backend set (the operator), the file's backends are ignored.
+    this.dns.configure(config.backends, config.dns);
     const backends =
-      this.backendsGeneration === 0 ? this.pool.apply(config.backends, Date.now()) : { added: [], updated: [], removed: [], toDrain: [] };
+      this.backendsGeneration === 0 ? this.pool.apply(this.dns.expand(), Date.now()) : { added: [], updated: [], removed: [], toDrain: [] };
     if (this.backendsGeneration > 0) this.log.info({ backendsGeneration: this.backendsGeneration }, "backends are managed through the admin API; the file's list is ignored");
     this.configGeneration++;
     for (const id of backends.toDrain) void this.migrateAway(id, 'reload');
@@ -378,6 +390,19 @@ export class Sidecar implements SessionHost, AdminPort {
       this.ticker = setInterval(() => this.tick(), tickInterval(config));
     }
     return { backends, restartNeeded };
+  }
+
+  /**
+   * A name's addresses changed: the pool takes the new list like a reload (new addresses join,
+   * vanished ones drain by planned migration). Not once the admin API owns the backend set.
+   */
+  private dnsChanged(): void {
+    if (this.backendsGeneration > 0 || this.stopping) return;
+    const changes = this.pool.apply(this.dns.expand(), Date.now());
+    for (const id of changes.toDrain) void this.migrateAway(id, 'reload');
+    if (changes.added.length + changes.removed.length > 0) {
+      this.log.info({ added: changes.added, removed: changes.removed, reason: 'dns' }, 'backends changed');
+    }
   }
 
   setFrontendPaused(paused: boolean): void {
@@ -397,8 +422,9 @@ export class Sidecar implements SessionHost, AdminPort {
     }
     const disorder = body.settings && settingsOrderProblem(body.settings, this.fileConfig);
     if (disorder) return { refused: { status: 400, code: 'invalid_field', message: disorder.message, field: `settings.${disorder.path}` } };
-    // Set first: from now on a settings reload must not re-apply the file's backends.
+    // Set first: from now on a settings reload must not re-apply the file's backends, nor DNS expand them.
     this.backendsGeneration = generation;
+    this.dns.stop();
     const settingsChanged = body.settings !== undefined && this.applySettings(body.settings);
     const changes = this.pool.apply(body.backends, Date.now());
     const changed = changes.added.length + changes.updated.length + changes.removed.length > 0;
@@ -435,6 +461,7 @@ export class Sidecar implements SessionHost, AdminPort {
   async stop(graceMs = this.config.shutdown.grace): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.dns.stop();
     this.server.close();
     this.log.info({ sessions: this.sessions.size, graceMs }, 'shutting down: no new sessions');
     const deadline = Date.now() + graceMs;

@@ -102,6 +102,7 @@ const DEFAULTS: SidecarConfig = {
   },
   codec: { default: 'auto', paths: [], maxTrackedRequests: 1000, maxTrackedBytes: 1024 * 1024, maxStateFrames: 256, maxStateBytes: 256 * 1024, resumeTimeout: 5_000, requestTimeout: 60_000, orphanAnswers: 'forward' },
   shutdown: { grace: 30_000 },
+  dns: { resolve: false, refresh: 30_000, minTtl: 1000, maxTtl: 60_000, servers: [], timeout: 5000 },
   backends: [],
 };
 
@@ -346,7 +347,7 @@ describe('validation errors name the key, the value and what is expected', () =>
     hasProblem(bad('backends:\n  - url: ws://a/x#frag\n'), 'backends[0].url', 'fragment');
     hasProblem(bad('backends:\n  - url: "not a url"\n'), 'backends[0].url', '"not a url"', 'not a valid URL');
     hasProblem(bad('backends:\n  - id: ok\n'), 'backends[0].url', 'required');
-    hasProblem(bad('backends:\n  - { id: "bad id!", url: "ws://a" }\n'), 'backends[0].id', '"bad id!"', 'A-Z a-z 0-9 . _ : -');
+    hasProblem(bad('backends:\n  - { id: "bad id!", url: "ws://a" }\n'), 'backends[0].id', '"bad id!"', 'A-Z a-z 0-9 . _ : / [ ] -');
     hasProblem(bad(`backends:\n  - { id: "${'x'.repeat(129)}", url: "ws://a" }\n`), 'backends[0].id', 'not a valid backend id');
     hasProblem(bad('backends:\n  - { url: "ws://a", weight: 0 }\n'), 'backends[0].weight', '0', '1..1000');
     hasProblem(bad('backends:\n  - { url: "ws://a", weight: 1001 }\n'), 'backends[0].weight', '1001', '1..1000');

@@ -9,6 +9,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Sidecar } from '../sidecar/sidecar.js';
 import { startEchoBackend, stopWsServer, type EchoBackend } from '../tools/echo-backend.js';
 import { makePki, type TestPki } from './certs.js';
+import { TestDnsServer } from './dns-server.js';
 import { startSidecar, TestClient, waitFor } from './helpers.js';
 
 /** What a wss backend saw of one accepted WebSocket connection. */
@@ -217,6 +218,29 @@ describe('TLS to backends', () => {
     assert.equal(b.connections.length, 1);
     assert.equal(b.connections[0]!.servername, 'backend.test', 'the backend saw SNI backend.test');
     c.close();
+  });
+
+  test('a backend expanded from a name (dns.resolve) connects to its address with the name as SNI and certificate name, on both dial paths', async () => {
+    const b = await backendWith({ cert: pki.serverNameOnly.cert, key: pki.serverNameOnly.key });
+    const dns = await TestDnsServer.start();
+    try {
+      dns.set('backend.test', ['127.0.0.1']);
+      for (const perMessageDeflate of [false, true]) {
+        let url: string;
+        ({ sidecar, url } = await startSidecar(
+          `upstream: { perMessageDeflate: ${perMessageDeflate}, tls: { caFile: "${pki.ca.certFile}" } }\n` +
+            `dns: { resolve: true, servers: ["${dns.address}"] }\nbackends:\n  - url: "wss://backend.test:${b.port}"\n`,
+        ));
+        assert.deepEqual([...sidecar.pool.backends.keys()], [`backend.test/127.0.0.1:${b.port}`]);
+        const c = await TestClient.connect(`${url}/dns`);
+        assert.equal(await roundTrip(c, 'by name'), 'tls|by name');
+        assert.equal(b.connections.at(-1)!.servername, 'backend.test', `SNI backend.test (upstream.perMessageDeflate: ${perMessageDeflate})`);
+        c.close();
+        await sidecar.stop(0);
+      }
+    } finally {
+      await dns.close();
+    }
   });
 
   test('client certificate: a backend that requires one refuses the sidecar without upstream.tls.certFile (502) and sees its CN with it', async () => {

@@ -19,11 +19,18 @@ export const BACKEND_FIELDS = {
 
 /** A backend as the admin API takes it (JSON: no YAML spellings); omitted fields take their defaults. */
 export const BackendInputSchema = z.strictObject({ id: backendId(), ...BACKEND_FIELDS });
-export type BackendSpec = z.output<typeof BackendInputSchema>;
+/**
+ * A backend as the sidecar holds it. Two fields come from the sidecar alone, never the admin API:
+ * `resolve` from a config file entry (expand its URL's host name, docs/dns.md) and `address` on a
+ * backend that expansion made (it dials that IP; Host, SNI and the certificate check keep the name).
+ */
+export type BackendSpec = z.output<typeof BackendInputSchema> & { resolve?: boolean; address?: string };
 
 const optionalFields = z.object(BACKEND_FIELDS).omit({ url: true });
 export const BACKEND_DEFAULTS: Omit<BackendSpec, 'id' | 'url'> = optionalFields.parse({});
-const BACKEND_KEYS = Object.keys(BackendInputSchema.shape);
+/** The keys of a config file's entry: the admin API's, and `resolve`. */
+const BACKEND_KEYS = [...Object.keys(BackendInputSchema.shape), 'resolve'];
+const resolveField = lenient(bool());
 
 /** Splits "id=url" (the id part has no "/"), or returns the whole string as the url. */
 export function splitIdUrl(entry: string): { id?: string; url: string } {
@@ -60,7 +67,7 @@ function backendEntry(raw: unknown, fail: Fail): BackendSpec | undefined {
     return backendRef(id, url, fail);
   }
   if (!isPlainObject(raw)) {
-    fail(`${show(raw)} is not a backend (use a map with url and optional id, weight, standby, labels, state)`, []);
+    fail(`${show(raw)} is not a backend (use a map with url and optional id, weight, standby, labels, state, resolve)`, []);
     return undefined;
   }
   let ok = true;
@@ -82,6 +89,11 @@ function backendEntry(raw: unknown, fail: Fail): BackendSpec | undefined {
     const p = lenient(type).safeParse(raw[k] ?? undefined);
     if (p.success) spec[k] = p.data;
     else for (const i of p.error.issues) failHere(i.message, [k, ...i.path]);
+  }
+  if (raw.resolve !== undefined && raw.resolve !== null) {
+    const p = resolveField.safeParse(raw.resolve);
+    if (p.success) spec.resolve = p.data;
+    else for (const i of p.error.issues) failHere(i.message, ['resolve', ...i.path]);
   }
   return ok && ref ? { ...ref, ...spec } : undefined;
 }

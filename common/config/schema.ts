@@ -10,6 +10,7 @@ import {
   bool,
   codecName,
   codecRoute,
+  dnsServer,
   duration,
   file,
   float,
@@ -237,6 +238,17 @@ export const ConfigSchema = z.object({
     'Protocol-aware sessions (OCPP-J, JSON-RPC): replay of unanswered requests after a failover, duplicate answers dropped. See docs/codecs.md.',
   ),
   shutdown: section({ grace: key(duration(), 30 * S, 'On SIGTERM, time given to sessions to migrate or finish before they are closed.') }, 'Graceful shutdown.'),
+  dns: section(
+    {
+      resolve: key(bool(), false, 'Default of backends[].resolve: expand a backend whose URL host is a name to one backend per address (A and AAAA), re-resolved.'),
+      refresh: key(duration({ min: 100, max: 24 * 3600 * S }), 30 * S, 'Re-resolve interval when an answer gives no TTL (or TTL 0); bounded by minTtl and maxTtl.'),
+      minTtl: key(duration({ min: 100, max: 24 * 3600 * S }), 1 * S, 'A name is re-resolved no sooner than this, whatever its TTL; also the first retry after a failed resolution.'),
+      maxTtl: key(duration({ min: 100, max: 24 * 3600 * S }), 60 * S, 'A name is re-resolved no later than this, whatever its TTL; also the longest retry interval while resolution fails.'),
+      servers: key(listOf(dnsServer(), 'list of ip[:port]'), [], "DNS servers asked; empty = the system's (resolv.conf)."),
+      timeout: key(duration({ min: 1, max: 60 * S }), 5 * S, 'A resolution slower than this fails (the last good answer is kept).'),
+    },
+    'Backends named by a host name that resolves to several addresses (a headless Service without the operator): one backend per address, re-resolved. See docs/dns.md.',
+  ),
   backends: documented(key(backendList(), [], 'Where sessions go; format below.', {
       wsbalancer: [
         { yaml: ['url'], env: 'BE_URLS', perBackend: true, backendField: 'url', note: 'BE_URLS is appended to the backends' },
@@ -333,6 +345,7 @@ export const ORDERED_KEYS: ReadonlyArray<readonly [ConfigPath, ConfigPath, strin
   ['failover.backoff.initial', 'failover.backoff.max', 'the first reconnect delay must not exceed the largest'],
   ['health.breaker.openBase', 'health.breaker.openMax', 'the first open period must not exceed the longest'],
   ['migration.quietPeriod', 'migration.maxQuietWait', 'the quiet period must not exceed the longest wait for it'],
+  ['dns.minTtl', 'dns.maxTtl', 'the shortest re-resolve interval must not exceed the longest'],
 ];
 
 /** Keys whose change needs a restart (fixed when the listeners are created). */
