@@ -416,6 +416,11 @@ export class Sidecar implements SessionHost, AdminPort {
     return value === undefined || value === null ? -1 : (split!.index.get(value) ?? -1);
   }
 
+  private groupServes(group: number): boolean {
+    for (const b of this.pool.backends.values()) if (b.state === 'enabled' && this.backendGroup(b) === group) return true;
+    return false;
+  }
+
   /** Sessions per group, counting new sessions being dialled and planned moves at their destination. */
   private splitCounts(): number[] {
     const counts = this.split!.weights.map(() => 0);
@@ -451,7 +456,8 @@ export class Sidecar implements SessionHost, AdminPort {
           this.splitPlanned.delete(id); // there already (a failover took it)
           continue;
         }
-        if (this.splitMigrating.has(id)) this.splitDeferred.push(id);
+        // Busy, or its group has no backend yet (the canary's pods not ready): not dialled in vain.
+        if (this.splitMigrating.has(id) || !this.groupServes(to)) this.splitDeferred.push(id);
         else return session;
       }
       return undefined;
