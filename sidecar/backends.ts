@@ -101,6 +101,11 @@ export class BackendPool {
   private views: BackendView[] = [];
   /** Sessions holding through an outage wait here to be woken when a backend becomes usable. */
   private readonly waiters = new Set<() => void>();
+  /**
+   * The backends a session's balanced dial keeps out of (the other groups of a split, sidecar.ts);
+   * strict = fail rather than use them (a split move), else they serve when its own group cannot.
+   */
+  fence: (session: string, leaving: string | null) => { outside: ReadonlySet<string>; strict: boolean } | null = () => null;
 
   constructor(
     private config: SidecarConfig,
@@ -156,9 +161,11 @@ export class BackendPool {
   async connect(req: ConnectRequest): Promise<ConnectResult> {
     const excluded = new Set<string>();
     if (req.exclude !== null) excluded.add(req.exclude);
+    const fence = req.target === null ? this.fence(req.session, req.exclude) : null;
     for (;;) {
       if (req.signal?.aborted) return { ok: false, kind: 'aborted' };
-      const backend = this.pick(req, excluded);
+      let backend = fence ? this.pick(req, new Set([...excluded, ...fence.outside])) : undefined;
+      if (!backend && !fence?.strict) backend = this.pick(req, excluded);
       if (!backend) return { ok: false, kind: 'none' };
       const result = await this.dial(backend, req.path, req.protocols, req.headers, req.protocol, req.signal);
       if (result.ok) {

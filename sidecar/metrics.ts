@@ -4,6 +4,7 @@
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { CodecStats } from './codecs/tracker.js';
+import type { SplitView } from '../common/admin/contract.js';
 import {
   BACKEND_STATES,
   CUT_DRAIN_ENDS,
@@ -57,6 +58,8 @@ export interface MetricsSource {
   backends(): Iterable<BackendGauges>;
   frontendPaused(): boolean;
   codecs(): ReadonlyMap<string, { stats: CodecStats }>;
+  /** The split in force (sidecar/balancing/split.ts), if any. */
+  split(): SplitView | undefined;
 }
 
 /**
@@ -171,7 +174,7 @@ export class SidecarMetrics {
     });
     this.switches = new Counter({
       name: 'baton_failovers_total',
-      help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload planned) and result.',
+      help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload, split planned) and result.',
       labelNames: ['reason', 'result'],
       registers,
     });
@@ -372,6 +375,21 @@ export class SidecarMetrics {
     codecCounter('baton_codec_resume_answers_swallowed_total', "A new backend's answers to a replay, dropped because the client already had them, by codec.", 'swallowed');
     codecCounter('baton_codec_resume_refusals_total', "Resumes the new backend refused (the client got the protocol's refusal), by codec.", 'resumeRefusals');
     codecCounter('baton_codec_unresumable_sessions_total', 'Sessions closed with 1012 at a backend change because their state could not move, by codec.', 'unresumable');
+    // The split's share: what is asked and what the sidecar holds, per group (label value).
+    const splitGauge = (name: string, help: string, of: (g: SplitView['groups'][number]) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['group'],
+        registers,
+        collect() {
+          this.reset();
+          for (const g of source.split()?.groups ?? []) this.set({ group: g.value }, of(g));
+        },
+      });
+    };
+    splitGauge('baton_split_weight_percent', 'The share of sessions asked of each split group (PUT /v1/backends split), in percent.', (g) => g.weight);
+    splitGauge('baton_split_sessions', "Sessions on each split group's backends.", (g) => g.sessions);
     new Gauge({
       name: 'baton_frontend_paused',
       help: '1 while new client sessions are refused (admin pause).',

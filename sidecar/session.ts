@@ -156,6 +156,11 @@ export class Session implements PeerSink {
   }
 
   /** The session's state as users see it (admin API, metrics). */
+  /** The key consistent-hash balances it by (and a split ranks it by), if any. */
+  get hashKey(): string | undefined {
+    return this.init.hashKey;
+  }
+
   get state(): SessionStateName {
     return STATE_OF_PHASE[this.machine.phase.name];
   }

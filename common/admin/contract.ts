@@ -37,11 +37,49 @@ export const DrainRequestSchema = z.strictObject({
 });
 export type DrainRequest = z.input<typeof DrainRequestSchema>;
 
+// ---- split (canary rollouts) -------------------------------------------------------------------
+
+/**
+ * A split of the sidecar's sessions over groups of backends, by one label (the operator's
+ * `revision`): each group holds `weight` % of the sessions. Ordered: the first group holds the
+ * lowest session ranks (list the canary first), so a growing group never gives back a session.
+ */
+export const SplitSchema = z
+  .strictObject({
+    label: z.string().min(1).max(317),
+    groups: z
+      .array(z.strictObject({ value: z.string().max(63), weight: z.number().int().min(0).max(100) }))
+      .min(1)
+      .max(16),
+    /** Sessions moved per second for the whole sidecar; omitted = as fast as the migration concurrency allows. */
+    rate: z.number().positive().max(100_000).optional(),
+  })
+  .superRefine((split, ctx) => {
+    const sum = split.groups.reduce((a, g) => a + g.weight, 0);
+    if (sum !== 100) ctx.addIssue({ code: 'custom', path: ['groups'], message: `weights must sum to 100, not ${sum}` });
+    const seen = new Set<string>();
+    split.groups.forEach((g, i) => {
+      if (seen.has(g.value)) ctx.addIssue({ code: 'custom', path: ['groups', i, 'value'], message: `duplicate group "${g.value}"` });
+      seen.add(g.value);
+    });
+  });
+export type Split = z.input<typeof SplitSchema>;
+
+/** The split in force (GET /v1/backends): per group its weight, its target and the sessions it holds. */
+export interface SplitView {
+  label: string;
+  rate?: number;
+  groups: { value: string; weight: number; target: number; sessions: number }[];
+  /** Sessions waiting to move or moving to another group. */
+  moving: number;
+}
+
 /**
  * PUT /v1/backends: the whole set; a generation lower than the sidecar's is refused (stale writer).
  * `drain` paces the backends this PUT drains or removes (its rate is shared by them: sessions per
  * second for the whole sidecar); `settings` (when given) replaces the
- * runtime settings (config path → value as in its environment variable, see config/managed.ts).
+ * runtime settings (config path → value as in its environment variable, see config/managed.ts);
+ * `split` (fenced by the same generation) holds a share of the sessions per backend group.
  */
 export const PutBackendsRequestSchema = z
   .strictObject({
@@ -49,6 +87,8 @@ export const PutBackendsRequestSchema = z
     backends: z.array(BackendInputSchema).max(10_000),
     drain: DrainRequestSchema.optional(),
     settings: z.record(z.string(), z.string()).optional(),
+    /** Omitted = no split: every backend serves every session. */
+    split: SplitSchema.optional(),
   })
   .superRefine((body, ctx) => {
     const seen = new Set<string>();
@@ -92,6 +132,8 @@ export interface BackendView extends BackendDefinition {
 export interface BackendsResponse {
   generation: number;
   backends: BackendView[];
+  /** Present while a split is in force. */
+  split?: SplitView;
 }
 
 export interface PutBackendsResponse {

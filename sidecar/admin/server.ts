@@ -31,6 +31,7 @@ import {
   type SessionStateName,
   type SessionsResponse,
   type SessionView,
+  type SplitView,
   type StatusResponse,
 } from '../../common/admin/contract.js';
 
@@ -49,6 +50,8 @@ export interface AdminPort {
   setFrontendPaused(paused: boolean): void;
   /** Moves a backend's sessions off it in the background, at `pace` when given. */
   migrateAway(backendId: string, reason: MigrationReason, pace?: DrainPaceRequest): Promise<unknown>;
+  /** The split in force, with its sessions per group (GET /v1/backends). */
+  splitView(): SplitView | undefined;
   /** PUT /v1/backends, already validated; a refusal names its field. */
   putBackends(body: z.output<typeof PutBackendsRequestSchema>): PutBackendsResponse | PutBackendsRefusal;
 }
@@ -365,7 +368,8 @@ export class AdminServer {
   }
 
   private backends(): BackendsResponse {
-    return { generation: this.sidecar.backendsGeneration, backends: [...this.sidecar.pool.backends.values()].map(backendView) };
+    const split = this.sidecar.splitView();
+    return { generation: this.sidecar.backendsGeneration, backends: [...this.sidecar.pool.backends.values()].map(backendView), ...(split ? { split } : {}) };
   }
 
   /** The declarative form: same body twice changes nothing; an older generation is refused. */

@@ -255,3 +255,8 @@ function hashUnit(seed: HashState, id: string): number {
   return (h + 0.5) / 4503599627370496;
 }
 
+
+/** A key's fixed place in [0, 1) (the split's session rank, balancing/split.ts): the same hash as consistent-hash. */
+export function keyRank(key: string): number {
+  return hashUnit(hashString(HASH_SEED1, HASH_SEED2, key), '');
+}
