@@ -47,7 +47,8 @@ const BLIND_MS = 8000;
 /** The informers retry a failing list with backoff up to 30 s: once granted, the operator catches up within this. */
 const CATCH_UP_MS = 45_000;
 const SESSIONS_PER_SIDECAR = 20;
-const RESTARTS = 10;
+/** Leader kills in the restarts test (BATON_TEST_RESTARTS for a longer soak). */
+const RESTARTS = Number(process.env.BATON_TEST_RESTARTS ?? 6);
 /** In the restarts test, each list of pods or EndpointSlices is answered after up to this long. */
 const SLOW_LIST_MS = 3000;
 
