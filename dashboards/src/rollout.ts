@@ -65,15 +65,27 @@ export const rolloutDashboard = dashboard({
     timeseries({
       title: 'Sessions by revision',
       description: 'Sessions on each backend revision, summed over the sidecars: during a cutover the old revision drains into the new one.',
-      w: 12,
+      w: 8,
       h: 9,
       stacked: true,
       queries: [{ expr: `sum by (wsbalancer, revision) (baton_operator_revision_sessions{${WSB}})`, legend: '{{wsbalancer}} {{revision}}' }],
     }),
     timeseries({
+      title: 'Canary share: held and asked (all sidecars)',
+      description:
+        "During a canary, each sidecar holds a share of its sessions per revision (PUT /v1/backends split): the share held, summed over the sidecars, against the weight asked. The held line follows the asked one at the step's migrationRate.",
+      w: 8,
+      h: 9,
+      unit: 'percent',
+      queries: [
+        { expr: '100 * sum by (group) (baton_split_sessions) / on() group_left() sum(baton_split_sessions)', legend: '{{group}} held' },
+        { expr: 'max by (group) (baton_split_weight_percent)', legend: '{{group}} asked' },
+      ],
+    }),
+    timeseries({
       title: 'Session migrations (all sidecars)',
       description: 'Sessions moved off draining backends by the sidecars, by result; a promotion drains at migrationRate per sidecar.',
-      w: 12,
+      w: 8,
       h: 9,
       unit: PER_SECOND,
       queries: [{ expr: 'sum by (result) (rate(baton_migrations_total[$__rate_interval]))', legend: '{{result}}' }],
