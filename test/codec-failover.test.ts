@@ -446,8 +446,10 @@ describe('session codecs through failover', () => {
     assert.equal(new Set(survivorGot).size, survivorGot.length, 'the survivor received no request twice');
     assert.deepEqual(survivorGot, [...survivorGot].sort((x, y) => x - y), 'replays first, then newer requests, in the client\'s order');
     assert.deepEqual(survivorGot.filter((id) => answeredByVictim.has(id)), [], 'nothing the victim answered was replayed');
+    // What the victim read and never answered. It may be none: on a busy machine the requests in
+    // flight at the kill can still be in its socket, unread. The replay count below (≥ 1) is what
+    // shows the kill left requests unanswered.
     const lost = victim.requestIds().map(Number).filter((id) => !answeredByVictim.has(id));
-    assert.ok(lost.length > 0, 'the victim died with requests unanswered');
     assert.deepEqual(lost.filter((id) => !survivorGot.includes(id)), [], 'every request the victim left unanswered was replayed');
     const replayed = await codecMetric(sidecar, 'baton_codec_requests_replayed_total', 'json-rpc');
     assert.ok(replayed >= 1 && replayed <= 7, `replayed ${replayed} messages (at most 6 singles + 1 batch were in flight)`);
