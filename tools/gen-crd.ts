@@ -27,6 +27,8 @@ import {
   type Phase,
   type RevisionStatus,
   type RolloutStatus,
+  type CanaryShare,
+  type CanaryStatus,
   type WsBalancerStatus,
 } from '../operator/api/wsbalancer.js';
 
@@ -200,6 +202,11 @@ const CHECK_RESULTS = {
   failed: 'the rollout is aborted',
 } satisfies Record<NonNullable<RolloutStatus['checks']>['result'], string>;
 
+const ANALYSIS_RESULTS = {
+  passed: 'the next step starts',
+  failed: 'the canary is aborted (or held, with abortOnFailedAnalysis false)',
+} satisfies Record<NonNullable<CanaryStatus['analysis']>['result'], string>;
+
 const CONDITION: Schema = objectOf<Condition>(
   'The latest observation of one aspect of the WsBalancer.',
   {
@@ -232,6 +239,38 @@ export const STATUS_SCHEMA: Schema = objectOf<WsBalancerStatus>(
           'Result of the pre-promotion checks for the current preview.',
           { result: enumOf('Result.', CHECK_RESULTS), message: string('What the checks saw.') },
           { result: true, message: true },
+        ),
+        canary: objectOf<CanaryStatus>(
+          'Where a canary stands (strategy canary); the preview revision is the canary.',
+          {
+            step: integer('Index (from 0) of the current step; the number of steps once every step is done.'),
+            stepSince: time('When the current step began.'),
+            weight: integer('Percent of the sessions asked on the canary.'),
+            stepText: string('The current step, e.g. "setWeight 10", "pause 30s", "analysis".'),
+            aborting: { type: 'boolean', description: 'Every session is moving back to the active revision; then the canary is dropped.' },
+            analysis: objectOf<NonNullable<CanaryStatus['analysis']>>(
+              'The last analysis.',
+              { step: integer('The step it ran at.'), result: enumOf('Result.', ANALYSIS_RESULTS), message: string('What the checks saw.') },
+              { step: true, result: true, message: true },
+            ),
+            message: string('Why the canary waits on a person: a pause until promoted, a failed analysis held.'),
+            sidecars: {
+              description: 'The share measured on each sidecar.',
+              type: 'array',
+              items: objectOf<CanaryShare>(
+                'One sidecar.',
+                {
+                  name: string('The sidecar pod.'),
+                  canary: integer('Sessions on the canary revision.'),
+                  target: integer('Sessions the weight asks on the canary.'),
+                  stable: integer('Sessions on the active revision.'),
+                  moving: integer('Sessions waiting to move or moving.'),
+                },
+                { name: true, canary: true, target: true, stable: true, moving: true },
+              ),
+            },
+          },
+          { step: true, stepSince: true, weight: true },
         ),
       },
       {},
