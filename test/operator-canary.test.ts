@@ -36,7 +36,8 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
   let custom: CustomObjectsApi;
   let kubelet: FakeKubelet;
   let pods: PodProcesses;
-  let operator: OperatorProcess | undefined;
+  let operatorKubeconfig: string;
+  const operators: OperatorProcess[] = [];
   let failingHook: Server | undefined;
   const sessions: TrackedSession[] = [];
 
@@ -49,9 +50,8 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
   };
 
   before(async () => {
-    let kubeconfig: string;
     let core: CoreV1Api;
-    ({ cp, admin, apps, core, custom, operatorKubeconfig: kubeconfig } = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN));
+    ({ cp, admin, apps, core, custom, operatorKubeconfig } = await startOperatorCluster(OPERATOR_NS, NS, ADMIN_TOKEN));
     pods = new PodProcesses(ADMIN_TOKEN, { backendArgs: ['--answer-delay', '1-200'] });
     kubelet = await runPods(admin, NS, pods);
     await createEdgeAndService(apps, core, NS, { sidecars: 2 });
@@ -61,8 +61,14 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
       canary: { migrationRate: 50, steps: [{ setWeight: 10 }, { pause: {} }, { setWeight: 50 }, { pause: {} }, { setWeight: 100 }, { pause: {} }] },
     });
     await pods.waitForSidecars(2);
-    operator = new OperatorProcess('operator-a', kubeconfig, await freePort(), testOperatorArgs(OPERATOR_NS));
+    await startOperator('operator-a');
   });
+
+  const startOperator = async (identity: string): Promise<OperatorProcess> => {
+    const op = new OperatorProcess(identity, operatorKubeconfig, await freePort(), testOperatorArgs(OPERATOR_NS));
+    operators.push(op);
+    return op;
+  };
 
   after(async () => {
     for (const t of sessions) {
@@ -70,7 +76,7 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
       t.client.close();
     }
     failingHook?.close();
-    await operator?.kill();
+    for (const op of operators) await op.kill();
     await kubelet?.stop();
     await pods?.stopAll();
     await cp?.stop();
@@ -165,7 +171,7 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
     const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
     const reasons = events.items.filter((e) => e.regarding?.name === 'edge').map((e) => e.reason);
     for (const r of ['PreviewDetected', 'StepStarted', 'WeightReached', 'StepPromoted', 'PromotionStarted', 'Promoted']) assert.ok(reasons.includes(r), `event ${r} in ${[...new Set(reasons)].join(', ')}`);
-    assert.equal(await operator!.metric('baton_operator_canary_step{'), 0, 'no canary series once promoted');
+    assert.equal(await operators[0]!.metric('baton_operator_canary_step{'), 0, 'no canary series once promoted');
   });
 
   test('a failing analysis at 50 % aborts: every session back on stable, each moved there and back at most once, nothing lost', async () => {
@@ -200,5 +206,31 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
     const notes = events.items.filter((e) => e.regarding?.name === 'edge').map((e) => `${e.reason}: ${e.note}`);
     assert.ok(notes.some((n) => /^AnalysisFailed: canary red, step 3\/4: webhook: .* answered 503/.test(n)), notes.join('\n'));
     assert.ok(notes.some((n) => n.startsWith('Aborted: canary of revision red aborted by a failed analysis')), notes.join('\n'));
+  });
+
+  test('the operator killed mid-step: the new leader resumes the step from status, no session moves twice, the share is reached', async () => {
+    // Slow moves, so the kill lands while sessions are moving.
+    await patchBalancer({ spec: { rollout: { canary: { migrationRate: 10, steps: [{ setWeight: 50 }, { pause: {} }] } } } });
+    const from = sessions.map((t) => t.answers().length - 1);
+    resume();
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-gold', backendLabels('gold'), 2, BACKEND_PORT) });
+    await eventually(async () => {
+      const c = (await getBalancer()).status?.rollout?.canary;
+      const moved = c?.sidecars?.reduce((n, s) => n + s.canary, 0) ?? 0;
+      return c?.weight === 50 && moved >= 20 && moved <= 100 ? true : undefined;
+    }, 'the canary of gold moving sessions at 50 %', 30_000, 100);
+    await operators[0]!.kill();
+    const next = await startOperator('operator-b');
+    await waitFor(() => next.leading, 'operator-b leads', 20_000);
+
+    const wsb = await pausedAt(1);
+    assert.equal(wsb.status?.previewRevision, 'gold');
+    assertShare(await measuredShare('gold'), 50, await getBalancer());
+    const moved = moves(from);
+    const twice = sessions.flatMap((t, i) => (moved[i]! <= 1 ? [] : [`${t.id} via ${t.via}: ${pathOf(t, from[i])}`]));
+    assert.deepEqual(twice, [], 'no session moved twice');
+    const events = await admin.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: NS });
+    const started = events.items.filter((e) => e.regarding?.name === 'edge' && e.reason === 'StepStarted' && e.note?.startsWith('canary gold: step 1/'));
+    assert.equal(started.length, 1, 'the step was started once, by the first operator');
   });
 });
