@@ -5,7 +5,18 @@
 // pushes the same split again, which moves nobody.
 import type { Split, SplitView } from '../common/admin/contract.js';
 import { ANNOTATIONS, durationMs, type CanaryShare, type CanaryStatus, type CanaryStep, type WsBalancerSpec } from './api/wsbalancer.js';
-import { isPaused, PROGRESS_POLL_MS, type RolloutEvent, type RolloutInput, type RolloutState, type RolloutStep } from './plan.js';
+import { isPaused, PROGRESS_POLL_MS, type RolloutEvent, type RolloutState, type RolloutStep } from './rollout.js';
+
+/** What a canary step reads (a part of plan.ts's RolloutInput). */
+export interface CanaryInput {
+  spec: WsBalancerSpec;
+  annotations: Record<string, string>;
+  /** Every ready sidecar answered and already holds the backend set. */
+  sidecarsSynced: boolean;
+  /** Each sidecar's split (undefined: none, or it did not answer). */
+  splits?: readonly (SplitView | undefined)[];
+  now: number;
+}
 
 /** The backend label the sidecars split by: desiredBackends puts the revision there. */
 export const SPLIT_LABEL = 'revision';
@@ -70,7 +81,7 @@ export const promoteValue = (revision: string, step: number | 'full'): string =>
  * docs/operator.md; after the last one, blue/green's promotion takes over (the canary is enabled
  * alone, the stable revision drains, then retires).
  */
-export function stepCanary(input: RolloutInput, state: RolloutState, events: RolloutEvent[]): Partial<RolloutStep> {
+export function stepCanary(input: CanaryInput, state: RolloutState, events: RolloutEvent[]): Partial<RolloutStep> {
   const { spec, annotations, now } = input;
   const steps = spec.rollout.canary!.steps;
   const canary = state.previewRevision!;

@@ -2,7 +2,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
-import { ROLLOUT_REASONS } from './plan.js';
+import { ROLLOUT_REASONS } from './rollout.js';
 
 const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict', 'waiting'] as const;
 const PUSH_RESULTS = ['success', 'failure'] as const;

@@ -18,6 +18,9 @@ import {
 } from './api/wsbalancer.js';
 import { INJECT_LABEL, SIDECAR_LABEL } from './webhook/inject.js';
 import { canaryRunning, stepCanary } from './canary.js';
+import { isPaused, PROGRESS_POLL_MS, type RolloutEvent, type RolloutState, type RolloutStep } from './rollout.js';
+
+export { isPaused, PROGRESS_POLL_MS, ROLLOUT_REASONS, type RolloutEvent, type RolloutReason, type RolloutState, type RolloutStep } from './rollout.js';
 
 // ---- label selectors ---------------------------------------------------------------------------
 
@@ -211,29 +214,6 @@ function countByRevision(endpoints: readonly BackendEndpoint[]): Map<string, Rev
 
 // ---- the rollout -------------------------------------------------------------------------------
 
-/** The rollout part of the status: what stepRollout reads and writes. */
-export type RolloutState = Pick<WsBalancerStatus, 'activeRevision' | 'previewRevision' | 'previousRevision' | 'retiredRevisions' | 'abortedRevision' | 'rollout'>;
-
-export const ROLLOUT_REASONS = [
-  'PreviewDetected',
-  'PromotionStarted',
-  'SessionsMigrated',
-  'Promoted',
-  'Aborted',
-  'StepStarted',
-  'WeightReached',
-  'StepPromoted',
-  'AnalysisPassed',
-  'AnalysisFailed',
-] as const;
-export type RolloutReason = (typeof ROLLOUT_REASONS)[number];
-
-export interface RolloutEvent {
-  reason: RolloutReason;
-  note: string;
-  type: 'Normal' | 'Warning';
-}
-
 export interface RolloutInput {
   spec: WsBalancerSpec;
   annotations: Record<string, string>;
@@ -248,22 +228,9 @@ export interface RolloutInput {
   now: number;
 }
 
-export interface RolloutStep {
-  state: RolloutState;
-  events: RolloutEvent[];
-  /** The delay has passed and pre-promotion checks (or the canary step's analysis) are configured but not yet run. */
-  checksDue: boolean;
-  /** Look again after this long even if nothing changes (a delay to expire, sessions to move). */
-  requeueAfterMs?: number;
-}
-
 export const hasChecks = (spec: WsBalancerSpec): boolean =>
   Boolean(spec.rollout.blueGreen.prePromotionChecks?.prometheus || spec.rollout.blueGreen.prePromotionChecks?.webhook);
 
-export const isPaused = (annotations: Record<string, string>): boolean => annotations[ANNOTATIONS.paused] === 'true';
-
-/** How often a rollout in motion is looked at again: the sidecars' session counts change without events. */
-export const PROGRESS_POLL_MS = 1000;
 
 /**
  * One step of the blue/green state machine. The active revision serves; a newly ready revision
