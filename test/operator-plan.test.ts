@@ -31,7 +31,9 @@ import {
   type StatusInput,
 } from '../operator/plan.js';
 import type { BackendInput, BackendsResponse, BackendView, SplitView } from '../common/admin/contract.js';
+import { parse } from 'yaml';
 import { canaryShares, desiredSplit, shareReached } from '../operator/canary.js';
+import { CANARY_EXAMPLE } from '../tools/gen-crd.js';
 
 // ---- builders ----------------------------------------------------------------------------------
 
@@ -1253,6 +1255,8 @@ describe('canary', () => {
     assert.match((bad({ steps: [{ setWeight: 10, pause: {} }] }) as { message: string }).message, /^spec\.rollout\.canary\.steps\[0\]: a step is exactly one of/);
     assert.match((bad({ steps: [{ pause: { duration: '5 minutes' } }] }) as { message: string }).message, /^spec\.rollout\.canary\.steps\[0\]\.pause\.duration/);
     assert.match((bad({ steps: [{ analysis: {} }] }) as { message: string }).message, /needs a prometheus or a webhook/);
+    const documented = validateSpec({ sidecarSelector: {}, backend: { service: 's', port: 'ws' }, ...(parse(CANARY_EXAMPLE) as object) });
+    assert.ok(documented.ok, `the canary of docs/crd.md: ${documented.ok ? '' : documented.message}`);
     const ok = specOf({ canary: { steps: [{ setWeight: 5 }, { pause: { duration: 90 } }, { pause: { duration: '5m' } }] } });
     assert.equal(ok.rollout.canary!.migrationRate, 50);
     assert.equal(ok.rollout.canary!.abortOnFailedAnalysis, true);
