@@ -131,6 +131,8 @@ export function stepCanary(input: CanaryInput, state: RolloutState, events: Roll
   for (;;) {
     if (c.step >= steps.length) {
       rollout.promotingSince = new Date(now).toISOString();
+      // The split ends: the last shares measured would only go stale.
+      delete c.sidecars;
       events.push({
         reason: 'PromotionStarted',
         type: 'Normal',
