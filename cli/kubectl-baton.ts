@@ -5,14 +5,18 @@ import { delimiter } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ConfigurationOptions, CustomObjectsApi, EventsV1Api, EventsV1Event, ObservableMiddleware } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { ANNOTATIONS, GROUP, KIND, PLURAL, VERSION, type WsBalancer, type WsBalancerStatus } from '../operator/api/wsbalancer.js';
+import { ANNOTATIONS, GROUP, KIND, PLURAL, validateSpec, VERSION, type CanaryStep, type WsBalancer, type WsBalancerStatus } from '../operator/api/wsbalancer.js';
+import { promoteValue, stepText } from '../operator/canary.js';
 
 const USAGE = `Usage: kubectl baton <command> NAME [flags]
 
 Commands:
-  status NAME    phase, revisions with their sessions, sidecars, conditions and the last events
-  promote NAME   promote the preview revision now (sets baton.dev/promote to it)
-  abort NAME     abort the rollout of the preview revision (sets baton.dev/abort to it)
+  status NAME    phase, revisions with their sessions, sidecars, a canary's steps and share,
+                 conditions and the last events
+  promote NAME   promote the preview revision now (sets baton.dev/promote to it); for a canary,
+                 complete the current step (baton.dev/promote=REVISION@STEP)
+  abort NAME     abort the rollout of the preview revision (sets baton.dev/abort to it); a
+                 canary's sessions move back to the active revision first
   pause NAME     hold the preview: no promotion starts (sets baton.dev/paused: "true")
   resume NAME    let promotions start again (removes baton.dev/paused)
 
@@ -21,6 +25,7 @@ Flags:
       --kubeconfig FILE  kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)
       --context NAME     kubeconfig context (default: its current-context)
   -o, --output FORMAT    status as json or yaml
+      --full             promote: a canary goes to the end, skipping its remaining steps
   -h, --help             this text
 `;
 
@@ -66,7 +71,7 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'promote':
       case 'abort':
-        await annotatePreview(target, parsed.command);
+        await annotatePreview(target, parsed.command, parsed.flags.full);
         break;
       case 'pause':
         await annotate(target, { [ANNOTATIONS.paused]: 'true' });
@@ -93,6 +98,7 @@ interface Flags {
   kubeconfig?: string;
   context?: string;
   output?: 'json' | 'yaml';
+  full?: boolean;
 }
 
 function parseCommandLine(argv: string[]): 'help' | { command: Command; name: string; flags: Flags } {
@@ -106,6 +112,7 @@ function parseCommandLine(argv: string[]): 'help' | { command: Command; name: st
         kubeconfig: { type: 'string' },
         context: { type: 'string' },
         output: { type: 'string', short: 'o' },
+        full: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -125,7 +132,8 @@ function parseCommandLine(argv: string[]): 'help' | { command: Command; name: st
   const { output } = values;
   if (output !== undefined && command !== 'status') throw new CliError(`--output applies to status only`, 2);
   if (output !== undefined && output !== 'json' && output !== 'yaml') throw new CliError(`--output "${output}" is not a format: json or yaml`, 2);
-  return { command: command as Command, name, flags: { namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, output } };
+  if (values.full && command !== 'promote') throw new CliError(`--full applies to promote only`, 2);
+  return { command: command as Command, name, flags: { namespace: values.namespace, kubeconfig: values.kubeconfig, context: values.context, output, full: values.full } };
 }
 
 /** The kubeconfig, context and namespace the way kubectl picks them. */
@@ -181,8 +189,11 @@ async function annotate(t: Target, annotations: Record<string, string | null>): 
   }
 }
 
-/** Promote or abort names the preview revision, so a leftover annotation never acts on a later rollout. */
-async function annotatePreview(t: Target, action: 'promote' | 'abort'): Promise<void> {
+/**
+ * Promote or abort names the preview revision, so a leftover annotation never acts on a later
+ * rollout; a canary's promote also names its step, so it never completes a later step.
+ */
+async function annotatePreview(t: Target, action: 'promote' | 'abort', full = false): Promise<void> {
   const wsb = await getBalancer(t);
   const preview = wsb.status?.previewRevision;
   if (!preview) {
@@ -190,9 +201,15 @@ async function annotatePreview(t: Target, action: 'promote' | 'abort'): Promise<
     throw new CliError(`wsbalancer "${t.name}" has no preview revision to ${action}${active ? ` (revision ${active} is active)` : ''}`);
   }
   const annotation = ANNOTATIONS[action];
-  await annotate(t, { [annotation]: preview });
-  const outcome = action === 'promote' ? `the operator promotes revision ${preview}` : `the operator aborts the rollout of revision ${preview}`;
-  process.stdout.write(`wsbalancer.${GROUP}/${t.name} annotated ${annotation}=${preview}: ${outcome}\n`);
+  const canary = wsb.status?.rollout?.promotingSince === undefined ? wsb.status?.rollout?.canary : undefined;
+  let value = preview;
+  let outcome = action === 'promote' ? `the operator promotes revision ${preview}` : `the operator aborts the rollout of revision ${preview}`;
+  if (action === 'promote' && canary) {
+    value = promoteValue(preview, full ? 'full' : canary.step);
+    outcome = full ? `canary ${preview} skips its remaining steps and is promoted` : `canary ${preview} completes step ${canary.step + 1} (${canary.stepText ?? ''})`;
+  }
+  await annotate(t, { [annotation]: value });
+  process.stdout.write(`wsbalancer.${GROUP}/${t.name} annotated ${annotation}=${value}: ${outcome}\n`);
   if (action === 'promote' && wsb.metadata.annotations?.[ANNOTATIONS.paused] === 'true') {
     process.stdout.write(`note: ${ANNOTATIONS.paused} is "true": the promotion starts after \`kubectl baton resume ${t.name}\`\n`);
   }
@@ -236,10 +253,19 @@ async function status(t: Target, output: Flags['output']): Promise<void> {
     process.stdout.write(output === 'json' ? `${JSON.stringify(report, null, 2)}\n` : stringify(report));
     return;
   }
-  process.stdout.write(describe(t, annotations, wsb.status, events, Date.now()));
+  const checked = validateSpec(wsb.spec);
+  const steps = checked.ok ? checked.spec.rollout.canary?.steps : undefined;
+  process.stdout.write(describe(t, annotations, wsb.status, steps, events, Date.now()));
 }
 
-function describe(t: Target, annotations: Record<string, string>, s: WsBalancerStatus | undefined, events: EventLine[] | string, now: number): string {
+function describe(
+  t: Target,
+  annotations: Record<string, string>,
+  s: WsBalancerStatus | undefined,
+  steps: readonly CanaryStep[] | undefined,
+  events: EventLine[] | string,
+  now: number,
+): string {
   const age = (iso: string | undefined) => (iso ? shortDuration(now - Date.parse(iso)) : '');
   const fields: Array<[string, string | undefined]> = [
     ['Name', t.name],
@@ -260,6 +286,8 @@ function describe(t: Target, annotations: Record<string, string>, s: WsBalancerS
   if (s?.revisions?.length) {
     out += `\nRevisions:\n${table([['NAME', 'ROLE', 'READY', 'SERVING', 'TERMINATING', 'SESSIONS'], ...s.revisions.map((r) => [r.name || '""', r.role, `${r.ready}`, `${r.serving}`, `${r.terminating}`, `${r.sessions}`])])}`;
   }
+  const canary = s?.previewRevision !== undefined ? s.rollout?.canary : undefined;
+  if (canary && steps) out += canarySection(canary, steps, s?.rollout?.promotingSince !== undefined);
   if (s?.conditions?.length) {
     out += `\nConditions:\n${table([['TYPE', 'STATUS', 'REASON', 'AGE', 'MESSAGE'], ...s.conditions.map((c) => [c.type, c.status, c.reason, age(c.lastTransitionTime), c.message])])}`;
   }
@@ -267,6 +295,27 @@ function describe(t: Target, annotations: Record<string, string>, s: WsBalancerS
   if (typeof events === 'string') out += `  ${events}\n`;
   else if (events.length === 0) out += '  <none>\n';
   else out += table([['AGE', 'TYPE', 'REASON', 'FROM', 'MESSAGE'], ...events.map((e) => [age(e.time), e.type, e.reason, e.from, e.note])]);
+  return out;
+}
+
+/** A canary's steps (the current one marked ">"), the weight asked, and the share measured per sidecar. */
+function canarySection(c: NonNullable<NonNullable<WsBalancerStatus['rollout']>['canary']>, steps: readonly CanaryStep[], promoting: boolean): string {
+  const stateOf = (i: number): string => {
+    if (c.analysis?.step === i) return `analysis ${c.analysis.result}: ${c.analysis.message}`;
+    if (i < c.step || promoting) return 'done';
+    if (i > c.step) return '';
+    if (c.aborting) return 'aborting: sessions moving back';
+    return c.message ?? 'current';
+  };
+  const header = promoting ? 'promoting (every step done)' : c.aborting ? `aborting, weight ${c.weight}%` : `step ${c.step + 1}/${steps.length}, weight ${c.weight}%`;
+  let out = `\nCanary steps (${header}):\n${table([['', '#', 'STEP', 'STATE'], ...steps.map((step, i) => [i === c.step && !promoting ? '>' : '', `${i + 1}`, stepText(step), stateOf(i)])])}`;
+  if (c.sidecars?.length) {
+    const pct = (n: number, of: number) => (of === 0 ? '-' : `${((100 * n) / of).toFixed(1)}%`);
+    out += `\nCanary share (asked ${c.weight}%):\n${table([
+      ['SIDECAR', 'CANARY', 'TARGET', 'STABLE', 'MOVING', 'SHARE'],
+      ...c.sidecars.map((x) => [x.name, `${x.canary}`, `${x.target}`, `${x.stable}`, `${x.moving}`, pct(x.canary, x.canary + x.stable)]),
+    ])}`;
+  }
   return out;
 }
 

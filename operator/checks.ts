@@ -1,5 +1,5 @@
 // Pre-promotion checks: a Prometheus query that must hold, and a webhook that must answer 2xx.
-import type { WsBalancerSpec } from './api/wsbalancer.js';
+import type { ChecksSpec, WsBalancerSpec } from './api/wsbalancer.js';
 
 export interface CheckResult {
   result: 'passed' | 'failed';
@@ -15,9 +15,13 @@ export interface CheckContext {
 
 const PROMETHEUS_TIMEOUT_MS = 10_000;
 
-/** Runs every configured check; the first failure is the result. */
-export async function runChecks(spec: WsBalancerSpec, ctx: CheckContext): Promise<CheckResult> {
-  const checks = spec.rollout.blueGreen.prePromotionChecks;
+/** Runs blue/green's pre-promotion checks. */
+export function runChecks(spec: WsBalancerSpec, ctx: CheckContext): Promise<CheckResult> {
+  return runCheckSet(spec.rollout.blueGreen.prePromotionChecks, ctx);
+}
+
+/** Runs every check of a set (pre-promotion checks, a canary step's analysis); the first failure is the result. */
+export async function runCheckSet(checks: ChecksSpec | undefined, ctx: CheckContext): Promise<CheckResult> {
   const passed: string[] = [];
   if (checks?.prometheus) {
     const problem = await prometheusProblem(checks.prometheus.address, checks.prometheus.query);

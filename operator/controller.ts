@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import type { PutBackendsRequest } from '../common/admin/contract.js';
 import type { Logger } from '../common/logger.js';
 import { FINALIZER, GROUP, PLURAL, VERSION, validateSpec, type WsBalancer, type WsBalancerSpec, type WsBalancerStatus } from './api/wsbalancer.js';
-import { runChecks } from './checks.js';
+import { canaryShares, desiredSplit } from './canary.js';
+import { runCheckSet } from './checks.js';
 import { ENDPOINTSLICE_SERVICE_LABEL, NamespaceCaches } from './caches.js';
 import { EventRecorder } from './events.js';
 import { Informer } from './informer.js';
@@ -315,27 +316,34 @@ export class Controller {
     const before = desiredBackends(spec, endpoints, state);
     const synced = observed.every((o) => o.view && sidecarHolds(o.view, before));
 
-    const rolloutInput = { spec, annotations, state, endpoints, sessionsByRevision: sessions, sidecarsSynced: synced, now };
+    const splits = observed.map((o) => o.view?.split);
+    const rolloutInput = { spec, annotations, state, endpoints, sessionsByRevision: sessions, sidecarsSynced: synced, splits, now };
     let step = stepRollout(rolloutInput);
     if (step.checksDue && step.state.previewRevision !== undefined) {
-      const checks = await runChecks(spec, { namespace, name, activeRevision: step.state.activeRevision, previewRevision: step.state.previewRevision });
+      const ctx = { namespace, name, activeRevision: step.state.activeRevision, previewRevision: step.state.previewRevision };
+      const canary = step.state.rollout?.canary;
+      // A canary's analysis is recorded with its step: a later analysis step runs its own.
+      const rollout = canary
+        ? { ...step.state.rollout, canary: { ...canary, analysis: { step: canary.step, ...(await runCheckSet(spec.rollout.canary?.steps[canary.step]?.analysis, ctx)) } } }
+        : { ...step.state.rollout, checks: await runCheckSet(spec.rollout.blueGreen.prePromotionChecks, ctx) };
       const first = step;
-      step = stepRollout({ ...rolloutInput, state: { ...first.state, rollout: { ...first.state.rollout, checks } } });
+      step = stepRollout({ ...rolloutInput, state: { ...first.state, rollout } });
       step.events.unshift(...first.events);
     }
 
-    // Push the backend set to every sidecar that does not hold it yet.
+    // Push the backend set (and a canary's split) to every sidecar that does not hold it yet.
     const backends = desiredBackends(spec, endpoints, step.state);
+    const split = desiredSplit(spec, step.state);
     const bg = spec.rollout.blueGreen;
-    const drain = { rate: bg.migrationRate, deadlineSeconds: bg.drainDeadlineSeconds };
-    const hash = createHash('sha256').update(JSON.stringify({ backends, settings: spec.settings, drain })).digest('hex');
+    const drain = { rate: spec.rollout.canary && step.state.rollout?.canary ? spec.rollout.canary.migrationRate : bg.migrationRate, deadlineSeconds: bg.drainDeadlineSeconds };
+    const hash = createHash('sha256').update(JSON.stringify({ backends, settings: spec.settings, drain, split })).digest('hex');
     let last = this.pushed.get(key);
     if (!last || last.hash !== hash) {
       const highest = Math.max(previous.backendsGeneration ?? 0, last?.generation ?? 0, ...views.map((v) => v.generation));
       last = { hash, generation: highest + 1 };
       this.pushed.set(key, last);
     }
-    const body: PutBackendsRequest = { generation: last.generation, backends, settings: spec.settings, drain };
+    const body: PutBackendsRequest = { generation: last.generation, backends, settings: spec.settings, drain, ...(split ? { split } : {}) };
     const stale = observed.filter((o) => o.view && !(o.view.generation === last.generation && sidecarHolds(o.view, backends)));
     if (!this.isLeader) return undefined;
     if (backends.length === 0 && stale.some((o) => o.view!.backends.some((b) => b.state !== 'draining'))) await this.checkEmptySet(wsb, spec);
@@ -364,6 +372,7 @@ export class Controller {
       endpoints,
       sessionsByRevision: sessions,
       sidecars: { desired: targets.length, synced: targets.length - unreachable, unreachable },
+      ...(split ? { canaryShares: canaryShares(observed.map((o) => ({ name: o.target.name, split: o.view?.split })), split.groups[0]!.value, split.groups[1]!.value) } : {}),
       backendsGeneration: last.generation,
       now,
     });

@@ -2,10 +2,10 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { Phase, WsBalancerStatus } from './api/wsbalancer.js';
+import { ROLLOUT_REASONS } from './rollout.js';
 
 const RECONCILE_RESULTS = ['success', 'error', 'invalid', 'conflict', 'waiting'] as const;
 const PUSH_RESULTS = ['success', 'failure'] as const;
-const ROLLOUT_REASONS = ['PreviewDetected', 'PromotionStarted', 'SessionsMigrated', 'Promoted', 'Aborted'] as const;
 export type AdmissionResult = 'injected' | 'skipped' | 'rejected' | 'error';
 const PHASES: readonly Phase[] = ['Healthy', 'Progressing', 'Paused', 'Degraded'];
 
@@ -23,6 +23,9 @@ export class OperatorMetrics {
   readonly phase: Gauge<'namespace' | 'wsbalancer' | 'phase'>;
   readonly revisionSessions: Gauge<'namespace' | 'wsbalancer' | 'revision' | 'role'>;
   readonly rolloutEvents: Counter<'namespace' | 'wsbalancer' | 'reason'>;
+  readonly canaryStep: Gauge<'namespace' | 'wsbalancer'>;
+  readonly canaryWeight: Gauge<'namespace' | 'wsbalancer'>;
+  readonly canaryShare: Gauge<'namespace' | 'wsbalancer'>;
   readonly webhookAdmissions: Counter<'result'>;
   readonly webhookCertificateExpiry: Gauge;
   readonly podsWithoutSidecar: Gauge<'namespace'>;
@@ -63,8 +66,26 @@ export class OperatorMetrics {
     });
     this.rolloutEvents = new Counter({
       name: 'baton_operator_rollout_events_total',
-      help: 'Rollout steps taken (PreviewDetected, PromotionStarted, SessionsMigrated, Promoted, Aborted).',
+      help: `Rollout steps taken (${ROLLOUT_REASONS.join(', ')}).`,
       labelNames: ['namespace', 'wsbalancer', 'reason'],
+      registers,
+    });
+    this.canaryStep = new Gauge({
+      name: 'baton_operator_canary_step',
+      help: 'Index (from 0) of the current canary step of a WsBalancer; the step count while promoting; absent without a canary.',
+      labelNames: ['namespace', 'wsbalancer'],
+      registers,
+    });
+    this.canaryWeight = new Gauge({
+      name: 'baton_operator_canary_weight_percent',
+      help: 'Percent of the sessions the current canary step asks on the canary revision; absent without a canary.',
+      labelNames: ['namespace', 'wsbalancer'],
+      registers,
+    });
+    this.canaryShare = new Gauge({
+      name: 'baton_operator_canary_share_percent',
+      help: "Percent of the sidecars' sessions measured on the canary revision (all sidecars together); absent without a canary.",
+      labelNames: ['namespace', 'wsbalancer'],
       registers,
     });
     this.webhookAdmissions = new Counter({
@@ -102,6 +123,20 @@ export class OperatorMetrics {
     const series = (status.revisions ?? []).map((r) => ({ revision: r.name, role: r.role }));
     this.revisionSeries.set(`${namespace}/${name}`, series);
     for (const r of status.revisions ?? []) this.revisionSessions.set({ namespace, wsbalancer: name, revision: r.name, role: r.role }, r.sessions);
+    const canary = status.previewRevision !== undefined ? status.rollout?.canary : undefined;
+    if (!canary) this.removeCanarySeries(namespace, name);
+    else {
+      this.canaryStep.set({ namespace, wsbalancer: name }, canary.step);
+      this.canaryWeight.set({ namespace, wsbalancer: name }, canary.weight);
+      const shares = canary.sidecars ?? [];
+      const onCanary = shares.reduce((n, s) => n + s.canary, 0);
+      const total = shares.reduce((n, s) => n + s.canary + s.stable, 0);
+      this.canaryShare.set({ namespace, wsbalancer: name }, total === 0 ? 0 : (100 * onCanary) / total);
+    }
+  }
+
+  private removeCanarySeries(namespace: string, name: string): void {
+    for (const g of [this.canaryStep, this.canaryWeight, this.canaryShare]) g.remove({ namespace, wsbalancer: name });
   }
 
   private removeRevisionSeries(namespace: string, name: string): void {
@@ -115,5 +150,6 @@ export class OperatorMetrics {
     for (const phase of PHASES) this.phase.remove({ namespace, wsbalancer: name, phase });
     this.sidecarsOutOfSync.remove({ namespace, wsbalancer: name });
     this.removeRevisionSeries(namespace, name);
+    this.removeCanarySeries(namespace, name);
   }
 }

@@ -2,11 +2,12 @@
 // endpoints a WsBalancer has, which backend set every sidecar must hold, the next blue/green step,
 // and the status to write. No sockets, no API calls: reconcile.ts feeds these and carries them out.
 import type { V1EndpointSlice, V1LabelSelector } from '@kubernetes/client-node';
-import type { BackendInput, BackendsResponse } from '../common/admin/contract.js';
+import type { BackendInput, BackendsResponse, SplitView } from '../common/admin/contract.js';
 import { BACKEND_DEFAULTS } from '../common/config/backend.js';
 import type { BackendState } from '../common/vocabulary.js';
 import {
   ANNOTATIONS,
+  type CanaryShare,
   type Condition,
   type ConditionType,
   type Phase,
@@ -16,6 +17,10 @@ import {
   type WsBalancerStatus,
 } from './api/wsbalancer.js';
 import { INJECT_LABEL, SIDECAR_LABEL } from './webhook/inject.js';
+import { canaryRunning, stepCanary } from './canary.js';
+import { isPaused, PROGRESS_POLL_MS, type RolloutEvent, type RolloutState, type RolloutStep } from './rollout.js';
+
+export { isPaused, PROGRESS_POLL_MS, ROLLOUT_REASONS, type RolloutEvent, type RolloutReason, type RolloutState, type RolloutStep } from './rollout.js';
 
 // ---- label selectors ---------------------------------------------------------------------------
 
@@ -209,15 +214,6 @@ function countByRevision(endpoints: readonly BackendEndpoint[]): Map<string, Rev
 
 // ---- the rollout -------------------------------------------------------------------------------
 
-/** The rollout part of the status: what stepRollout reads and writes. */
-export type RolloutState = Pick<WsBalancerStatus, 'activeRevision' | 'previewRevision' | 'previousRevision' | 'retiredRevisions' | 'abortedRevision' | 'rollout'>;
-
-export interface RolloutEvent {
-  reason: 'PreviewDetected' | 'PromotionStarted' | 'SessionsMigrated' | 'Promoted' | 'Aborted';
-  note: string;
-  type: 'Normal' | 'Warning';
-}
-
 export interface RolloutInput {
   spec: WsBalancerSpec;
   annotations: Record<string, string>;
@@ -227,25 +223,14 @@ export interface RolloutInput {
   sessionsByRevision: ReadonlyMap<string, number>;
   /** Every ready sidecar answered and already holds the backend set of `state`. */
   sidecarsSynced: boolean;
+  /** Each sidecar's split (undefined: none, or it did not answer); read by a canary. */
+  splits?: readonly (SplitView | undefined)[];
   now: number;
-}
-
-export interface RolloutStep {
-  state: RolloutState;
-  events: RolloutEvent[];
-  /** The delay has passed and pre-promotion checks are configured but not yet run for this preview. */
-  checksDue: boolean;
-  /** Look again after this long even if nothing changes (a delay to expire, sessions to move). */
-  requeueAfterMs?: number;
 }
 
 export const hasChecks = (spec: WsBalancerSpec): boolean =>
   Boolean(spec.rollout.blueGreen.prePromotionChecks?.prometheus || spec.rollout.blueGreen.prePromotionChecks?.webhook);
 
-export const isPaused = (annotations: Record<string, string>): boolean => annotations[ANNOTATIONS.paused] === 'true';
-
-/** How often a rollout in motion is looked at again: the sidecars' session counts change without events. */
-export const PROGRESS_POLL_MS = 1000;
 
 /**
  * One step of the blue/green state machine. The active revision serves; a newly ready revision
@@ -260,6 +245,9 @@ export function stepRollout(input: RolloutInput): RolloutStep {
   const ready = (rev: string | undefined): number => (rev === undefined ? 0 : (counts.get(rev)?.ready ?? 0));
   const present = (rev: string | undefined): boolean => rev !== undefined && (counts.get(rev)?.total ?? 0) > 0;
   const result = (extra: Partial<RolloutStep> = {}): RolloutStep => ({ state, events, checksDue: false, ...extra });
+  const isCanary = spec.rollout.strategy === 'canary';
+  // The strategy changed to blue/green mid-canary: the split ends (nobody moves), the preview waits as blue/green's.
+  if (!isCanary && state.rollout?.canary) delete state.rollout.canary;
 
   // Retired revisions are remembered only while they still have endpoints.
   if (!present(state.previousRevision)) delete state.previousRevision;
@@ -333,7 +321,7 @@ export function stepRollout(input: RolloutInput): RolloutStep {
     state.previewRevision = next[0];
     state.rollout = { previewSince: new Date(now).toISOString() };
     events.push({ reason: 'PreviewDetected', type: 'Normal', note: `revision ${next[0]} is ready (${next[1].ready} endpoints); revision ${active} stays active` });
-    return result(stepPreview(spec, annotations, state, events, ready, now));
+    return result(isCanary ? stepCanary(input, state, events) : stepPreview(spec, annotations, state, events, ready, now));
   }
 
   if (state.rollout?.promotingSince !== undefined) {
@@ -349,7 +337,7 @@ export function stepRollout(input: RolloutInput): RolloutStep {
     }
     return result({ requeueAfterMs: PROGRESS_POLL_MS });
   }
-  return result(stepPreview(spec, annotations, state, events, ready, now));
+  return result(isCanary ? stepCanary(input, state, events) : stepPreview(spec, annotations, state, events, ready, now));
 }
 
 /** A preview that is not yet promoting: abort, wait, run the checks, or start the promotion. */
@@ -407,12 +395,14 @@ function abort(state: RolloutState, events: RolloutEvent[], why: string): void {
  */
 export function desiredBackends(spec: WsBalancerSpec, endpoints: readonly BackendEndpoint[], state: RolloutState): BackendInput[] {
   const promoting = state.rollout?.promotingSince !== undefined;
+  // A canary serves beside the active revision; the split decides how many sessions each holds.
+  const canary = canaryRunning(state);
   const out: BackendInput[] = [];
   for (const ep of endpoints) {
     let role: 'serve' | 'preview' | 'drain';
     if (state.activeRevision === undefined) role = 'serve';
     else if (ep.revision === state.activeRevision) role = promoting ? 'drain' : 'serve';
-    else if (ep.revision === state.previewRevision) role = promoting ? 'serve' : 'preview';
+    else if (ep.revision === state.previewRevision) role = promoting || canary ? 'serve' : 'preview';
     else continue;
     const standby = role === 'preview' && spec.rollout.blueGreen.previewMode === 'standby';
     let backendState: BackendState;
@@ -480,6 +470,8 @@ export interface StatusInput {
   endpoints: readonly BackendEndpoint[];
   sessionsByRevision: ReadonlyMap<string, number>;
   sidecars: SidecarCounts;
+  /** Each sidecar's canary share, while a canary runs. */
+  canaryShares?: CanaryShare[];
   backendsGeneration: number;
   now: number;
 }
@@ -500,7 +492,12 @@ export function buildStatus(input: StatusInput): WsBalancerStatus {
   const sessions = [...input.sessionsByRevision.values()].reduce((a, b) => a + b, 0);
   const available = state.activeRevision !== undefined && (counts.get(state.activeRevision)?.ready ?? 0) > 0;
   const promoting = state.rollout?.promotingSince !== undefined;
-  const waitingForPerson = state.previewRevision !== undefined && !promoting && (isPaused(input.annotations) || !spec.rollout.blueGreen.autoPromotion);
+  const canary = state.previewRevision !== undefined && !promoting ? state.rollout?.canary : undefined;
+  const waitingForPerson =
+    state.previewRevision !== undefined &&
+    !promoting &&
+    !canary?.aborting &&
+    (isPaused(input.annotations) || (canary ? canary.message !== undefined : !spec.rollout.blueGreen.autoPromotion));
 
   let phase: Phase;
   if (waitingForPerson) phase = 'Paused';
@@ -517,7 +514,16 @@ export function buildStatus(input: StatusInput): WsBalancerStatus {
   const progressing =
     state.previewRevision === undefined
       ? cond('Progressing', false, state.abortedRevision !== undefined ? 'RolloutAborted' : 'Idle', state.abortedRevision !== undefined ? `rollout of revision ${state.abortedRevision} was aborted` : 'no rollout in progress')
-      : cond('Progressing', true, promoting ? 'Promoting' : 'Previewing', promoting ? `moving sessions from revision ${state.activeRevision} to ${state.previewRevision}` : `revision ${state.previewRevision} is the preview`);
+      : canary
+        ? cond(
+            'Progressing',
+            true,
+            canary.aborting ? 'CanaryAborting' : 'Canary',
+            canary.aborting
+              ? `moving every session of canary ${state.previewRevision} back to revision ${state.activeRevision}`
+              : `canary ${state.previewRevision} at step ${canary.step + 1}/${spec.rollout.canary?.steps.length ?? 0} (${canary.stepText ?? 'promotion'}), weight ${canary.weight}%${canary.message ? `: ${canary.message}` : ''}`,
+          )
+        : cond('Progressing', true, promoting ? 'Promoting' : 'Previewing', promoting ? `moving sessions from revision ${state.activeRevision} to ${state.previewRevision}` : `revision ${state.previewRevision} is the preview`);
   const promoted =
     state.previewRevision !== undefined
       ? cond('Promoted', false, promoting ? 'Promoting' : 'Previewing', `revision ${state.previewRevision} is not yet promoted`)
@@ -543,10 +549,12 @@ export function buildStatus(input: StatusInput): WsBalancerStatus {
     input.now,
     input.generation,
   );
+  const rollout = canary && input.canaryShares ? { ...state.rollout, canary: { ...canary, sidecars: input.canaryShares } } : state.rollout;
   return {
     ...(input.generation !== undefined ? { observedGeneration: input.generation } : {}),
     phase,
     ...state,
+    ...(rollout ? { rollout } : {}),
     revisions,
     sessions,
     sidecars,

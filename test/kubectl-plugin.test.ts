@@ -48,6 +48,31 @@ const rolloutStatus = (now: number): WsBalancerStatus => {
   };
 };
 
+const CANARY_STEPS = [{ setWeight: 10 }, { analysis: { webhook: { url: 'http://checks.shop/ok' } } }, { pause: {} }, { setWeight: 50 }, { pause: { duration: '5m' } }];
+
+/** What the operator would write with a canary waiting at its pause until promoted (step 3 of 5), 10 % asked. */
+const canaryStatus = (now: number): WsBalancerStatus => ({
+  observedGeneration: 1,
+  phase: 'Paused',
+  activeRevision: 'blue',
+  previewRevision: 'green',
+  rollout: {
+    previewSince: new Date(now - 120_000).toISOString(),
+    canary: {
+      step: 2,
+      stepSince: new Date(now - 60_000).toISOString(),
+      weight: 10,
+      stepText: 'pause (until promoted)',
+      analysis: { step: 1, result: 'passed', message: 'webhook passed' },
+      message: 'paused until promoted: kubectl baton promote (baton.dev/promote=green@2)',
+      sidecars: [
+        { name: 'edge-a', canary: 15, target: 15, stable: 135, moving: 0 },
+        { name: 'edge-b', canary: 14, target: 15, stable: 137, moving: 2 },
+      ],
+    },
+  },
+});
+
 interface Run {
   code: number | null;
   stdout: string;
@@ -82,7 +107,7 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
   const objectPath = (name: string) => ({ group: GROUP, version: VERSION, plural: PLURAL, namespace: NS, name });
   const getBalancer = async (name: string) => (await custom.getNamespacedCustomObject(objectPath(name))) as WsBalancer;
 
-  const createBalancer = async (name: string, status: WsBalancerStatus) => {
+  const createBalancer = async (name: string, status: WsBalancerStatus, rollout?: object) => {
     await custom.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
@@ -93,7 +118,7 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
         kind: KIND,
         // An annotation of someone else's, which the plugin's patches must leave alone.
         metadata: { name, annotations: { 'example.com/owner': 'team-shop' } },
-        spec: { sidecarSelector: { matchLabels: { app: 'edge' } }, backend: { service: 'shop', port: 'ws', revisionLabel: 'version' } },
+        spec: { sidecarSelector: { matchLabels: { app: 'edge' } }, backend: { service: 'shop', port: 'ws', revisionLabel: 'version' }, ...(rollout ? { rollout } : {}) },
       },
     });
     await custom.patchNamespacedCustomObjectStatus({ ...objectPath(name), body: { status } }, mergePatch);
@@ -111,6 +136,7 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
     written = rolloutStatus(Date.now());
     await createBalancer('shop', written);
     await createBalancer('steady', { phase: 'Healthy', activeRevision: 'blue', sidecars: { desired: 2, synced: 2, unreachable: 0 } });
+    await createBalancer('cart', canaryStatus(Date.now()), { strategy: 'canary', canary: { steps: CANARY_STEPS } });
 
     // Twelve events about "shop", one a minute, written out of order; one about "steady".
     const events = admin.makeApiClient(EventsV1Api);
@@ -227,6 +253,28 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
     assert.equal(wsb.metadata.annotations?.[ANNOTATIONS.promote], 'green');
   });
 
+  test('canary: status shows the steps (the current one marked), the weight asked and the share per sidecar; promote names the step, --full the end', async () => {
+    const out = await baton('status', 'cart');
+    assert.match(out, /^Canary steps \(step 3\/5, weight 10%\):$/m);
+    assert.match(out, /^\s+1\s+setWeight 10\s+done$/m);
+    assert.match(out, /^\s+2\s+analysis\s+analysis passed: webhook passed$/m);
+    assert.match(out, /^\s+>\s+3\s+pause \(until promoted\)\s+paused until promoted: kubectl baton promote/m);
+    assert.match(out, /^\s+4\s+setWeight 50$/m);
+    assert.match(out, /^\s+5\s+pause 5m$/m);
+    assert.match(out, /^Canary share \(asked 10%\):$/m);
+    // SIDECAR CANARY TARGET STABLE MOVING SHARE
+    assert.match(out, /^\s+edge-a\s+15\s+15\s+135\s+0\s+10\.0%$/m);
+    assert.match(out, /^\s+edge-b\s+14\s+15\s+137\s+2\s+9\.3%$/m);
+
+    assert.match(await baton('promote', 'cart'), /baton\.dev\/promote=green@2: canary green completes step 3 \(pause \(until promoted\)\)/);
+    assert.equal((await getBalancer('cart')).metadata.annotations?.[ANNOTATIONS.promote], 'green@2');
+    assert.match(await baton('promote', 'cart', '--full'), /baton\.dev\/promote=green@full: canary green skips its remaining steps/);
+    assert.equal((await getBalancer('cart')).metadata.annotations?.[ANNOTATIONS.promote], 'green@full');
+    // Abort names the revision, as for blue/green.
+    assert.match(await baton('abort', 'cart'), /baton\.dev\/abort=green/);
+    assert.equal((await getBalancer('cart')).metadata.annotations?.[ANNOTATIONS.abort], 'green');
+  });
+
   test('pause sets baton.dev/paused: "true", resume removes it', async () => {
     await baton('pause', 'shop');
     assert.equal((await getBalancer('shop')).metadata.annotations?.[ANNOTATIONS.paused], 'true');
@@ -266,6 +314,7 @@ describe('kubectl baton (the plugin through kubectl, on a real API server)', { t
       [['status', 'shop', 'extra'], 'unexpected argument "extra"'],
       [['status', 'shop', '-o', 'wide'], '--output "wide" is not a format: json or yaml'],
       [['pause', 'shop', '-o', 'json'], '--output applies to status only'],
+      [['abort', 'shop', '--full'], '--full applies to promote only'],
     ] as const) {
       const run = await kubectl(['baton', ...args, '--kubeconfig', kubeconfig]);
       assert.equal(run.code, 2, args.join(' '));

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { V1Endpoint, V1EndpointSlice, V1LabelSelector, V1Pod } from '@kubernetes/client-node';
-import { ANNOTATIONS, validateSpec, type Condition, type WsBalancerSpec, type WsBalancerStatus } from '../operator/api/wsbalancer.js';
+import { ANNOTATIONS, durationMs, validateSpec, type Condition, type WsBalancerSpec, type WsBalancerStatus } from '../operator/api/wsbalancer.js';
 import {
   buildStatus,
   collectEndpoints,
@@ -30,7 +30,10 @@ import {
   type SidecarCounts,
   type StatusInput,
 } from '../operator/plan.js';
-import type { BackendInput, BackendsResponse, BackendView } from '../common/admin/contract.js';
+import type { BackendInput, BackendsResponse, BackendView, SplitView } from '../common/admin/contract.js';
+import { parse } from 'yaml';
+import { canaryShares, desiredSplit, shareReached } from '../operator/canary.js';
+import { CANARY_EXAMPLE } from '../tools/gen-crd.js';
 
 // ---- builders ----------------------------------------------------------------------------------
 
@@ -45,6 +48,7 @@ interface SpecOptions {
   adminPort?: number;
   selector?: V1LabelSelector;
   blueGreen?: Record<string, unknown>;
+  canary?: Record<string, unknown>;
 }
 
 /** A spec through validateSpec, so it has every default the operator sees. */
@@ -59,6 +63,7 @@ function specOf(o: SpecOptions = {}): WsBalancerSpec {
       ...(o.weight !== undefined ? { weight: o.weight } : {}),
     },
     ...(o.blueGreen ? { rollout: { blueGreen: o.blueGreen } } : {}),
+    ...(o.canary ? { rollout: { strategy: 'canary', canary: o.canary } } : {}),
   };
   const checked = validateSpec(raw);
   assert.ok(checked.ok, checked.ok ? '' : checked.message);
@@ -627,6 +632,7 @@ class Rollout {
   endpoints: BackendEndpoint[] = [];
   sessions = new Map<string, number>();
   synced = true;
+  splits: (SplitView | undefined)[] = [];
   now = T0;
   last!: RolloutStep;
 
@@ -638,6 +644,7 @@ class Rollout {
     if (o.endpoints) this.endpoints = [...o.endpoints];
     if (o.sessionsByRevision) this.sessions = new Map(o.sessionsByRevision);
     if (o.sidecarsSynced !== undefined) this.synced = o.sidecarsSynced;
+    if (o.splits) this.splits = [...o.splits];
     const input: RolloutInput = {
       spec: this.spec,
       annotations: this.annotations,
@@ -645,6 +652,7 @@ class Rollout {
       endpoints: this.endpoints,
       sessionsByRevision: this.sessions,
       sidecarsSynced: this.synced,
+      splits: this.splits,
       now: this.now,
     };
     const frozen = structuredClone(input.state);
@@ -1049,6 +1057,213 @@ describe('stepRollout', () => {
 });
 
 // ---- buildStatus -------------------------------------------------------------------------------
+
+// ---- canary (operator/canary.ts through stepRollout) --------------------------------------------
+
+const WEBHOOK = { webhook: { url: 'http://checks.example/ok' } };
+const CANARY_STEPS = [{ setWeight: 10 }, { pause: { duration: '30s' } }, { analysis: WEBHOOK }, { setWeight: 50 }, { pause: {} }, { setWeight: 100 }];
+
+/** One sidecar's split view at `weight` % on green: `sessions` in all, `moving` still to move, `off` sessions short of the target. */
+function splitAt(weight: number, o: { sessions?: number; moving?: number; off?: number } = {}): SplitView {
+  const total = o.sessions ?? 100;
+  const target = Math.round((total * weight) / 100);
+  const on = target - (o.off ?? 0);
+  return {
+    label: 'revision',
+    rate: 50,
+    groups: [
+      { value: 'green', weight, target, sessions: on },
+      { value: 'blue', weight: 100 - weight, target: total - target, sessions: total - on },
+    ],
+    moving: o.moving ?? 0,
+  };
+}
+
+/** Blue active, green detected as the canary at T0 (its first step started). */
+function withCanary(canary: Record<string, unknown> = { steps: CANARY_STEPS }): Rollout {
+  const r = new Rollout(specOf({ canary }));
+  r.step({ endpoints: BLUE });
+  r.step({ endpoints: [...BLUE, ...GREEN], now: T0 });
+  assert.deepEqual(r.reasons(), ['PreviewDetected', 'StepStarted']);
+  return r;
+}
+
+const canaryOf = (r: Rollout) => r.state.rollout!.canary!;
+const analysed = (r: Rollout, result: 'passed' | 'failed'): void => {
+  canaryOf(r).analysis = { step: canaryOf(r).step, result, message: result === 'passed' ? 'webhook passed' : 'webhook: answered 500' };
+};
+
+describe('canary', () => {
+  test('every step in turn on a fake clock: weight, share reached, timed pause, analysis, pause until promoted, promotion, retirement', () => {
+    const r = withCanary();
+    assert.deepEqual(canaryOf(r), { step: 0, stepSince: iso(T0), weight: 10, stepText: 'setWeight 10' });
+    assert.deepEqual(desiredSplit(r.spec, r.state), { label: 'revision', rate: 50, groups: [{ value: 'green', weight: 10 }, { value: 'blue', weight: 90 }] });
+    // Both revisions serve; the split decides the share.
+    assert.deepEqual(desiredBackends(r.spec, r.endpoints, r.state).map((b) => `${b.id}:${b.state}`), ['blue-0:enabled', 'blue-1:enabled', 'blue-2:enabled', 'green-0:enabled', 'green-1:enabled']);
+
+    // Sessions still moving, a sidecar still on the old split, or one not synced: the step waits.
+    for (const o of [{ splits: [splitAt(10), splitAt(10, { moving: 3 })] }, { splits: [splitAt(10), splitAt(0)] }, { splits: [splitAt(10), undefined] }, { splits: [splitAt(10), splitAt(10)], sidecarsSynced: false }]) {
+      assert.equal(r.fork().step({ ...o, now: T0 + 1000 }).requeueAfterMs, PROGRESS_POLL_MS);
+    }
+    const waiting = r.fork();
+    waiting.step({ splits: [splitAt(10), splitAt(10, { off: 5 })], now: T0 + 1000 });
+    assert.deepEqual(waiting.reasons(), [], 'five sessions short of the target (2 % of 100 allowed) is not reached');
+    assert.equal(canaryOf(waiting).step, 0);
+
+    // Reached on both sidecars (one a session short: departures): the timed pause starts.
+    r.step({ splits: [splitAt(10), splitAt(10, { off: 1 })], now: T0 + 2000 });
+    assert.deepEqual(r.reasons(), ['WeightReached', 'StepStarted']);
+    assert.deepEqual(canaryOf(r), { step: 1, stepSince: iso(T0 + 2000), weight: 10, stepText: 'pause 30s' });
+    assert.equal(r.last.requeueAfterMs, 30_000);
+    assert.equal(r.step({ now: T0 + 31_000 }).requeueAfterMs, 1000);
+    assert.deepEqual(r.reasons(), []);
+
+    // The pause is over: the analysis step asks for its checks.
+    r.step({ now: T0 + 32_000 });
+    assert.deepEqual(r.reasons(), ['StepStarted']);
+    assert.equal(r.last.checksDue, true);
+    assert.equal(canaryOf(r).stepText, 'analysis');
+    analysed(r, 'passed');
+    r.step({ now: T0 + 32_500 });
+    assert.deepEqual(r.reasons(), ['AnalysisPassed', 'StepStarted']);
+    assert.equal(canaryOf(r).weight, 50);
+    assert.equal(desiredSplit(r.spec, r.state)!.groups[0]!.weight, 50);
+
+    // 50 % reached: the pause until promoted, which waits on a person (phase Paused).
+    r.step({ splits: [splitAt(50), splitAt(50)], now: T0 + 40_000 });
+    assert.deepEqual(r.reasons(), ['WeightReached', 'StepStarted']);
+    assert.equal(canaryOf(r).step, 4);
+    assert.match(canaryOf(r).message!, /baton\.dev\/promote=green@4/);
+    assert.equal(r.step({ now: T0 + 3_600_000 }).requeueAfterMs, undefined);
+    assert.equal(buildStatus(statusInput({ state: r.state, annotations: r.annotations, spec: r.spec })).phase, 'Paused');
+
+    // A promote annotation left from an earlier step, or a bare revision (blue/green's), does nothing.
+    for (const value of ['green@1', 'green', 'blue@4']) {
+      r.step({ annotations: { [ANNOTATIONS.promote]: value } });
+      assert.deepEqual(r.reasons(), [], value);
+      assert.equal(canaryOf(r).step, 4);
+    }
+    r.step({ annotations: { [ANNOTATIONS.promote]: 'green@4' }, now: T0 + 3_700_000 });
+    assert.deepEqual(r.reasons(), ['StepPromoted', 'StepStarted']);
+    assert.equal(canaryOf(r).weight, 100);
+    // The annotation stays: it never completes the next step.
+    r.step({ splits: [splitAt(100, { moving: 1 }), splitAt(100)] });
+    assert.deepEqual(r.reasons(), []);
+
+    // 100 % reached: the last step is done, blue/green's promotion takes over (split gone, blue drains).
+    r.step({ splits: [splitAt(100), splitAt(100)], sessionsByRevision: new Map([['blue', 0], ['green', 200]]) });
+    assert.deepEqual(r.reasons(), ['WeightReached', 'PromotionStarted']);
+    assert.equal(desiredSplit(r.spec, r.state), undefined);
+    assert.deepEqual(desiredBackends(r.spec, r.endpoints, r.state).map((b) => `${b.id}:${b.state}`), ['blue-0:draining', 'blue-1:draining', 'blue-2:draining', 'green-0:enabled', 'green-1:enabled']);
+    r.step({ now: T0 + 3_701_000 });
+    assert.deepEqual(r.reasons(), ['SessionsMigrated', 'Promoted']);
+    assert.equal(r.state.activeRevision, 'green');
+    assert.equal(r.state.previousRevision, 'blue');
+    assert.equal(r.state.rollout, undefined);
+  });
+
+  test('abort by annotation: weight 0 until every session is back on stable, then the canary is dropped and not taken again', () => {
+    const r = withCanary({ steps: [{ setWeight: 50 }, { pause: {} }] });
+    r.step({ splits: [splitAt(50), splitAt(50)], now: T0 + 1000 });
+    assert.equal(canaryOf(r).step, 1);
+    r.step({ annotations: { [ANNOTATIONS.abort]: 'green' }, now: T0 + 2000 });
+    assert.deepEqual(r.reasons(), ['Aborted']);
+    assert.equal(canaryOf(r).aborting, true);
+    assert.equal(r.last.requeueAfterMs, PROGRESS_POLL_MS);
+    assert.deepEqual(desiredSplit(r.spec, r.state)!.groups, [{ value: 'green', weight: 0 }, { value: 'blue', weight: 100 }]);
+    assert.ok(desiredBackends(r.spec, r.endpoints, r.state).some((b) => b.labels?.revision === 'green' && b.state === 'enabled'), 'the canary stays until its sessions are back');
+    const status = buildStatus(statusInput({ state: r.state, annotations: r.annotations, spec: r.spec }));
+    assert.equal(cond(status, 'Progressing').reason, 'CanaryAborting');
+    assert.equal(status.phase, 'Progressing');
+
+    // Sessions still on green (a target of 0 is within one session, but moves remain): wait.
+    r.step({ splits: [splitAt(0, { off: -1 }), splitAt(0, { moving: 2 })] });
+    assert.deepEqual(r.reasons(), []);
+    r.step({ splits: [splitAt(0), splitAt(0)] });
+    assert.deepEqual(r.reasons(), ['SessionsMigrated']);
+    assert.equal(r.state.abortedRevision, 'green');
+    assert.equal(r.state.previewRevision, undefined);
+    assert.ok(desiredBackends(r.spec, r.endpoints, r.state).every((b) => b.labels?.revision === 'blue'));
+    r.step({ annotations: {} });
+    assert.deepEqual(r.reasons(), [], 'an aborted revision is not taken again');
+  });
+
+  test('a failed analysis aborts; with abortOnFailedAnalysis false it holds (one event) until promoted past it', () => {
+    const steps = [{ setWeight: 50 }, { analysis: WEBHOOK }, { setWeight: 80 }];
+    const r = withCanary({ steps });
+    r.step({ splits: [splitAt(50)] });
+    assert.equal(r.last.checksDue, true);
+    analysed(r, 'failed');
+    r.step();
+    assert.deepEqual(r.reasons(), ['AnalysisFailed', 'Aborted']);
+    assert.equal(canaryOf(r).weight, 0);
+    assert.equal(canaryOf(r).aborting, true);
+
+    const held = withCanary({ steps, abortOnFailedAnalysis: false });
+    held.step({ splits: [splitAt(50)] });
+    analysed(held, 'failed');
+    held.step();
+    assert.deepEqual(held.reasons(), ['AnalysisFailed']);
+    assert.match(canaryOf(held).message!, /analysis failed: webhook: answered 500; held at 50%/);
+    assert.equal(held.last.checksDue, false, 'a failed analysis is not run again by itself');
+    held.step();
+    assert.deepEqual(held.reasons(), [], 'the event once');
+    assert.equal(buildStatus(statusInput({ state: held.state, spec: held.spec })).phase, 'Paused');
+    held.step({ annotations: { [ANNOTATIONS.promote]: 'green@1' } });
+    assert.deepEqual(held.reasons(), ['StepPromoted', 'StepStarted']);
+    assert.equal(canaryOf(held).weight, 80);
+    assert.equal(canaryOf(held).message, undefined);
+  });
+
+  test('a new leader resumes the step from status: no event repeated, the same split asked (nobody moves)', () => {
+    const r = withCanary();
+    const split = desiredSplit(r.spec, r.state);
+    // What the status holds, read back by another operator process.
+    const resumed = new Rollout(r.spec);
+    Object.assign(resumed, { state: JSON.parse(JSON.stringify(r.state)), endpoints: r.endpoints, now: T0 + 5000 });
+    resumed.step({ splits: [splitAt(0), splitAt(10, { moving: 4 })] });
+    assert.deepEqual(resumed.reasons(), []);
+    assert.deepEqual(desiredSplit(resumed.spec, resumed.state), split);
+    assert.equal(canaryOf(resumed).stepSince, iso(T0), 'the step keeps its start');
+    resumed.step({ splits: [splitAt(10), splitAt(10)] });
+    assert.deepEqual(resumed.reasons(), ['WeightReached', 'StepStarted']);
+  });
+
+  test('promote @full goes to the end from any step; paused holds the steps', () => {
+    const r = withCanary();
+    const paused = r.fork();
+    paused.step({ annotations: { [ANNOTATIONS.paused]: 'true' }, splits: [splitAt(10)] });
+    assert.deepEqual(paused.reasons(), []);
+    r.step({ annotations: { [ANNOTATIONS.promote]: 'green@full' }, sessionsByRevision: new Map([['blue', 90], ['green', 10]]) });
+    assert.deepEqual(r.reasons(), ['StepPromoted', 'PromotionStarted']);
+    assert.equal(r.state.rollout?.promotingSince, iso(T0));
+  });
+
+  test('shares and reached: per sidecar, against the weight asked', () => {
+    assert.equal(shareReached([splitAt(10, { sessions: 300, off: 6 })], 'green', 10), true, '2 % of 300');
+    assert.equal(shareReached([splitAt(10, { sessions: 300, off: 7 })], 'green', 10), false);
+    assert.equal(shareReached([splitAt(10)], 'green', 50), false, 'the old weight');
+    assert.equal(shareReached([], 'green', 10), false, 'no sidecar seen: no step completes');
+    assert.deepEqual(canaryShares([{ name: 'edge-a', split: splitAt(10, { moving: 2, off: 1 }) }, { name: 'edge-b' }], 'green', 'blue'), [
+      { name: 'edge-a', canary: 9, target: 10, stable: 91, moving: 2 },
+    ]);
+  });
+
+  test('the spec: one kind per step, canary needs steps, durations as Argo takes them', () => {
+    const bad = (canary: unknown, strategy = 'canary') => validateSpec({ sidecarSelector: {}, backend: { service: 's', port: 80 }, rollout: { strategy, ...(canary ? { canary } : {}) } });
+    assert.match((bad(undefined) as { message: string }).message, /^spec\.rollout\.canary: strategy canary needs canary\.steps/);
+    assert.match((bad({ steps: [{ setWeight: 10, pause: {} }] }) as { message: string }).message, /^spec\.rollout\.canary\.steps\[0\]: a step is exactly one of/);
+    assert.match((bad({ steps: [{ pause: { duration: '5 minutes' } }] }) as { message: string }).message, /^spec\.rollout\.canary\.steps\[0\]\.pause\.duration/);
+    assert.match((bad({ steps: [{ analysis: {} }] }) as { message: string }).message, /needs a prometheus or a webhook/);
+    const documented = validateSpec({ sidecarSelector: {}, backend: { service: 's', port: 'ws' }, ...(parse(CANARY_EXAMPLE) as object) });
+    assert.ok(documented.ok, `the canary of docs/crd.md: ${documented.ok ? '' : documented.message}`);
+    const ok = specOf({ canary: { steps: [{ setWeight: 5 }, { pause: { duration: 90 } }, { pause: { duration: '5m' } }] } });
+    assert.equal(ok.rollout.canary!.migrationRate, 50);
+    assert.equal(ok.rollout.canary!.abortOnFailedAnalysis, true);
+    assert.equal(durationMs('5m'), 300_000);
+    assert.equal(durationMs(90), 90_000);
+  });
+});
 
 const SYNCED: SidecarCounts = { desired: 2, synced: 2, unreachable: 0 };
 

@@ -27,6 +27,8 @@ import {
   type Phase,
   type RevisionStatus,
   type RolloutStatus,
+  type CanaryShare,
+  type CanaryStatus,
   type WsBalancerStatus,
 } from '../operator/api/wsbalancer.js';
 
@@ -200,6 +202,11 @@ const CHECK_RESULTS = {
   failed: 'the rollout is aborted',
 } satisfies Record<NonNullable<RolloutStatus['checks']>['result'], string>;
 
+const ANALYSIS_RESULTS = {
+  passed: 'the next step starts',
+  failed: 'the canary is aborted (or held, with abortOnFailedAnalysis false)',
+} satisfies Record<NonNullable<CanaryStatus['analysis']>['result'], string>;
+
 const CONDITION: Schema = objectOf<Condition>(
   'The latest observation of one aspect of the WsBalancer.',
   {
@@ -232,6 +239,38 @@ export const STATUS_SCHEMA: Schema = objectOf<WsBalancerStatus>(
           'Result of the pre-promotion checks for the current preview.',
           { result: enumOf('Result.', CHECK_RESULTS), message: string('What the checks saw.') },
           { result: true, message: true },
+        ),
+        canary: objectOf<CanaryStatus>(
+          'Where a canary stands (strategy canary); the preview revision is the canary.',
+          {
+            step: integer('Index (from 0) of the current step; the number of steps once every step is done.'),
+            stepSince: time('When the current step began.'),
+            weight: integer('Percent of the sessions asked on the canary.'),
+            stepText: string('The current step, e.g. "setWeight 10", "pause 30s", "analysis".'),
+            aborting: { type: 'boolean', description: 'Every session is moving back to the active revision; then the canary is dropped.' },
+            analysis: objectOf<NonNullable<CanaryStatus['analysis']>>(
+              'The last analysis.',
+              { step: integer('The step it ran at.'), result: enumOf('Result.', ANALYSIS_RESULTS), message: string('What the checks saw.') },
+              { step: true, result: true, message: true },
+            ),
+            message: string('Why the canary waits on a person: a pause until promoted, a failed analysis held.'),
+            sidecars: {
+              description: 'The share measured on each sidecar.',
+              type: 'array',
+              items: objectOf<CanaryShare>(
+                'One sidecar.',
+                {
+                  name: string('The sidecar pod.'),
+                  canary: integer('Sessions on the canary revision.'),
+                  target: integer('Sessions the weight asks on the canary.'),
+                  stable: integer('Sessions on the active revision.'),
+                  moving: integer('Sessions waiting to move or moving.'),
+                },
+                { name: true, canary: true, target: true, stable: true, moving: true },
+              ),
+            },
+          },
+          { step: true, stepSince: true, weight: true },
         ),
       },
       {},
@@ -420,14 +459,32 @@ spec:
           query: '(sum(rate(baton_sessions_closed_total{reason=~"failover-deadline|buffer-full"}[5m])) or vector(0)) < bool 0.1'
 `;
 
+/** spec.rollout of a canary, for the docs (a fragment of the example's spec). */
+export const CANARY_EXAMPLE = `rollout:
+  strategy: canary
+  canary:
+    migrationRate: 50          # sessions moved per second per sidecar when a weight changes
+    abortOnFailedAnalysis: true
+    steps:
+      - setWeight: 10          # 10 % of all sessions, live and new, on the new revision
+      - pause: { duration: 5m }
+      - analysis:
+          prometheus:
+            address: http://prometheus.monitoring:9090
+            query: '(sum(rate(baton_sessions_closed_total{reason=~"failover-deadline|buffer-full"}[5m])) or vector(0)) < bool 0.1'
+      - setWeight: 50
+      - pause: {}              # until kubectl baton promote chat
+      - setWeight: 100
+`;
+
 const ANNOTATION_DOCS = {
   promote: [
-    'the name of the preview revision',
-    `Starts the promotion of that preview now, without waiting for the delay or the checks (not while ${ANNOTATIONS.paused} is "true"). A value naming an older revision never promotes a later rollout, so the annotation can be left in place.`,
+    'the name of the preview revision; for a canary `<revision>@<step>` or `<revision>@full`',
+    `Starts the promotion of that preview now, without waiting for the delay or the checks (not while ${ANNOTATIONS.paused} is "true"). A value naming an older revision never promotes a later rollout, so the annotation can be left in place. For a canary, \`<revision>@<step>\` (the step's index from 0, as in status.rollout.canary.step) completes that step while it is the current one, so a leftover value never skips a second step; \`<revision>@full\` skips every remaining step. \`kubectl baton promote [--full]\` writes them.`,
   ],
   abort: [
     'the name of the preview revision',
-    'Aborts that rollout, even while its promotion is moving sessions (they move back): the active revision stays, and the aborted revision is never taken as a preview again while it has endpoints.',
+    'Aborts that rollout, even while its promotion is moving sessions (they move back): the active revision stays, and the aborted revision is never taken as a preview again while it has endpoints. A canary first moves every session back (weight 0), then drops the revision.',
   ],
   paused: [
     '`"true"`',
@@ -507,6 +564,39 @@ A rollout is **aborted** by \`${ANNOTATIONS.abort}\`, by a failed check, or when
 its endpoints; the active revision stays. If the active revision loses all its endpoints instead (a
 Deployment's rolling update replaced every pod), the preview, or else the revision with the most
 ready endpoints, becomes active at once.
+
+### Canary
+
+With \`rollout.strategy: canary\` the new revision (still \`status.previewRevision\`) takes a share of
+**all** sessions, live and new, step by step, instead of all at once. Where a traffic weight moves
+only new connections, here every sidecar moves the fewest live sessions (planned migration, at
+\`canary.migrationRate\`) so that the share on the canary is the weight asked, and keeps it for new
+sessions; a session moved at 10 % is still on the canary at 50 % (none moves twice).
+
+\`\`\`yaml
+${CANARY_EXAMPLE}\`\`\`
+
+1. A new ready revision starts the canary at its first step (events \`PreviewDetected\`, \`StepStarted\`);
+   both revisions' backends are enabled on every sidecar, with a split by revision.
+2. \`setWeight: N\` asks every sidecar to hold N % of its sessions on the canary; the step completes
+   (\`WeightReached\`) when each one reports its share reached: nothing left to move and the canary's
+   sessions at the target (within one session or 2 %, as departures leave a group short until
+   arrivals fill it). The share per sidecar is in \`status.rollout.canary.sidecars\`.
+3. \`pause: {duration: 5m}\` waits that long; \`pause: {}\` waits for \`kubectl baton promote\` (phase
+   \`Paused\`).
+4. \`analysis\` runs its checks once (the same Prometheus and webhook checks as \`prePromotionChecks\`):
+   passed goes on (\`AnalysisPassed\`); failed (\`AnalysisFailed\`) aborts, or with
+   \`abortOnFailedAnalysis: false\` holds the step until promoted or aborted.
+5. After the last step the promotion of blue/green takes over: the canary is enabled alone, the split
+   ends, the sessions left on the old revision move at \`migrationRate\` (none after a last
+   \`setWeight: 100\`), and the old revision is retired (\`Promoted\`).
+
+An abort (\`${ANNOTATIONS.abort}\`, \`kubectl baton abort\`, or a failed analysis) asks weight 0: every
+session moves back to the active revision once, then the canary's backends are dropped and the
+revision is recorded as \`status.abortedRevision\`. \`${ANNOTATIONS.paused}: "true"\` holds the current step.
+Everything a step needs is in \`status.rollout.canary\` (the step, when it began, the weight asked, the
+last analysis), so a restarted operator or a new leader resumes the step; the split it pushes again is
+the same, which moves nobody.
 
 To keep the old revision running until its sessions have moved, run each revision as its own
 Deployment behind the same Service, with a label that tells them apart (as in the example), and

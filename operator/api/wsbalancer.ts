@@ -15,9 +15,13 @@ export const FINALIZER = 'baton.dev/finalizer';
 
 /** Annotations a person (or `kubectl baton`) sets; annotations, not spec, so GitOps tools leave them alone. */
 export const ANNOTATIONS = {
-  /** Value: the preview revision to promote (a stale value never promotes a later rollout). */
+  /**
+   * Value: the preview revision to promote (a stale value never promotes a later rollout). For a
+   * canary, `<revision>@<step>` completes that step only while it is the current one (a leftover
+   * value never skips a second step) and `<revision>@full` goes to the end.
+   */
   promote: 'baton.dev/promote',
-  /** Value: the preview revision to abort. */
+  /** Value: the preview (canary) revision to abort. */
   abort: 'baton.dev/abort',
   /** "true": a preview is held (no promotion starts); one already moving sessions completes. Sidecars are still kept in sync. */
   paused: 'baton.dev/paused',
@@ -86,6 +90,11 @@ const webhookCheck = z.strictObject({
   timeoutSeconds: z.number().int().min(1).max(300).default(10).meta({ description: 'A webhook slower than this fails the check.' }),
 });
 
+const checks = z.strictObject({
+  prometheus: prometheusCheck.optional().meta({ description: 'A Prometheus query that must hold.' }),
+  webhook: webhookCheck.optional().meta({ description: 'An HTTP endpoint that must answer 2xx.' }),
+});
+
 const blueGreen = z.strictObject({
   previewMode: z
     .enum(['standby', 'disabled'])
@@ -95,13 +104,34 @@ const blueGreen = z.strictObject({
   autoPromotionDelaySeconds: z.number().int().min(0).max(86_400).default(30).meta({ description: 'How long a preview must have been ready before an automatic promotion.' }),
   migrationRate: z.number().min(0.1).max(10_000).default(50).meta({ description: 'Sessions moved per second per sidecar while the old revision drains.' }),
   drainDeadlineSeconds: z.number().int().min(1).max(86_400).default(600).meta({ description: 'After this, the remaining sessions are moved at once, ignoring the rate.' }),
-  prePromotionChecks: z
-    .strictObject({
-      prometheus: prometheusCheck.optional().meta({ description: 'A Prometheus query that must hold.' }),
-      webhook: webhookCheck.optional().meta({ description: 'An HTTP endpoint that must answer 2xx.' }),
-    })
-    .optional()
-    .meta({ description: 'Checks that must pass before an automatic promotion; a failed check aborts the rollout.' }),
+  prePromotionChecks: checks.optional().meta({ description: 'Checks that must pass before an automatic promotion; a failed check aborts the rollout.' }),
+});
+
+/** A pause's duration as Argo Rollouts takes it: seconds, or a number with s, m or h. */
+const duration = z
+  .union([z.number().int().min(0).max(86_400 * 7), z.string().regex(/^[0-9]+(s|m|h)$/, 'must be seconds or a number with s, m or h, e.g. "30s", "5m"')])
+  .meta({ description: 'Seconds, or a number with s, m or h ("30s", "5m", "1h").' });
+
+const canaryStep = z
+  .strictObject({
+    setWeight: z.number().int().min(0).max(100).optional().meta({ description: 'Percent of the sessions (live and new) every sidecar holds on the canary revision; the step completes once each one holds it.' }),
+    pause: z
+      .strictObject({ duration: duration.optional() })
+      .optional()
+      .meta({ description: 'Wait this long; `pause: {}` waits until promoted (`kubectl baton promote`).' }),
+    analysis: checks.optional().meta({ description: 'Checks run once at this step: passed goes on, failed aborts (see abortOnFailedAnalysis).' }),
+  })
+  .superRefine((step, ctx) => {
+    const kinds = (['setWeight', 'pause', 'analysis'] as const).filter((k) => step[k] !== undefined);
+    if (kinds.length !== 1) ctx.addIssue({ code: 'custom', message: `a step is exactly one of setWeight, pause, analysis (has ${kinds.join(', ') || 'none'})` });
+    if (step.analysis && !step.analysis.prometheus && !step.analysis.webhook) ctx.addIssue({ code: 'custom', path: ['analysis'], message: 'an analysis needs a prometheus or a webhook check' });
+  })
+  .meta({ description: 'One of setWeight, pause or analysis.' });
+
+const canary = z.strictObject({
+  steps: z.array(canaryStep).min(1).max(64).meta({ description: 'The steps, in order; after the last one the canary is promoted (its remaining sessions moved at migrationRate) and the old revision retired.' }),
+  migrationRate: z.number().min(0.1).max(10_000).default(50).meta({ description: 'Sessions moved per second per sidecar when a weight changes.' }),
+  abortOnFailedAnalysis: z.boolean().default(true).meta({ description: 'A failed analysis aborts (every session back on the stable revision); false holds the step, status says why.' }),
 });
 
 export const WsBalancerSpecSchema = z.strictObject({
@@ -131,8 +161,12 @@ export const WsBalancerSpecSchema = z.strictObject({
   settings,
   rollout: z
     .strictObject({
-      strategy: z.enum(['blueGreen']).default('blueGreen').meta({ description: 'How a new backend revision takes over.' }),
+      strategy: z.enum(['blueGreen', 'canary']).default('blueGreen').meta({ description: 'How a new backend revision takes over: blueGreen (all sessions at once after one decision) or canary (by steps of weight).' }),
       blueGreen: blueGreen.prefault({}).meta({ description: 'The blue/green cutover: preview, promotion, migration, abort.' }),
+      canary: canary.optional().meta({ description: 'The canary steps (required with strategy canary): a share of all sessions, live and new, on the new revision at each step.' }),
+    })
+    .superRefine((rollout, ctx) => {
+      if (rollout.strategy === 'canary' && !rollout.canary) ctx.addIssue({ code: 'custom', path: ['canary'], message: 'strategy canary needs canary.steps' });
     })
     .prefault({})
     .meta({ description: 'What happens when a new backend revision becomes ready.' }),
@@ -140,6 +174,16 @@ export const WsBalancerSpecSchema = z.strictObject({
 
 export type WsBalancerSpec = z.output<typeof WsBalancerSpecSchema>;
 export type BlueGreenSpec = WsBalancerSpec['rollout']['blueGreen'];
+export type CanarySpec = NonNullable<WsBalancerSpec['rollout']['canary']>;
+export type CanaryStep = CanarySpec['steps'][number];
+export type ChecksSpec = z.output<typeof checks>;
+
+/** A pause's duration in milliseconds. */
+export function durationMs(d: number | string): number {
+  if (typeof d === 'number') return d * 1000;
+  const n = Number(d.slice(0, -1));
+  return n * { s: 1000, m: 60_000, h: 3_600_000 }[d.slice(-1) as 's' | 'm' | 'h'];
+}
 export type LabelSelector = z.output<typeof labelSelector>;
 
 export type Phase = 'Healthy' | 'Progressing' | 'Paused' | 'Degraded';
@@ -172,6 +216,39 @@ export interface RolloutStatus {
   promotingSince?: string;
   /** Result of the pre-promotion checks for the current preview. */
   checks?: { result: 'passed' | 'failed'; message: string };
+  /** A canary's progress (strategy canary). */
+  canary?: CanaryStatus;
+}
+
+/** Where a canary stands: enough for a new leader to resume the step without moving a session twice. */
+export interface CanaryStatus {
+  /** Index of the current step; steps.length once every step is done (promotion). */
+  step: number;
+  /** When the current step began (ISO time). */
+  stepSince: string;
+  /** Percent of the sessions asked on the canary. */
+  weight: number;
+  /** The current step, as text ("setWeight 10", "pause 30s", "analysis"). */
+  stepText?: string;
+  /** Every session is being moved back to the stable revision; then the canary is dropped. */
+  aborting?: boolean;
+  /** The last analysis and the step it ran at. */
+  analysis?: { step: number; result: 'passed' | 'failed'; message: string };
+  /** Why the canary waits, when it waits on a person (a failed analysis held, a pause without duration). */
+  message?: string;
+  /** The share measured on each sidecar. */
+  sidecars?: CanaryShare[];
+}
+
+/** One sidecar's split as it reported it. */
+export interface CanaryShare {
+  name: string;
+  /** Sessions on the canary revision, its target, and sessions on the stable one. */
+  canary: number;
+  target: number;
+  stable: number;
+  /** Sessions still waiting to move or moving. */
+  moving: number;
 }
 
 export interface WsBalancerStatus {

@@ -76,12 +76,17 @@ export function revisionGone(sidecars: () => readonly SidecarProcess[], revision
  * app=edge, the backends the Service's (port "ws", revisions by the label "version"), the admin
  * token in the Secret baton-admin.
  */
-export async function createEdgeBalancer(custom: CustomObjectsApi, namespace: string, o: { service?: string; blueGreen?: Record<string, unknown> } = {}): Promise<void> {
+export async function createEdgeBalancer(
+  custom: CustomObjectsApi,
+  namespace: string,
+  o: { service?: string; blueGreen?: Record<string, unknown>; canary?: Record<string, unknown> } = {},
+): Promise<void> {
   const spec = {
     sidecarSelector: { matchLabels: { app: 'edge' } },
     sidecar: { adminPort: ADMIN_PORT, adminTokenSecretRef: { name: 'baton-admin' } },
     backend: { service: o.service ?? 'echo', port: 'ws', revisionLabel: 'version' },
     ...(o.blueGreen ? { rollout: { blueGreen: o.blueGreen } } : {}),
+    ...(o.canary ? { rollout: { strategy: 'canary', canary: o.canary } } : {}),
   };
   await custom.createNamespacedCustomObject({
     group: 'baton.dev',
