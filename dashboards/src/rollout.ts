@@ -71,6 +71,26 @@ export const rolloutDashboard = dashboard({
       queries: [{ expr: `sum by (wsbalancer, revision) (baton_operator_revision_sessions{${WSB}})`, legend: '{{wsbalancer}} {{revision}}' }],
     }),
     timeseries({
+      title: 'Canary steps: weight asked and share held',
+      description:
+        'Per WsBalancer in a canary: the weight its current step asks and the share of sessions the sidecars hold on the canary (status, from every sidecar). A step moves on once the held share reaches the asked weight (a setWeight step), its pause ends, or its analysis passes.',
+      w: 12,
+      h: 9,
+      unit: 'percent',
+      queries: [
+        { expr: `max by (namespace, wsbalancer) (baton_operator_canary_weight_percent{${WSB}})`, legend: '{{wsbalancer}} asked' },
+        { expr: `max by (namespace, wsbalancer) (baton_operator_canary_share_percent{${WSB}})`, legend: '{{wsbalancer}} held' },
+      ],
+    }),
+    timeseries({
+      title: 'Canary step',
+      description: 'The index (from 1) of the current canary step per WsBalancer; the step count plus one while the promotion drains the stable revision.',
+      w: 12,
+      h: 9,
+      stepped: true,
+      queries: [{ expr: `1 + max by (namespace, wsbalancer) (baton_operator_canary_step{${WSB}})`, legend: '{{wsbalancer}}' }],
+    }),
+    timeseries({
       title: 'Canary share: held and asked (all sidecars)',
       description:
         "During a canary, each sidecar holds a share of its sessions per revision (PUT /v1/backends split): the share held, summed over the sidecars, against the weight asked. The held line follows the asked one at the step's migrationRate.",
@@ -118,7 +138,7 @@ export const rolloutDashboard = dashboard({
     timeseries({
       title: 'Rollout steps taken',
       description:
-        'Rollout events since the operator started, stacked by reason: each step up is one PreviewDetected, PromotionStarted, SessionsMigrated, Promoted or Aborted. (Totals, not increase(): a reason\'s series starts with its first event, which increase() cannot see.)',
+        'Rollout events since the operator started, stacked by reason: each step up is one event: PreviewDetected, PromotionStarted, SessionsMigrated, Promoted or Aborted, and for a canary StepStarted, WeightReached, StepPromoted, AnalysisPassed or AnalysisFailed. (Totals, not increase(): a reason\'s series starts with its first event, which increase() cannot see.)',
       w: 8,
       h: 8,
       stacked: true,
