@@ -8,6 +8,9 @@
 // their auth, the new server's answers swallowed), and the client library notices nothing: no
 // 'disconnect', no second 'connect' or handshake, no 'connect_error', no tick lost or repeated and
 // no gap over a second, every request answered once; blue is left with no session.
+// Then, on the same clients, a canary of a third revision (red) at 50 % then 100 %: at 50 % half
+// of each sidecar's sessions are on red (as the clients' ticks and status both show), each session
+// moves once (a split move resumes it the same way), and the clients again notice nothing.
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
