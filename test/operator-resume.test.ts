@@ -8,17 +8,20 @@
 // their auth, the new server's answers swallowed), and the client library notices nothing: no
 // 'disconnect', no second 'connect' or handshake, no 'connect_error', no tick lost or repeated and
 // no gap over a second, every request answered once; blue is left with no session.
+// Then, on the same clients, a canary of a third revision (red) at 50 % then 100 %: at 50 % half
+// of each sidecar's sessions are on red (as the clients' ticks and status both show), each session
+// moves once (a split move resumes it the same way), and the clients again notice nothing.
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
-import { AppsV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions, type KubeConfig } from '@kubernetes/client-node';
 import { Manager, type Socket } from 'socket.io-client';
 import type { BackendsResponse } from '../common/admin/contract.js';
 import { FixtureProcess, freePort, waitFor } from './helpers.js';
 import { eventually, type ControlPlane } from './kube/control-plane.js';
 import type { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs } from './kube/operator-process.js';
-import { createEdgeAndService, createEdgeBalancer, deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
+import { canaryPausedAt, createEdgeAndService, createEdgeBalancer, deployment, revisionGone, sessionsOn, waitForPromoted } from './kube/rollout.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
 const NS = 'app';
@@ -33,6 +36,8 @@ const MAX_GAP_MS = 1000;
 /** Engine.IO heartbeats of the servers: the client gives up after 2.5 s without a ping. */
 const PING_INTERVAL_MS = 500;
 const PING_TIMEOUT_MS = 2000;
+
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 const socketIoServer = fileURLToPath(new URL('./fixtures/socketio-server.js', import.meta.url));
 const backendLabels = (version: string) => ({ app: 'sio', version, [ROLE_LABEL]: 'backend' });
@@ -131,7 +136,7 @@ class SioSession {
   }
 }
 
-describe('operator on a real API server: a socket.io blue/green cutover', { timeout: 180_000 }, () => {
+describe('operator on a real API server: socket.io sessions through a blue/green cutover, then a canary', { timeout: 180_000 }, () => {
   let cp: ControlPlane;
   let admin: KubeConfig;
   let apps: AppsV1Api;
@@ -143,6 +148,98 @@ describe('operator on a real API server: a socket.io blue/green cutover', { time
 
   const sidecars = (): SidecarProcess[] => [...pods.sidecars.values()].sort((a, b) => a.name.localeCompare(b.name));
   const backendsOf = (revision: string): FixtureProcess[] => [...pods.backends.values()].filter((b) => revisionOf(b.id) === revision);
+
+  /**
+   * Nothing of a move showed to the client library: one handshake, one 'connect' and one CONNECT
+   * answer per namespace, no 'disconnect' or 'connect_error'; on each namespace the ticks of each
+   * server 0, 1, 2, … (none lost or repeated), a server never returned to once left, ticks still
+   * coming after `movedAt` and no gap over MAX_GAP_MS until `end`.
+   */
+  const assertClientSawNothing = (s: SioSession, movedAt: number, end: number): void => {
+    assert.equal(s.handshakes, 1, `${s.id}: one Engine.IO handshake reached the client`);
+    for (const n of NAMESPACES) {
+      const r = s.get(n);
+      const where = `${s.id}${n}`;
+      assert.deepEqual(r.disconnects, [], `${where}: no disconnect`);
+      assert.deepEqual(r.connectErrors, [], `${where}: no connect_error`);
+      assert.equal(r.connects, 1, `${where}: one 'connect' event`);
+      assert.equal(s.connectAnswers.get(n), 1, `${where}: one CONNECT answer reached the client`);
+      assert.ok(r.socket.connected, `${where}: still connected`);
+      const servers = serversOf(r);
+      for (const server of servers) {
+        const ns = r.ticks.filter((t) => t.servedBy === server).map((t) => t.n);
+        const firstWrong = ns.findIndex((v, i) => v !== i);
+        assert.equal(firstWrong, -1, `${where}: tick ${firstWrong} from ${server} is ${ns[firstWrong]} (${ns.slice(Math.max(0, firstWrong - 3), firstWrong + 3).join(', ')})`);
+      }
+      const runs = r.ticks.filter((t, i) => i === 0 || t.servedBy !== r.ticks[i - 1]!.servedBy).length;
+      assert.equal(runs, servers.length, `${where}: no server's ticks after the next server's first one`);
+      assert.ok(r.ticks.at(-1)!.at >= movedAt, `${where}: ticks still coming after the move`);
+      const gap = r.maxGap(end);
+      assert.ok(gap <= MAX_GAP_MS, `${where}: ${gap} ms without a tick (at most ${MAX_GAP_MS})`);
+    }
+  };
+
+  /** The servers whose ticks a namespace socket received since tick `from`, in order. */
+  const serversOf = (r: NsRecord, from = 0): string[] => [...new Set(r.ticks.slice(from).map((t) => t.servedBy))];
+
+  /** The servers' view: every request of the clients reached a server and ran there once (a planned move replays nothing). */
+  const assertEveryRequestRanOnce = (): void => {
+    const ran = new Map<string, number>();
+    for (const b of pods.backends.values()) {
+      for (const e of b.of('echo')) {
+        const x = e.x as { session: string; i?: number; after?: boolean };
+        if (x.i === undefined) continue;
+        const key = `${x.session}#${x.i}`;
+        ran.set(key, (ran.get(key) ?? 0) + 1);
+      }
+    }
+    const requests = sessions.reduce((n, s) => n + s.requests.length, 0);
+    assert.equal(ran.size, requests, 'every request reached a server');
+    assert.deepEqual([...ran].filter(([, n]) => n !== 1), [], 'no request ran twice');
+  };
+
+  /** Requests since request `from`: every one answered, `before`'s answers then `after`'s (at least one of each). */
+  const assertAnsweredBy = (s: SioSession, from: number, before: string, after: string): void => {
+    const requests = s.requests.slice(from);
+    assert.deepEqual(requests.filter((r) => r.error).map((r) => `${r.i}: ${r.error}`), [], `${s.id}: every request answered`);
+    const by = requests.map((r) => revisionOf(r.servedBy!));
+    const firstAfter = by.indexOf(after);
+    assert.ok(
+      firstAfter > 0 && by.slice(0, firstAfter).every((v) => v === before) && by.slice(firstAfter).every((v) => v === after),
+      `${s.id}: requests answered by ${before}, then ${after} (${by.join(' ')})`,
+    );
+  };
+
+  /** The revision's servers saw `sessions` sessions once each, both namespaces joined with the client's auth; no CONNECT refused anywhere. */
+  const assertResumedOnceOn = (revision: string, sessions: number): void => {
+    const servers = backendsOf(revision);
+    assert.equal(servers.reduce((n, b) => n + b.of('connection').length, 0), sessions, `one Engine.IO connection per session on ${revision}`);
+    for (const n of NAMESPACES) {
+      assert.equal(servers.reduce((k, b) => k + b.of('connect', { nsp: n }).length, 0), sessions, `${n} joined once per session on ${revision}`);
+      const joins = servers.flatMap((b) => b.of('message').map((e) => String(e.raw)).filter((raw) => raw.startsWith(`0${n},`)));
+      assert.ok(joins.every((raw) => raw === `0${n},{"token":"${TOKEN}"}`), `${n}: joined on ${revision} with the client's auth (${joins[0]})`);
+    }
+    assert.deepEqual([...pods.backends.values()].flatMap((b) => b.of('refused')), [], 'no CONNECT refused');
+  };
+
+  /** The socket.io codec's counters, summed over the sidecars. */
+  const codecCounts = async (): Promise<{ resumed: number; refusals: number; unresumable: number; replayed: number }> => {
+    const metric = async (name: string): Promise<number> => {
+      let sum = 0;
+      for (const s of sidecars()) {
+        const text = await fetch(`${s.adminUrl}/metrics`).then((r) => r.text());
+        const m = new RegExp(`^${name}\\{codec="socket.io"\\} (\\S+)$`, 'm').exec(text);
+        sum += m ? Number(m[1]) : 0;
+      }
+      return sum;
+    };
+    return {
+      resumed: await metric('baton_codec_resumed_total'),
+      refusals: await metric('baton_codec_resume_refusals_total'),
+      unresumable: await metric('baton_codec_unresumable_sessions_total'),
+      replayed: await metric('baton_codec_requests_replayed_total'),
+    };
+  };
 
   before(async () => {
     let core: CoreV1Api;
@@ -233,89 +330,108 @@ describe('operator on a real API server: a socket.io blue/green cutover', { time
     const gaps = sessions.flatMap((s) => NAMESPACES.map((n) => s.get(n).maxGap(end)));
     t.diagnostic(`promoted ${promotedAt - greenAt} ms after green was created, every session on green ${movedAt - greenAt} ms after; longest gap between ticks ${Math.max(...gaps)} ms`);
     for (const s of sessions) {
-      // Nothing of the move showed to the client library.
-      assert.equal(s.handshakes, 1, `${s.id}: one Engine.IO handshake reached the client`);
+      assertClientSawNothing(s, movedAt, end);
       for (const n of NAMESPACES) {
-        const r = s.get(n);
-        const where = `${s.id}${n}`;
-        assert.deepEqual(r.disconnects, [], `${where}: no disconnect`);
-        assert.deepEqual(r.connectErrors, [], `${where}: no connect_error`);
-        assert.equal(r.connects, 1, `${where}: one 'connect' event`);
-        assert.equal(s.connectAnswers.get(n), 1, `${where}: one CONNECT answer reached the client`);
-        assert.ok(r.socket.connected, `${where}: still connected`);
-
-        // Ticks from one blue server, then from one green server, each 0, 1, 2, … with none lost or repeated.
-        const servers = [...new Set(r.ticks.map((t) => t.servedBy))];
-        assert.deepEqual(servers.map(revisionOf), ['blue', 'green'], `${where}: ticks from ${servers.join(', ')}`);
-        assert.ok(green.has(servers[1]!), `${where}: ends on a green pod (${servers[1]})`);
-        for (const server of servers) {
-          const ns = r.ticks.filter((t) => t.servedBy === server).map((t) => t.n);
-          const firstWrong = ns.findIndex((v, i) => v !== i);
-          assert.equal(firstWrong, -1, `${where}: tick ${firstWrong} from ${server} is ${ns[firstWrong]} (${ns.slice(Math.max(0, firstWrong - 3), firstWrong + 3).join(', ')})`);
-        }
-        const firstGreen = r.ticks.findIndex((t) => t.servedBy === servers[1]);
-        assert.ok(r.ticks.slice(firstGreen).every((t) => t.servedBy === servers[1]), `${where}: no blue tick after the first green one`);
-        assert.ok(r.ticks.at(-1)!.at >= movedAt, `${where}: ticks still coming after the cutover`);
-        const gap = r.maxGap(end);
-        assert.ok(gap <= MAX_GAP_MS, `${where}: ${gap} ms without a tick (at most ${MAX_GAP_MS})`);
+        const servers = serversOf(s.get(n));
+        assert.deepEqual(servers.map(revisionOf), ['blue', 'green'], `${s.id}${n}: ticks from ${servers.join(', ')}`);
+        assert.ok(green.has(servers[1]!), `${s.id}${n}: ends on a green pod (${servers[1]})`);
       }
 
-      // Requests through the cutover: every one answered, blue's answers before green's.
-      const failed = s.requests.filter((r) => r.error);
-      assert.deepEqual(failed.map((r) => `${r.i}: ${r.error}`), [], `${s.id}: every request answered`);
-      const by = s.requests.map((r) => revisionOf(r.servedBy!));
-      const firstGreen = by.indexOf('green');
-      assert.ok(
-        firstGreen > 0 && by.slice(0, firstGreen).every((v) => v === 'blue') && by.slice(firstGreen).every((v) => v === 'green'),
-        `${s.id}: requests answered by blue, then green (${by.join(' ')})`,
-      );
+      assertAnsweredBy(s, 0, 'blue', 'green');
     }
 
     // The servers' view: each request ran once (a planned move replays nothing); green saw each
     // session once, its two namespaces joined with the client's auth, and nothing refused.
-    const ran = new Map<string, number>();
-    for (const b of pods.backends.values()) {
-      for (const e of b.of('echo')) {
-        const x = e.x as { session: string; i?: number; after?: boolean };
-        if (x.i === undefined) continue;
-        const key = `${x.session}#${x.i}`;
-        ran.set(key, (ran.get(key) ?? 0) + 1);
-      }
-    }
-    const requests = sessions.reduce((n, s) => n + s.requests.length, 0);
-    assert.equal(ran.size, requests, 'every request reached a server');
-    assert.deepEqual([...ran].filter(([, n]) => n !== 1), [], 'no request ran twice');
-    const greens = backendsOf('green');
-    assert.equal(greens.reduce((n, b) => n + b.of('connection').length, 0), SESSIONS, 'one Engine.IO connection per session on green');
-    for (const n of NAMESPACES) {
-      assert.equal(greens.reduce((k, b) => k + b.of('connect', { nsp: n }).length, 0), SESSIONS, `${n} joined once per session on green`);
-      const joins = greens.flatMap((b) => b.of('message').map((e) => String(e.raw)).filter((raw) => raw.startsWith(`0${n},`)));
-      assert.ok(joins.every((raw) => raw === `0${n},{"token":"${TOKEN}"}`), `${n}: joined on green with the client's auth (${joins[0]})`);
-    }
-    assert.deepEqual(
-      [...pods.backends.values()].flatMap((b) => b.of('refused')),
-      [],
-      'no CONNECT refused',
-    );
+    assertEveryRequestRanOnce();
+    assertResumedOnceOn('green', SESSIONS);
 
     // The sidecars' count: every session resumed once, none refused or unresumable.
-    const metric = async (name: string): Promise<number> => {
-      let sum = 0;
-      for (const s of sidecars()) {
-        const text = await fetch(`${s.adminUrl}/metrics`).then((r) => r.text());
-        const m = new RegExp(`^${name}\\{codec="socket.io"\\} (\\S+)$`, 'm').exec(text);
-        sum += m ? Number(m[1]) : 0;
-      }
-      return sum;
-    };
-    assert.deepEqual(
+    assert.deepEqual(await codecCounts(), { resumed: SESSIONS, refusals: 0, unresumable: 0, replayed: 0 });
+  });
+
+  test(`then a canary of red over the same sessions, 50 % → 100 %: the share per sidecar at 50 %, each session moved once, the clients see nothing`, async (t) => {
+    // The same balancer turned canary, a pause after 50 % so the share can be read there.
+    await custom.patchNamespacedCustomObject(
       {
-        resumed: await metric('baton_codec_resumed_total'),
-        refusals: await metric('baton_codec_resume_refusals_total'),
-        unresumable: await metric('baton_codec_unresumable_sessions_total'),
-        replayed: await metric('baton_codec_requests_replayed_total'),
+        group: 'baton.dev',
+        version: 'v1alpha1',
+        namespace: NS,
+        plural: 'wsbalancers',
+        name: 'edge',
+        body: { spec: { rollout: { strategy: 'canary', canary: { migrationRate: 20, steps: [{ setWeight: 50 }, { pause: {} }, { setWeight: 100 }] } } } },
       },
-      { resumed: SESSIONS, refusals: 0, unresumable: 0, replayed: 0 },
+      mergePatch,
     );
+    // What each client saw before the canary, so the moves are counted from there.
+    const ticksFrom = new Map(sessions.map((s) => [s, new Map(NAMESPACES.map((n) => [n, s.get(n).ticks.length]))]));
+    const requestsFrom = new Map(sessions.map((s) => [s, s.requests.length]));
+    const sinceCanary = (s: SioSession, n: string): string[] => serversOf(s.get(n), ticksFrom.get(s)!.get(n));
+    for (const s of sessions) s.startRequests(250);
+
+    const redAt = Date.now();
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-red', backendLabels('red'), 2, BACKEND_PORT) });
+    const atHalf = await canaryPausedAt(custom, NS, 'edge', 1, 45_000);
+    const halfAt = Date.now();
+    assert.equal(atHalf.status?.rollout?.canary?.weight, 50);
+
+    // At 50 %: each session moved at most once (green, or green then one red server, on both
+    // namespaces alike), and per sidecar half its sessions on red, as the clients and status see it.
+    const onRed = new Map<string, number>();
+    for (const s of sessions) {
+      const paths = NAMESPACES.map((n) => sinceCanary(s, n));
+      assert.deepEqual(paths[1], paths[0], `${s.id}: both namespaces on the same servers`);
+      const revisions = paths[0]!.map(revisionOf);
+      assert.ok(['green', 'green red'].includes(revisions.join(' ')), `${s.id}: at most one move at 50 % (${paths[0]!.join(' → ')})`);
+      if (revisions.at(-1) === 'red') onRed.set(s.via.name, (onRed.get(s.via.name) ?? 0) + 1);
+    }
+    const perSidecar = SESSIONS / sidecars().length;
+    for (const via of sidecars()) {
+      const on = onRed.get(via.name) ?? 0;
+      assert.ok(Math.abs(on - perSidecar / 2) <= 1, `${via.name}: ${on} of ${perSidecar} sessions on red at 50 %`);
+      const reported = atHalf.status?.rollout?.canary?.sidecars?.find((r) => r.name === via.name);
+      assert.ok(reported && Math.abs(reported.canary - on) <= 1, `${via.name}: status says ${JSON.stringify(reported)}, the clients ${on}`);
+    }
+
+    // Promoted past the pause: 100 %, then red is the active revision and green is retired.
+    await custom.patchNamespacedCustomObject(
+      { group: 'baton.dev', version: 'v1alpha1', namespace: NS, plural: 'wsbalancers', name: 'edge', body: { metadata: { annotations: { 'baton.dev/promote': 'red@1' } } } },
+      mergePatch,
+    );
+    const promoted = await waitForPromoted(custom, NS, 'edge', 'red', 45_000);
+    assert.equal(promoted.status?.previousRevision, 'green');
+    await revisionGone(sidecars, 'green');
+    assert.equal(await sessionsOn(sidecars(), 'red'), SESSIONS, 'every session on red');
+    const movedAt = Date.now();
+    await eventually(
+      async () => (backendsOf('green').every((b) => b.of('connect').length === b.of('disconnect').length) ? true : undefined),
+      'the green servers have no socket left',
+      10_000,
+      100,
+    );
+
+    // Longer than the client's ping timeout: red's heartbeats reach the client and its pongs reach red.
+    await new Promise((r) => setTimeout(r, PING_INTERVAL_MS + PING_TIMEOUT_MS + 500));
+    await Promise.all(sessions.map((s) => s.stopRequests()));
+    const red = new Set(backendsOf('red').map((b) => b.id));
+    for (const s of sessions) {
+      for (const n of NAMESPACES) {
+        const answer = (await s.get(n).socket.timeout(3000).emitWithAck('echo', { session: s.id, after: true })) as { servedBy: string };
+        assert.ok(red.has(answer.servedBy), `${s.id}${n}: the request after the canary answered by ${answer.servedBy}`);
+      }
+    }
+
+    const end = Date.now();
+    const gaps = sessions.flatMap((s) => NAMESPACES.map((n) => s.get(n).maxGap(end)));
+    t.diagnostic(`paused at 50 % ${halfAt - redAt} ms after red was created (on red then: ${[...onRed].map(([via, n]) => `${via} ${n}/${perSidecar}`).join(', ')}), every session on red ${movedAt - redAt} ms after; longest gap between ticks ${Math.max(...gaps)} ms`);
+    for (const s of sessions) {
+      assertClientSawNothing(s, movedAt, end);
+      // Over the whole canary one move: from its green server to one red server (a session moved at 50 % stayed there).
+      for (const n of NAMESPACES) assert.deepEqual(sinceCanary(s, n).map(revisionOf), ['green', 'red'], `${s.id}${n}: ticks from ${sinceCanary(s, n).join(', ')}`);
+      assertAnsweredBy(s, requestsFrom.get(s)!, 'green', 'red');
+    }
+    assertEveryRequestRanOnce();
+    assertResumedOnceOn('red', SESSIONS);
+    // Each session resumed once in the cutover and once in the canary.
+    assert.deepEqual(await codecCounts(), { resumed: 2 * SESSIONS, refusals: 0, unresumable: 0, replayed: 0 });
   });
 });

@@ -96,3 +96,12 @@ export async function createEdgeBalancer(
     body: { apiVersion: 'baton.dev/v1alpha1', kind: 'WsBalancer', metadata: { name: 'edge' }, spec },
   });
 }
+
+/** Until the WsBalancer's canary waits at step `step` (a pause until promoted); its object then. */
+export function canaryPausedAt(custom: CustomObjectsApi, namespace: string, name: string, step: number, timeoutMs = 60_000): Promise<WsBalancer> {
+  return eventually(async () => {
+    const wsb = await readBalancer(custom, namespace, name);
+    const c = wsb.status?.rollout?.canary;
+    return c?.step === step && c.message !== undefined && wsb.status?.phase === 'Paused' ? wsb : undefined;
+  }, `the canary paused at step ${step}`, timeoutMs, 200);
+}
