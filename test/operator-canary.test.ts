@@ -15,7 +15,7 @@ import { freePort, TestClient, waitFor } from './helpers.js';
 import { eventually, type ControlPlane } from './kube/control-plane.js';
 import type { FakeKubelet } from './kube/kubelet.js';
 import { OperatorProcess, runPods, startOperatorCluster, testOperatorArgs } from './kube/operator-process.js';
-import { createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, waitForPromoted } from './kube/rollout.js';
+import { canaryPausedAt, createEdgeAndService, createEdgeBalancer, deployment, readBalancer, revisionGone, waitForPromoted } from './kube/rollout.js';
 import { deploymentOf, settle, TrackedSession } from './kube/sessions.js';
 import { BACKEND_PORT, PodProcesses, ROLE_LABEL, type SidecarProcess } from './kube/workloads.js';
 
@@ -82,13 +82,7 @@ describe('operator on a real API server: canary rollouts', { timeout: 240_000 },
     await cp?.stop();
   });
 
-  /** Until the canary waits at step `step` (a pause until promoted); the status then. */
-  const pausedAt = (step: number): Promise<WsBalancer> =>
-    eventually(async () => {
-      const wsb = await getBalancer();
-      const c = wsb.status?.rollout?.canary;
-      return c?.step === step && c.message !== undefined && wsb.status?.phase === 'Paused' ? wsb : undefined;
-    }, `the canary paused at step ${step}`, 60_000, 200);
+  const pausedAt = (step: number): Promise<WsBalancer> => canaryPausedAt(custom, NS, 'edge', step);
 
   /**
    * Stops the traffic, checks every answer (settle), and returns per sidecar the sessions whose last
