@@ -4,13 +4,12 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingHttpHeader
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { z } from 'zod';
-import type { PutBackendsRequestSchema, PutBackendsResponse, SplitSchema, SplitView } from '../common/admin/contract.js';
+import type { PutBackendsRequestSchema, PutBackendsResponse, SplitView } from '../common/admin/contract.js';
 import { AdminServer, type AdminPort, type DrainPaceRequest, type PutBackendsRefusal } from './admin/server.js';
-import { BackendPool, type Backend, type DrainPace } from './backends.js';
-import { keyRank } from './balancing/choose.js';
-import { groupForNewSession, nextStartAt, planMoves, splitTargets, type SplitMember } from './balancing/split.js';
+import { BackendPool } from './backends.js';
 import { CodecRouter, loadCodecs } from './codecs/registry.js';
 import { settingsOrderProblem, withManagedSettings } from '../common/config/managed.js';
 import { setValueAt, valueAt } from '../common/config/paths.js';
@@ -21,8 +20,10 @@ import { DnsExpander } from './dns/resolver.js';
 import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from '../common/logger.js';
 import { SidecarMetrics } from './metrics.js';
+import { runPaced } from './paced.js';
 import { Session, type CodecKind, type SessionHost } from './session.js';
 import type { MachinePolicy } from './session-machine.js';
+import { SplitKeeper } from './split-keeper.js';
 import type { MigrationReason, MigrationResult, SessionEndReason } from '../common/vocabulary.js';
 import { FramePeer } from './wire/frame-peer.js';
 import { switchingProtocols } from './wire/handshake.js';
@@ -37,15 +38,8 @@ type PendingUpgrade = IncomingMessage & { [kProtocol]?: string; [kResponseHeader
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'upgrade', 'proxy-connection']);
 const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
-/**
- * Migrations under way at once when a backend is drained or removed: bounds the dials (no
- * reconnect storm) while letting many sessions wait out their old backend's quiet period together.
- */
-const MIGRATION_CONCURRENCY = 128;
 /** How often a draining backend that still has sessions is drained again. */
 const DRAIN_RETRY_MS = 1000;
-/** How stale a split's count of sessions per group may be when a new session is placed. */
-const SPLIT_RECOUNT_MS = 100;
 
 export class Sidecar implements SessionHost, AdminPort {
   config: SidecarConfig;
@@ -81,20 +75,8 @@ export class Sidecar implements SessionHost, AdminPort {
   /** The last generation applied through the admin API's PUT /v1/backends (0 = none yet). */
   backendsGeneration = 0;
   readonly startedAt = Date.now();
-  /** The split in force (PUT /v1/backends), or null: every backend serves every session. */
-  private split: SplitInForce | null = null;
-  /** Sessions per split group, as splitCounts() last counted them plus the sessions placed since. */
-  private splitCount: { at: number; counts: number[] } | null = null;
-  /** New sessions whose backend is being dialled, by the split group chosen for them. */
-  private readonly arriving = new Map<string, number>();
-  /** Sessions the split moves to another group (index), until they are there. */
-  private readonly splitPlanned = new Map<string, number>();
-  /** Planned moves not yet started, in plan order; `splitDeferred` failed or found the session busy. */
-  private splitWaiting: string[] = [];
-  private splitDeferred: string[] = [];
-  /** Planned moves under way (session.migrate called). */
-  private readonly splitMigrating = new Set<string>();
-  private splitRunning = false;
+  /** Holds a share of the sessions per backend group (PUT /v1/backends split). */
+  private readonly split: SplitKeeper;
 
   constructor(
     config: SidecarConfig,
@@ -114,7 +96,14 @@ export class Sidecar implements SessionHost, AdminPort {
     this.dns = new DnsExpander(() => this.dnsChanged(), log, this.metrics);
     this.dns.configure(config.backends, config.dns);
     this.pool = new BackendPool({ ...config, backends: this.dns.expand() }, dialContext(config), log, this.metrics, Date.now());
-    this.pool.fence = (session, leaving) => this.splitFence(session, leaving);
+    this.split = new SplitKeeper({
+      sessions: this.sessions,
+      backends: () => this.pool.backends.values(),
+      backend: (id) => this.pool.backends.get(id),
+      stopping: () => this.stopping,
+      log,
+    });
+    this.pool.fence = (session, leaving) => this.split.fence(session, leaving);
     this.admin = new AdminServer(this, config.admin, log);
     const listen = config.listen;
     const serverOptions = { maxHeaderSize: listen.maxHeaderBytes, requestTimeout: listen.requestTimeout, headersTimeout: listen.requestTimeout };
@@ -193,12 +182,7 @@ export class Sidecar implements SessionHost, AdminPort {
       for (const b of this.pool.backends.values()) {
         if (b.state === 'draining' && b.sessions > 0 && !this.draining.has(b.id)) void this.migrateAway(b.id, 'drain');
       }
-      // Split moves that failed (no backend in the group yet) or found the session busy.
-      if (this.splitDeferred.length > 0) {
-        this.splitWaiting.push(...this.splitDeferred);
-        this.splitDeferred = [];
-        void this.runSplitMoves();
-      }
+      this.split.retryDeferred();
     }
   }
 
@@ -219,13 +203,7 @@ export class Sidecar implements SessionHost, AdminPort {
     const protocols = offeredProtocols(req.headers);
     const hashKey = this.hashKeyOf(req);
     const remoteAddress = req.socket.remoteAddress ?? '';
-    // Sessions of one hash key share a rank, so a split moves them together.
-    if (this.split) {
-      const counts = this.splitCounts();
-      const group = groupForNewSession(this.split.weights, counts, keyRank(hashKey ?? id));
-      counts[group]!++;
-      this.arriving.set(id, group);
-    }
+    this.split.arrive(id, hashKey);
 
     // One pass over the backends: 3xx/4xx is the backend's answer to this client; 5xx and
     // network errors try the next one.
@@ -240,7 +218,7 @@ export class Sidecar implements SessionHost, AdminPort {
       protocol: null,
       relayRefusal: true,
     });
-    this.arriving.delete(id);
+    this.split.arrived(id);
     if (!result.ok) {
       if (result.kind === 'refused') {
         this.log.info({ session: id, backend: result.backend.id, reason: `backend refused with ${result.status}`, path }, 'handshake refused');
@@ -323,8 +301,13 @@ export class Sidecar implements SessionHost, AdminPort {
 
   sessionClosed(session: Session, why: SessionEndReason): void {
     this.sessions.delete(session.id);
-    this.splitPlanned.delete(session.id);
+    this.split.closed(session.id);
     this.metrics.sessionEnded(session, why);
+  }
+
+  /** GET /v1/backends: the split in force, with the sessions each group's backends hold. */
+  splitView(): SplitView | undefined {
+    return this.split.view();
   }
 
   // ---- planned moves -----------------------------------------------------------------------
@@ -380,151 +363,6 @@ export class Sidecar implements SessionHost, AdminPort {
       // Read each time: a later drain request may change the pace mid-way.
       () => this.pool.backends.get(backendId)?.drainPace ?? {},
     );
-  }
-
-  // ---- split (canary share, balancing/split.ts) --------------------------------------------
-
-  /**
-   * Puts a split in force (or ends it, when omitted). Only a change of the groups or weights moves
-   * live sessions: the fewest moves that reach the new share, started at the split's rate.
-   */
-  private applySplit(spec: z.output<typeof SplitSchema> | undefined): void {
-    const before = this.split;
-    this.splitCount = null;
-    if (spec === undefined) {
-      if (before) this.log.info({ label: before.spec.label }, 'split ended');
-      this.split = null;
-      this.splitWaiting = [];
-      this.splitDeferred = [];
-      this.splitPlanned.clear();
-      return;
-    }
-    const weights = spec.groups.map((g) => g.weight);
-    const sameShare = before !== null && before.spec.label === spec.label && JSON.stringify(before.spec.groups) === JSON.stringify(spec.groups);
-    this.split = { spec, weights, index: new Map(spec.groups.map((g, i) => [g.value, i])) };
-    if (sameShare) return;
-    // Re-planned from where sessions are (or are moving to): moves not yet started are dropped.
-    for (const id of [...this.splitWaiting, ...this.splitDeferred]) this.splitPlanned.delete(id);
-    this.splitWaiting = [];
-    this.splitDeferred = [];
-    const members: SplitMember[] = [];
-    for (const s of this.sessions.values()) {
-      const group = this.splitGroupOf(s);
-      if (group >= 0) members.push({ id: s.id, rank: keyRank(s.hashKey ?? s.id), group });
-    }
-    const moves = planMoves(weights, members);
-    for (const m of moves) {
-      this.splitPlanned.set(m.id, m.to);
-      this.splitWaiting.push(m.id);
-    }
-    this.log.info({ label: spec.label, groups: spec.groups, sessions: members.length, moves: moves.length, rate: spec.rate }, 'split in force');
-    void this.runSplitMoves();
-  }
-
-  /** The group a session is in: where it is moving, else its backend's (−1 = none). */
-  private splitGroupOf(s: Session): number {
-    return this.splitPlanned.get(s.id) ?? this.backendGroup(s.backend);
-  }
-
-  private backendGroup(backend: Backend | null): number {
-    const split = this.split;
-    const value = split && backend?.spec.labels[split.spec.label];
-    return value === undefined || value === null ? -1 : (split!.index.get(value) ?? -1);
-  }
-
-  private groupServes(group: number): boolean {
-    for (const b of this.pool.backends.values()) if (b.state === 'enabled' && this.backendGroup(b) === group) return true;
-    return false;
-  }
-
-  /**
-   * Sessions per group, counting new sessions being dialled and planned moves at their destination.
-   * A count walks every session, so it is redone at most every SPLIT_RECOUNT_MS (not per handshake
-   * in a reconnect storm); the sessions placed in between are added by the caller, and the ones
-   * that left meanwhile are seen at the next count.
-   */
-  private splitCounts(): number[] {
-    const now = Date.now();
-    if (this.splitCount && now - this.splitCount.at < SPLIT_RECOUNT_MS) return this.splitCount.counts;
-    const counts = this.split!.weights.map(() => 0);
-    for (const s of this.sessions.values()) {
-      const g = this.splitGroupOf(s);
-      if (g >= 0) counts[g]!++;
-    }
-    for (const g of this.arriving.values()) counts[g]!++;
-    this.splitCount = { at: now, counts };
-    return counts;
-  }
-
-  /**
-   * The pool's fence: a new or moving session dials only its group's backends (strictly when the
-   * split moves it), and a session leaving a backend (failover, drain) stays in that backend's group
-   * while the group has a backend for it, so a failover does not change the share.
-   */
-  private splitFence(session: string, leaving: string | null): { outside: ReadonlySet<string>; strict: boolean } | null {
-    const split = this.split;
-    if (!split) return null;
-    const left = leaving === null ? -1 : this.backendGroup(this.pool.backends.get(leaving) ?? null);
-    const group = this.arriving.get(session) ?? this.splitPlanned.get(session) ?? (left >= 0 ? left : undefined);
-    if (group === undefined) return null;
-    const outside = new Set<string>();
-    for (const b of this.pool.backends.values()) if (this.backendGroup(b) !== group) outside.add(b.id);
-    return { outside, strict: this.splitMigrating.has(session) };
-  }
-
-  /** Works through the planned moves at the split's rate; failed or busy ones wait for the next tick. */
-  private async runSplitMoves(): Promise<void> {
-    if (this.splitRunning) return;
-    this.splitRunning = true;
-    const next = (): Session | undefined => {
-      while (!this.stopping && this.splitWaiting.length > 0) {
-        const id = this.splitWaiting.shift()!;
-        const session = this.sessions.get(id);
-        const to = this.splitPlanned.get(id);
-        if (!session || to === undefined) continue;
-        if (this.backendGroup(session.backend) === to) {
-          this.splitPlanned.delete(id); // there already (a failover took it)
-          continue;
-        }
-        // Busy, or its group has no backend yet (the canary's pods not ready): not dialled in vain.
-        if (this.splitMigrating.has(id) || !this.groupServes(to)) this.splitDeferred.push(id);
-        else return session;
-      }
-      return undefined;
-    };
-    const move = async (session: Session): Promise<void> => {
-      const to = this.splitPlanned.get(session.id)!;
-      this.splitMigrating.add(session.id);
-      const result = await session.migrate('split');
-      this.splitMigrating.delete(session.id);
-      if (this.splitPlanned.get(session.id) !== to) return; // re-planned meanwhile
-      if (result === 'failed' || result === 'busy') this.splitDeferred.push(session.id);
-      else this.splitPlanned.delete(session.id);
-    };
-    try {
-      await runPaced(next, move, () => ({ rate: this.split?.spec.rate }));
-    } finally {
-      this.splitRunning = false;
-    }
-    if (this.splitWaiting.length > 0) void this.runSplitMoves();
-  }
-
-  /** GET /v1/backends: the split in force, with the sessions each group's backends hold. */
-  splitView(): SplitView | undefined {
-    const split = this.split;
-    if (!split) return undefined;
-    const sessions = split.weights.map(() => 0);
-    for (const s of this.sessions.values()) {
-      const g = this.backendGroup(s.backend);
-      if (g >= 0) sessions[g]!++;
-    }
-    const targets = splitTargets(split.weights, sessions.reduce((a, n) => a + n, 0));
-    return {
-      label: split.spec.label,
-      ...(split.spec.rate !== undefined ? { rate: split.spec.rate } : {}),
-      groups: split.spec.groups.map((g, i) => ({ value: g.value, weight: g.weight, target: targets[i]!, sessions: sessions[i]! })),
-      moving: this.splitPlanned.size,
-    };
   }
 
   // ---- reload and shutdown -----------------------------------------------------------------
@@ -609,7 +447,7 @@ export class Sidecar implements SessionHost, AdminPort {
       deadlineMs: body.drain.deadlineSeconds === undefined ? undefined : body.drain.deadlineSeconds * 1000,
     };
     for (const id of changes.toDrain) void this.migrateAway(id, 'drain', pace);
-    this.applySplit(body.split);
+    this.split.apply(body.split);
     if (changed || settingsChanged) {
       this.log.info(
         { generation, added: changes.added, updated: changes.updated, removed: changes.removed, settings: settingsChanged ? body.settings : undefined, reason: 'admin put' },
@@ -673,35 +511,6 @@ function ignoreSocketError(): void {}
 
 type MachinePolicies = Readonly<Record<CodecKind, MachinePolicy>>;
 
-interface SplitInForce {
-  spec: z.output<typeof SplitSchema>;
-  weights: number[];
-  /** Group index by label value. */
-  index: Map<string, number>;
-}
-
-/**
- * Starts `start` on each item `next` gives: at most MIGRATION_CONCURRENCY under way, one every
- * 1/rate s when `pace` has a rate (read each time), all at once past its deadline.
- */
-async function runPaced<T>(next: () => T | undefined, start: (item: T) => Promise<void>, pace: () => DrainPace): Promise<void> {
-  const running = new Set<Promise<void>>();
-  let nextAt = Date.now();
-  for (;;) {
-    while (running.size >= MIGRATION_CONCURRENCY) await Promise.race(running);
-    const item = next();
-    if (item === undefined) break;
-    const p: Promise<void> = start(item).then(() => void running.delete(p));
-    running.add(p);
-    const { rate, deadlineAt = Infinity } = pace();
-    if (!rate) continue;
-    nextAt = nextStartAt(nextAt, Date.now(), rate);
-    const wait = Math.min(nextAt, deadlineAt) - Date.now();
-    if (wait > 0) await sleep(wait);
-  }
-  await Promise.all(running);
-}
-
 function machinePolicies(config: SidecarConfig): MachinePolicies {
   const { failover, migration, codec } = config;
   const policy = (kind: CodecKind): MachinePolicy => ({
@@ -717,10 +526,6 @@ function machinePolicies(config: SidecarConfig): MachinePolicies {
     random: Math.random,
   });
   return { none: policy('none'), requests: policy('requests'), resumes: policy('resumes') };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Fine enough to catch a pong timeout within a quarter of its length; never busier than 20 ms. */
