@@ -360,8 +360,11 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
       const b = splitPem(await caBundle());
       return b.length === 2 && b[1] === oldCa.cert ? b : undefined;
     }, 'a caBundle with the new and the old CA', 20_000);
-    const renewed = fromSecret(await readSecret());
-    assert.equal(renewed.caBundle, bundle.join(''));
+    // The new CA is trusted (the bundle above) before the Secret that serves with it is written.
+    const renewed = await eventually(async () => {
+      const r = fromSecret(await readSecret());
+      return r.caBundle === bundle.join('') ? r : undefined;
+    }, 'the Secret holding the same bundle', 20_000);
     assert.ok(new X509Certificate(renewed.cert!).checkIssued(new X509Certificate(bundle[0]!)), 'the new serving certificate is issued by the new CA');
     assert.ok(restarted.logged('issuing the webhook certificate'));
     await eventually(async () => (sameCert(await servedCertificate(webhookPort), renewed.cert!) ? true : undefined), 'the webhook serving the renewed certificate');
