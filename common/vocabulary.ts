@@ -54,8 +54,11 @@ export type SessionEndReason = (typeof SESSION_END_REASONS)[number];
 /** Why a session lost its backend (unplanned); resume-timeout: a new backend did not answer the replay of the session's state. */
 export const FAILOVER_REASONS = ['error', 'close-code', 'pong-timeout', 'resume-timeout'] as const;
 export type FailoverReason = (typeof FAILOVER_REASONS)[number];
-/** Why a session is moved to another backend (planned); split = to keep a split's share (balancing/split.ts). */
-export const MIGRATION_REASONS = ['drain', 'admin', 'lifetime', 'reload', 'split'] as const;
+/**
+ * Why a session is moved to another backend (planned); dns = its address vanished from a resolved
+ * name (sidecar/dns/); split = to keep a split's share (balancing/split.ts).
+ */
+export const MIGRATION_REASONS = ['drain', 'admin', 'lifetime', 'reload', 'dns', 'split'] as const;
 export type MigrationReason = (typeof MIGRATION_REASONS)[number];
 /** Why a session changed backend: unplanned or planned. */
 export const SWITCH_REASONS = [...FAILOVER_REASONS, ...MIGRATION_REASONS] as const;

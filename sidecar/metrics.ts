@@ -174,7 +174,7 @@ export class SidecarMetrics {
     });
     this.switches = new Counter({
       name: 'baton_failovers_total',
-      help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload, split planned) and result.',
+      help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload, dns, split planned) and result.',
       labelNames: ['reason', 'result'],
       registers,
     });

@@ -411,7 +411,7 @@ export class Sidecar implements SessionHost, AdminPort {
   private dnsChanged(): void {
     if (this.backendsGeneration > 0 || this.stopping) return;
     const changes = this.pool.apply(this.dns.expand(), Date.now());
-    for (const id of changes.toDrain) void this.migrateAway(id, 'reload');
+    for (const id of changes.toDrain) void this.migrateAway(id, 'dns');
     if (changes.added.length + changes.removed.length > 0) {
       this.log.info({ added: changes.added, removed: changes.removed, reason: 'dns' }, 'backends changed');
     }

@@ -48,7 +48,7 @@ const backendIds = (sidecar: Sidecar) => [...sidecar.pool.backends.keys()].sort(
 /** Which backend process answered: the echo backends tag each reply "<id>|". */
 const answeredBy = (reply: string) => reply.slice(0, reply.indexOf('|'));
 
-async function metric(sidecar: Sidecar, which: 'dnsResolutions' | 'dnsAddresses', labels: Record<string, string>): Promise<number> {
+async function metric(sidecar: Sidecar, which: 'dnsResolutions' | 'dnsAddresses' | 'switches', labels: Record<string, string>): Promise<number> {
   const { values } = await sidecar.metrics[which].get();
   return values.find((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want))?.value ?? 0;
 }
@@ -115,6 +115,7 @@ describe('dns: one backend per address of a name', () => {
       const moved = clients.filter((c) => c.texts().some((t) => answeredBy(t) === 'b2'));
       assert.equal(moved.length, 3);
       assert.ok(moved.every((c) => answeredBy(c.texts().at(-1)!) !== 'b2'), 'the sessions of 127.0.0.2 ended on the other two');
+      assert.equal(await metric(sidecar, 'switches', { reason: 'dns', result: 'resumed' }), 3, 'counted as planned moves for dns');
 
       dns.set(name, ADDRESSES, 1);
       await waitFor(() => sidecar.pool.backends.has(gone), '127.0.0.2 back after the next resolution', 5000);

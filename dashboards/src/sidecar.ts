@@ -64,7 +64,7 @@ export const sidecarDashboard = dashboard({
     row('Failover'),
     timeseries({
       title: 'Failovers by reason',
-      description: 'Sessions leaving a backend: error, close-code and pong-timeout are unplanned; drain, admin, lifetime and reload are planned.',
+      description: 'Sessions leaving a backend: error, close-code and pong-timeout are unplanned; drain, admin, lifetime, reload, dns and split are planned.',
       w: 8,
       h: 8,
       unit: PER_SECOND,
