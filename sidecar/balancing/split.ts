@@ -1,7 +1,7 @@
 // A split of sessions over groups of backends (a canary rollout: `revision: v2` 10 %, `v1` 90 %).
 // Pure decisions, no sockets and no clock of their own: how many sessions each group should hold,
 // which group a new session joins, which live sessions move when the weights change, and when the
-// next move may start. The sidecar (sidecar.ts) does the moves as planned migrations.
+// next move may start. sidecar/split-keeper.ts does the moves as planned migrations.
 //
 // Why none bounces: every session has a fixed rank in [0, 1). Groups are ordered (the first holds
 // the lowest ranks), and a group that grows takes the lowest-ranked sessions of the groups after
