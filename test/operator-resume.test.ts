@@ -150,6 +150,23 @@ describe('operator on a real API server: socket.io sessions through a blue/green
   const backendsOf = (revision: string): FixtureProcess[] => [...pods.backends.values()].filter((b) => revisionOf(b.id) === revision);
 
   /**
+   * After a move to `revision`: runs longer than the client's ping timeout (interval + timeout), so
+   * the new servers' heartbeats reach the client and its pongs reach them; stops the requests; then
+   * one request on each namespace of each session must be answered by `revision`.
+   */
+  const servedNowBy = async (sessions: readonly SioSession[], revision: string, after: string): Promise<void> => {
+    await new Promise((r) => setTimeout(r, PING_INTERVAL_MS + PING_TIMEOUT_MS + 500));
+    await Promise.all(sessions.map((s) => s.stopRequests()));
+    const servers = new Set(backendsOf(revision).map((b) => b.id));
+    for (const s of sessions) {
+      for (const n of NAMESPACES) {
+        const answer = (await s.get(n).socket.timeout(3000).emitWithAck('echo', { session: s.id, after: true })) as { servedBy: string };
+        assert.ok(servers.has(answer.servedBy), `${s.id}${n}: the request after ${after} answered by ${answer.servedBy}`);
+      }
+    }
+  };
+
+  /**
    * Nothing of a move showed to the client library: one handshake, one 'connect' and one CONNECT
    * answer per namespace, no 'disconnect' or 'connect_error'; on each namespace the ticks of each
    * server 0, 1, 2, … (none lost or repeated), a server never returned to once left, ticks still
@@ -312,19 +329,8 @@ describe('operator on a real API server: socket.io sessions through a blue/green
     const blueSockets = backendsOf('blue').reduce((n, b) => n + b.of('connect').length, 0);
     assert.equal(blueSockets, SESSIONS * NAMESPACES.length, 'blue served every namespace of every session, once');
 
-    // Longer than the client's ping timeout (interval + timeout): green's heartbeats reach the client and its pongs reach green.
-    await new Promise((r) => setTimeout(r, PING_INTERVAL_MS + PING_TIMEOUT_MS + 500));
-    await Promise.all(sessions.map((s) => s.stopRequests()));
-
-    const green = new Set(backendsOf('green').map((b) => b.id));
-    assert.equal(green.size, 2);
-    // A request after the cutover, on each namespace: answered by green.
-    for (const s of sessions) {
-      for (const n of NAMESPACES) {
-        const answer = (await s.get(n).socket.timeout(3000).emitWithAck('echo', { session: s.id, after: true })) as { servedBy: string };
-        assert.ok(green.has(answer.servedBy), `${s.id}${n}: the request after the cutover answered by ${answer.servedBy}`);
-      }
-    }
+    assert.equal(backendsOf('green').length, 2);
+    await servedNowBy(sessions, 'green', 'the cutover');
 
     const end = Date.now();
     const gaps = sessions.flatMap((s) => NAMESPACES.map((n) => s.get(n).maxGap(end)));
@@ -334,7 +340,7 @@ describe('operator on a real API server: socket.io sessions through a blue/green
       for (const n of NAMESPACES) {
         const servers = serversOf(s.get(n));
         assert.deepEqual(servers.map(revisionOf), ['blue', 'green'], `${s.id}${n}: ticks from ${servers.join(', ')}`);
-        assert.ok(green.has(servers[1]!), `${s.id}${n}: ends on a green pod (${servers[1]})`);
+        assert.ok(backendsOf('green').some((b) => b.id === servers[1]), `${s.id}${n}: ends on a green pod (${servers[1]})`);
       }
 
       assertAnsweredBy(s, 0, 'blue', 'green');
@@ -367,6 +373,14 @@ describe('operator on a real API server: socket.io sessions through a blue/green
     const requestsFrom = new Map(sessions.map((s) => [s, s.requests.length]));
     const sinceCanary = (s: SioSession, n: string): string[] => serversOf(s.get(n), ticksFrom.get(s)!.get(n));
     for (const s of sessions) s.startRequests(250);
+    // A request answered on green by every session before red exists: a session the canary moves
+    // at once must still show green's answers, then red's.
+    await eventually(
+      async () => (sessions.every((s) => s.requests.slice(requestsFrom.get(s)).some((r) => r.servedBy !== undefined)) ? true : undefined),
+      'a request answered on every session before the canary',
+      10_000,
+      50,
+    );
 
     const redAt = Date.now();
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'sio-red', backendLabels('red'), 2, BACKEND_PORT) });
@@ -409,16 +423,7 @@ describe('operator on a real API server: socket.io sessions through a blue/green
       100,
     );
 
-    // Longer than the client's ping timeout: red's heartbeats reach the client and its pongs reach red.
-    await new Promise((r) => setTimeout(r, PING_INTERVAL_MS + PING_TIMEOUT_MS + 500));
-    await Promise.all(sessions.map((s) => s.stopRequests()));
-    const red = new Set(backendsOf('red').map((b) => b.id));
-    for (const s of sessions) {
-      for (const n of NAMESPACES) {
-        const answer = (await s.get(n).socket.timeout(3000).emitWithAck('echo', { session: s.id, after: true })) as { servedBy: string };
-        assert.ok(red.has(answer.servedBy), `${s.id}${n}: the request after the canary answered by ${answer.servedBy}`);
-      }
-    }
+    await servedNowBy(sessions, 'red', 'the canary');
 
     const end = Date.now();
     const gaps = sessions.flatMap((s) => NAMESPACES.map((n) => s.get(n).maxGap(end)));
