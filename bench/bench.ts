@@ -66,6 +66,7 @@ import {
   startEchoBackend,
   startFixtureBackend,
   startHaproxy,
+  startNodePipe,
   startNginx,
   startSidecar,
   type BackendProcess,
@@ -179,8 +180,9 @@ const BAR_WINDOW = 8;
 
 // ---- targets ---------------------------------------------------------------------------------
 
-type TargetName = 'direct' | 'sidecar' | 'nginx' | 'haproxy';
-const TARGET_NAMES: readonly TargetName[] = ['direct', 'sidecar', 'nginx', 'haproxy'];
+type TargetName = 'direct' | 'sidecar' | 'nginx' | 'haproxy' | 'node-pipe';
+/** node-pipe (tools/node-pipe.ts) is Node's floor: a byte relay with nothing of the sidecar's work. */
+const TARGET_NAMES: readonly TargetName[] = ['direct', 'sidecar', 'nginx', 'haproxy', 'node-pipe'];
 /** The reference proxies, compared with the sidecar. */
 type ReferenceName = 'nginx' | 'haproxy';
 const REFERENCES: readonly ReferenceName[] = ['nginx', 'haproxy'];
@@ -462,7 +464,8 @@ async function runProxySections(options: Options, env: Environment, results: Res
   const backend = await startEchoBackend('echo', await freePort(), false);
   const sidecar = await startSidecar({ backends: [{ id: 'echo', url: backend.url }], nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags });
   const references = await startReferences(env, backend.port);
-  const targets = proxyTargets(backend, sidecar, references);
+  const nodePipe = await startNodePipe(backend.port, options.sidecarNodeOptions);
+  const targets = proxyTargets(backend, sidecar, references, nodePipe);
 
   const rounds = options.rounds;
   if (sections.has('throughput')) {
@@ -495,7 +498,7 @@ async function runProxySections(options: Options, env: Environment, results: Res
   }
 
   await stopSidecar(sidecar);
-  for (const reference of Object.values(references)) await reference.proc.stop('SIGKILL');
+  for (const reference of [...Object.values(references), nodePipe]) await reference.proc.stop('SIGKILL');
   await backend.proc.stop('SIGKILL');
 }
 
@@ -588,7 +591,7 @@ function stopSidecar(sidecar: SidecarProcess): Promise<void> {
   return sidecar.proc.stop('SIGTERM');
 }
 
-function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, references: Partial<Record<ReferenceName, ProxyProcess>>): Target[] {
+function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, references: Partial<Record<ReferenceName, ProxyProcess>>, nodePipe: ProxyProcess): Target[] {
   const backendWatch: WatchedProcess = { role: 'backend', pid: backend.proc.pid };
   const targets: Target[] = [
     { name: 'direct', url: backend.url, watched: [backendWatch] },
@@ -598,6 +601,7 @@ function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, referenc
     const proxy = references[name];
     if (proxy) targets.push({ name, url: proxy.url, watched: [{ role: 'proxy', pid: proxy.proc.pid }, backendWatch] });
   }
+  targets.push({ name: 'node-pipe', url: nodePipe.url, watched: [{ role: 'proxy', pid: nodePipe.proc.pid }, backendWatch] });
   return targets;
 }
 
@@ -1110,6 +1114,7 @@ function report(options: Options, env: Environment, results: Results): string {
   out.push('== Summary ==');
   out.push(`commit ${env.commit}; machine: ${env.cores} cores (${env.cpuModel}), node ${env.node}; ${referencesLabel(env)}`);
   out.push(`sidecar: ${sidecarFlagsLabel(env)}`);
+  out.push("node-pipe: Node's floor, a byte relay (accept, dial, copy, close; tools/node-pipe.ts) with the sidecar's NODE_OPTIONS");
   const mf = plan.massFailover;
   out.push(
     `throughput: ${tp.connections} connections × ${tp.windows.join(', ')} messages in flight each, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +

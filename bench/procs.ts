@@ -11,6 +11,7 @@ import type { BuiltinCodec } from '../common/vocabulary.js';
 import { freePort } from '../tools/free-port.js';
 
 const echoBackendScript = fileURLToPath(new URL('../tools/echo-backend.js', import.meta.url));
+const nodePipeScript = fileURLToPath(new URL('../tools/node-pipe.js', import.meta.url));
 const batonLauncher = fileURLToPath(new URL('../../bin/baton.js', import.meta.url));
 
 /** How long a child may take to become ready before the bench gives up on it. */
@@ -187,8 +188,8 @@ export async function startFixtureBackend(protocol: FixtureProtocol, id: string,
 }
 
 /** Runs a node script and waits for the {"event":"listening"} line it prints when ready. */
-async function startListening(name: string, script: string, args: string[]): Promise<ManagedProcess> {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+async function startListening(name: string, script: string, args: string[], env: NodeJS.ProcessEnv = childEnv()): Promise<ManagedProcess> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   const proc = new ManagedProcess(name, child);
   await new Promise<void>((resolve, reject) => {
     let pending = '';
@@ -301,6 +302,16 @@ export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess
   await waitForPort(port, proc);
   if (opts.admin) await waitForPort(adminPort, proc);
   return { port, url: `ws://127.0.0.1:${port}`, ...(opts.admin ? { adminUrl: `http://127.0.0.1:${adminPort}` } : {}), proc };
+}
+
+/**
+ * tools/node-pipe.js in front of `backendPort`, with the sidecar's NODE_OPTIONS: the floor of a Node
+ * proxy (accept, dial, copy bytes, close), to tell Node's own cost from the sidecar's.
+ */
+export async function startNodePipe(backendPort: number, nodeOptions = imageNodeOptions()): Promise<ProxyProcess> {
+  const port = await freePort();
+  const proc = await startListening('node-pipe', nodePipeScript, ['--port', String(port), '--backend-port', String(backendPort)], { ...childEnv(), NODE_OPTIONS: nodeOptions });
+  return { port, url: `ws://127.0.0.1:${port}`, version: process.version, proc };
 }
 
 /** Makes a sidecar started with `gcHook` run a full GC, and returns its heap figures after it. */

@@ -81,6 +81,12 @@ export const CUT_DRAIN_ENDS: readonly DrainEnd[] = ['feed-bound', 'drain-timeout
 
 /** How a dial to a backend ended (a metric label): refused = it answered the handshake with 3xx/4xx. */
 export const DIAL_RESULTS = ['success', 'failure', 'refused'] as const;
+export type DialResultLabel = (typeof DIAL_RESULTS)[number];
 /** Why a dial to a backend failed (a metric label). */
 export const DIAL_FAILURE_REASONS = ['refused', 'server-error', 'connect', 'timeout', 'tls', 'subprotocol', 'other'] as const;
 export type DialFailureReason = (typeof DIAL_FAILURE_REASONS)[number];
+
+/** A count per value of a vocabulary list, each 0 (plain numbers for a hot path, or a tally). */
+export function zeroCounts<V extends string>(values: readonly V[]): Record<V, number> {
+  return Object.fromEntries(values.map((v) => [v, 0])) as Record<V, number>;
+}

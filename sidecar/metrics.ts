@@ -1,6 +1,7 @@
-// Prometheus metrics of the sidecar. Per-message figures (message counts, bytes, sizes) are kept
-// in plain numbers on the hot path and turned into samples when scraped; prom-client's own
-// label lookups allocate, so they are used only for events (sessions, failovers, dials, admin).
+// Prometheus metrics of the sidecar. Per-message and per-session figures (message counts, bytes,
+// sizes, sessions closed, dials) are kept in plain numbers on the hot path and turned into samples
+// when scraped; prom-client's own label lookups hash and allocate, so they are used only for rarer
+// events (failovers, migrations, admin).
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { CodecStats } from './codecs/tracker.js';
@@ -19,9 +20,11 @@ import {
   SWITCH_RESULTS,
   type BackendState,
   type DialFailureReason,
+  type DialResultLabel,
   type HealthStatus,
   type SessionEndReason,
   type SessionStateName,
+  zeroCounts,
 } from '../common/vocabulary.js';
 
 /** in = client → backend, out = backend → client. */
@@ -147,12 +150,12 @@ export class SidecarMetrics {
   );
   /** Totals of sessions that have ended (live sessions are summed at scrape time). */
   private readonly ended = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
+  private readonly closedBy = zeroCounts(SESSION_END_REASONS);
+  /** Per backend: dials by result, failed dials by reason. */
+  private readonly dialsBy = new Map<string, { results: Record<DialResultLabel, number>; failures: Record<DialFailureReason, number> }>();
 
   readonly sessionsOpened: Counter;
-  readonly sessionsClosed: Counter<'reason'>;
   readonly switches: Counter<'reason' | 'result'>;
-  readonly dials: Counter<'backend' | 'result'>;
-  readonly dialFailures: Counter<'backend' | 'reason'>;
   readonly migrations: Counter<'result'>;
   readonly migrationCutoffs: Counter<'ended'>;
   readonly replayed: Counter;
@@ -166,11 +169,16 @@ export class SidecarMetrics {
     collectProcessMetrics(this.registry);
     for (const h of [this.messageSize, this.switchGap, this.migrationDrain]) this.registry.registerMetric(h as unknown as Metric);
     this.sessionsOpened = new Counter({ name: 'baton_sessions_opened_total', help: 'Client sessions opened.', registers });
-    this.sessionsClosed = new Counter({
+    const { closedBy, dialsBy } = this;
+    new Counter({
       name: 'baton_sessions_closed_total',
       help: 'Client sessions ended, by reason.',
       labelNames: ['reason'],
       registers,
+      collect() {
+        this.reset();
+        for (const reason of SESSION_END_REASONS) this.inc({ reason }, closedBy[reason]);
+      },
     });
     this.switches = new Counter({
       name: 'baton_failovers_total',
@@ -178,17 +186,25 @@ export class SidecarMetrics {
       labelNames: ['reason', 'result'],
       registers,
     });
-    this.dials = new Counter({
+    new Counter({
       name: 'baton_backend_dials_total',
       help: 'Backend connection attempts, by backend and result (success, failure, refused = answered with 3xx/4xx).',
       labelNames: ['backend', 'result'],
       registers,
+      collect() {
+        this.reset();
+        for (const [backend, { results }] of dialsBy) for (const result of DIAL_RESULTS) this.inc({ backend, result }, results[result]);
+      },
     });
-    this.dialFailures = new Counter({
+    new Counter({
       name: 'baton_backend_dial_failures_total',
       help: 'Failed backend connection attempts, by backend and reason.',
       labelNames: ['backend', 'reason'],
       registers,
+      collect() {
+        this.reset();
+        for (const [backend, { failures }] of dialsBy) for (const reason of DIAL_FAILURE_REASONS) this.inc({ backend, reason }, failures[reason]);
+      },
     });
     this.migrations = new Counter({
       name: 'baton_migrations_total',
@@ -229,7 +245,6 @@ export class SidecarMetrics {
 
     // Every known label value starts at 0, so that rate() and increase() see the first event too
     // (a series born at its first increment has no earlier sample to rise from).
-    for (const reason of SESSION_END_REASONS) this.sessionsClosed.inc({ reason }, 0);
     for (const reason of SWITCH_REASONS) {
       for (const result of SWITCH_RESULTS) this.switches.inc({ reason, result }, 0);
     }
@@ -402,7 +417,7 @@ export class SidecarMetrics {
 
   /** Folds an ended session's counters into the totals. */
   sessionEnded(s: SessionCounters, reason: SessionEndReason): void {
-    this.sessionsClosed.inc({ reason });
+    this.closedBy[reason]++;
     this.ended.messagesIn += s.messagesIn;
     this.ended.messagesOut += s.messagesOut;
     this.ended.bytesIn += s.bytesIn;
@@ -410,12 +425,14 @@ export class SidecarMetrics {
   }
 
   dialed(backend: string, outcome: 'success' | 'refused' | DialFailureReason): void {
+    let counts = this.dialsBy.get(backend);
+    if (counts === undefined) this.dialsBy.set(backend, (counts = { results: zeroCounts(DIAL_RESULTS), failures: zeroCounts(DIAL_FAILURE_REASONS) }));
     if (outcome === 'success' || outcome === 'refused') {
-      this.dials.inc({ backend, result: outcome });
+      counts.results[outcome]++;
       return;
     }
-    this.dials.inc({ backend, result: 'failure' });
-    this.dialFailures.inc({ backend, reason: outcome });
+    counts.results.failure++;
+    counts.failures[outcome]++;
   }
 
   /** A name to resolve: its series start at 0. */
@@ -436,7 +453,6 @@ export class SidecarMetrics {
 
   /** Drops a removed backend's label values so label sets stay bounded as backends come and go. */
   forgetBackend(backend: string): void {
-    for (const result of DIAL_RESULTS) this.dials.remove({ backend, result });
-    for (const reason of DIAL_FAILURE_REASONS) this.dialFailures.remove({ backend, reason });
+    this.dialsBy.delete(backend);
   }
 }

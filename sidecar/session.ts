@@ -113,6 +113,10 @@ export class Session implements PeerSink {
   private migrationWaiter: ((r: MigrationResult) => void) | null = null;
   private refusal: MigrationResult | null = null;
   private legProtocolError = 0;
+  /** The backend that served last (the session's close line names it; `backend` is null by then). */
+  private servedBy = '';
+  /** The backend the last failover left, and why: its 'failover complete' line names them. */
+  private lost: { backend: string | null; detail: string } | null = null;
   /** Client → backend (its source, the client, is paused when the backend is slow) and back. */
   private readonly toBackend = new Relay();
   private readonly toClient = new Relay();
@@ -440,14 +444,20 @@ export class Session implements PeerSink {
         return;
       case 'failover-started':
         this.failovers++;
-        host.log.warn({ session: this.id, backend: e.failed, reason: e.reason, detail: e.detail }, 'backend lost: failing over');
+        this.lost = { backend: e.failed, detail: e.detail };
+        // At debug: the failover's line at info comes when it ends ('failover complete', or the
+        // session's close at warn), one line per failover even when thousands fail over at once.
+        host.log.debug({ session: this.id, backend: e.failed, reason: e.reason, detail: e.detail }, 'backend lost: failing over');
         return;
       case 'switch-ended':
         host.metrics.switches.inc({ reason: e.reason, result: e.result });
         if (e.result === 'resumed') host.metrics.switchGap.observe(e.reason, (Date.now() - e.startedAt) / 1000);
         if (e.result === 'resumed' && isFailover(e.reason)) {
           const gapMs = Date.now() - e.startedAt;
-          host.log.info({ session: this.id, backend: this.backend?.id, reason: e.reason, gapMs }, 'failover complete');
+          host.log.info(
+            { session: this.id, backend: this.backend?.id, from: this.lost?.backend, reason: e.reason, detail: this.lost?.detail, gapMs },
+            'failover complete',
+          );
         }
         return;
       case 'drain-ended': {
@@ -618,6 +628,7 @@ export class Session implements PeerSink {
   }
 
   private startServing(leg: Peer): void {
+    this.servedBy = this.backend!.id;
     this.toClient.source = leg;
     leg.resume(); // dialBackend() hands legs over paused: its messages come after the old leg's
     this.legPingAt = 0;
@@ -632,7 +643,21 @@ export class Session implements PeerSink {
     this.buffer = [];
     this.bufferedBytes = 0;
     const level = WARN_ENDS.includes(why) ? 'warn' : 'info';
-    this.host.log[level]({ session: this.id, reason: why, detail }, 'session closed');
+    // The session's one line at info, as a proxy's access log: everything about it, at its end.
+    this.host.log[level](
+      {
+        session: this.id,
+        backend: this.servedBy,
+        path: this.path,
+        remoteAddress: this.remoteAddress,
+        protocol: this.protocol || undefined,
+        reason: why,
+        detail,
+        durationMs: Date.now() - this.startedAt,
+        failovers: this.failovers,
+      },
+      'session closed',
+    );
     this.host.sessionClosed(this, why);
   }
 

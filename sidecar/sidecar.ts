@@ -251,7 +251,8 @@ export class Sidecar implements SessionHost, AdminPort {
     });
     this.sessions.set(id, session);
     this.metrics.sessionsOpened.inc();
-    this.log.info({ session: id, backend: backend.id, path, remoteAddress, protocol: leg.protocol || undefined }, 'session opened');
+    // At debug: the line at info is the session's close, which says all of it (one line per session).
+    this.log.debug({ session: id, backend: backend.id, path, remoteAddress, protocol: leg.protocol || undefined }, 'session opened');
   }
 
   /**

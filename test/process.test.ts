@@ -128,6 +128,50 @@ describe('baton processes', () => {
     assert.deepEqual(await p.waitForExit(), { code: 0, signal: null });
   });
 
+
+  test('logs at info: a session writes one line, at its end, with all of it; a failover one line, when it completes', async () => {
+    const a = await BackendProcess.start('a');
+    const b = await BackendProcess.start('b');
+    const port = await freePort();
+    const p = new BatonProcess(['sidecar'], {
+      BATON_LISTEN_ADDRESS: `127.0.0.1:${port}`,
+      BATON_BACKENDS: `a=${a.url},b=${b.url}`,
+      BATON_LOG_LEVEL: 'info',
+    });
+    await p.waitForLine(/sidecar listening/, 'listening');
+    const c = await TestClient.connect(`ws://127.0.0.1:${port}/room/7?x=1`);
+    c.ws.send('one');
+    await waitFor(() => c.texts().some((t) => t.endsWith('|one')), 'first answer');
+    const first = c.texts()[0]!.split('|')[0]!;
+    const [lost, other] = first === 'a' ? [a, b] : [b, a];
+    await lost.kill();
+    c.ws.send('two');
+    await waitFor(() => c.texts().includes(`${other.id}|two`), 'answered by the other backend');
+    c.close();
+    const closedLine = JSON.parse(await p.waitForLine(/"msg":"session closed"/, 'the session closed line')) as Record<string, unknown>;
+    const parsed = p.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const about = parsed.filter((l) => l.session === closedLine.session);
+    assert.deepEqual(
+      about.map((l) => l.msg),
+      ['failover complete', 'session closed'],
+      'one line per failover and one per session, nothing when it opens',
+    );
+    const failover = about[0]!;
+    assert.equal(failover.level, 'info');
+    assert.equal(failover.from, lost.id);
+    assert.equal(failover.backend, other.id);
+    assert.equal(failover.reason, 'error');
+    assert.equal(typeof failover.gapMs, 'number');
+    assert.equal(closedLine.level, 'info');
+    assert.equal(closedLine.reason, 'client-closed');
+    assert.equal(closedLine.backend, other.id);
+    assert.equal(closedLine.path, '/room/7?x=1');
+    assert.equal(closedLine.remoteAddress, '127.0.0.1');
+    assert.equal(closedLine.failovers, 1);
+    assert.ok(typeof closedLine.durationMs === 'number' && closedLine.durationMs >= 0, `durationMs ${String(closedLine.durationMs)}`);
+    p.child.kill('SIGTERM');
+    assert.equal((await p.waitForExit()).code, 0);
+  });
   test("wsbalancer's environment names run the sidecar without a config file", async () => {
     const a = await BackendProcess.start('a');
     const port = await freePort();

@@ -125,7 +125,12 @@ export const ConfigSchema = z.object({
     },
     'The admin HTTP listener (health, metrics, backend control).',
   ),
-  logLevel: documented(key(oneOf(LOG_LEVELS), 'info', 'Log level.', { wsbalancer: [{ yaml: ['server.logging-level'], env: 'LOG_LEVEL', note: 'PANIC and FATAL → fatal' }] }), 'Logging.'),
+  logLevel: documented(
+    key(oneOf(LOG_LEVELS), 'info', "Log level. At `info` a session logs one line, when it ends (`session closed`: backend, path, client address, subprotocol, reason, duration, failovers), as a proxy's access log does, and a failover one line when it completes; `debug` adds each session's opening and each failover's start.", {
+      wsbalancer: [{ yaml: ['server.logging-level'], env: 'LOG_LEVEL', note: 'PANIC and FATAL → fatal' }],
+    }),
+    'Logging.',
+  ),
   session: section(
     {
       maxMessageBytes: key(size({ min: 1, max: 1 * GiB }), 16 * MiB, 'Largest message accepted on either leg; larger closes the session with 1009.', { restart: true }),

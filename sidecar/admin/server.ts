@@ -11,7 +11,7 @@ import type { SidecarConfig } from '../../common/config/schema.js';
 import type { Logger } from '../../common/logger.js';
 import type { SidecarMetrics } from '../metrics.js';
 import type { Session } from '../session.js';
-import { SESSION_STATES, type MigrationReason } from '../../common/vocabulary.js';
+import { SESSION_STATES, zeroCounts, type MigrationReason } from '../../common/vocabulary.js';
 import {
   AddBackendRequestSchema,
   API_PREFIX,
@@ -28,7 +28,6 @@ import {
   type FrontendResponse,
   type MigrateSessionResponse,
   type PutBackendsResponse,
-  type SessionStateName,
   type SessionsResponse,
   type SessionView,
   type SplitView,
@@ -354,7 +353,7 @@ export class AdminServer {
     const sc = this.sidecar;
     const byBackend: Record<string, number> = {};
     for (const b of sc.pool.backends.values()) byBackend[b.id] = b.sessions;
-    const byState = Object.fromEntries(SESSION_STATES.map((state) => [state, 0])) as Record<SessionStateName, number>;
+    const byState = zeroCounts(SESSION_STATES);
     for (const s of sc.sessions.values()) byState[s.state]++;
     return {
       version: this.version,
