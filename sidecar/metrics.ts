@@ -24,6 +24,8 @@ import {
   type HealthStatus,
   type SessionEndReason,
   type SessionStateName,
+  type SwitchReason,
+  type SwitchResult,
   zeroCounts,
 } from '../common/vocabulary.js';
 
@@ -151,11 +153,11 @@ export class SidecarMetrics {
   /** Totals of sessions that have ended (live sessions are summed at scrape time). */
   private readonly ended = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
   private readonly closedBy = zeroCounts(SESSION_END_REASONS);
+  private readonly switchesBy = Object.fromEntries(SWITCH_REASONS.map((r) => [r, zeroCounts(SWITCH_RESULTS)])) as Record<SwitchReason, Record<SwitchResult, number>>;
   /** Per backend: dials by result, failed dials by reason. */
   private readonly dialsBy = new Map<string, { results: Record<DialResultLabel, number>; failures: Record<DialFailureReason, number> }>();
 
   readonly sessionsOpened: Counter;
-  readonly switches: Counter<'reason' | 'result'>;
   readonly migrations: Counter<'result'>;
   readonly migrationCutoffs: Counter<'ended'>;
   readonly replayed: Counter;
@@ -180,11 +182,16 @@ export class SidecarMetrics {
         for (const reason of SESSION_END_REASONS) this.inc({ reason }, closedBy[reason]);
       },
     });
-    this.switches = new Counter({
+    const switchesBy = this.switchesBy;
+    new Counter({
       name: 'baton_failovers_total',
       help: 'Sessions leaving a backend, by reason (error, close-code, pong-timeout unplanned; drain, admin, lifetime, reload, dns, split planned) and result.',
       labelNames: ['reason', 'result'],
       registers,
+      collect() {
+        this.reset();
+        for (const reason of SWITCH_REASONS) for (const result of SWITCH_RESULTS) this.inc({ reason, result }, switchesBy[reason][result]);
+      },
     });
     new Counter({
       name: 'baton_backend_dials_total',
@@ -245,9 +252,6 @@ export class SidecarMetrics {
 
     // Every known label value starts at 0, so that rate() and increase() see the first event too
     // (a series born at its first increment has no earlier sample to rise from).
-    for (const reason of SWITCH_REASONS) {
-      for (const result of SWITCH_RESULTS) this.switches.inc({ reason, result }, 0);
-    }
     for (const result of MIGRATION_RESULTS) this.migrations.inc({ result }, 0);
     for (const ended of CUT_DRAIN_ENDS) this.migrationCutoffs.inc({ ended }, 0);
 
@@ -413,6 +417,11 @@ export class SidecarMetrics {
         this.set(source.frontendPaused() ? 1 : 0);
       },
     });
+  }
+
+  /** A session left a backend (failover or planned move), with this result. */
+  switched(reason: SwitchReason, result: SwitchResult): void {
+    this.switchesBy[reason][result]++;
   }
 
   /** Folds an ended session's counters into the totals. */

@@ -450,7 +450,7 @@ export class Session implements PeerSink {
         host.log.debug({ session: this.id, backend: e.failed, reason: e.reason, detail: e.detail }, 'backend lost: failing over');
         return;
       case 'switch-ended':
-        host.metrics.switches.inc({ reason: e.reason, result: e.result });
+        host.metrics.switched(e.reason, e.result);
         if (e.result === 'resumed') host.metrics.switchGap.observe(e.reason, (Date.now() - e.startedAt) / 1000);
         if (e.result === 'resumed' && isFailover(e.reason)) {
           const gapMs = Date.now() - e.startedAt;

@@ -48,8 +48,8 @@ const backendIds = (sidecar: Sidecar) => [...sidecar.pool.backends.keys()].sort(
 /** Which backend process answered: the echo backends tag each reply "<id>|". */
 const answeredBy = (reply: string) => reply.slice(0, reply.indexOf('|'));
 
-async function metric(sidecar: Sidecar, which: 'dnsResolutions' | 'dnsAddresses' | 'switches', labels: Record<string, string>): Promise<number> {
-  const { values } = await sidecar.metrics[which].get();
+async function metric(sidecar: Sidecar, name: 'baton_dns_resolutions_total' | 'baton_dns_addresses' | 'baton_failovers_total', labels: Record<string, string>): Promise<number> {
+  const { values } = await sidecar.metrics.registry.getSingleMetric(name)!.get();
   return values.find((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want))?.value ?? 0;
 }
 
@@ -79,8 +79,8 @@ describe('dns: one backend per address of a name', () => {
         const seen = b.connections.filter((c) => c.path === '/ws/chat').map((c) => c.headers.host);
         assert.deepEqual(seen, [`${name}:${port}`, `${name}:${port}`], `${b.id} saw the name, not its address`);
       }
-      assert.equal(await metric(sidecar, 'dnsAddresses', { name }), 3);
-      assert.equal(await metric(sidecar, 'dnsResolutions', { name, result: 'success' }), 1);
+      assert.equal(await metric(sidecar, 'baton_dns_addresses', { name }), 3);
+      assert.equal(await metric(sidecar, 'baton_dns_resolutions_total', { name, result: 'success' }), 1);
 
       // An id with '/' through the admin API (the client encodes it as %2F).
       const admin = new AdminClient({ baseUrl: `http://127.0.0.1:${sidecar.adminAddress!.port}` });
@@ -115,7 +115,7 @@ describe('dns: one backend per address of a name', () => {
       const moved = clients.filter((c) => c.texts().some((t) => answeredBy(t) === 'b2'));
       assert.equal(moved.length, 3);
       assert.ok(moved.every((c) => answeredBy(c.texts().at(-1)!) !== 'b2'), 'the sessions of 127.0.0.2 ended on the other two');
-      assert.equal(await metric(sidecar, 'switches', { reason: 'dns', result: 'resumed' }), 3, 'counted as planned moves for dns');
+      assert.equal(await metric(sidecar, 'baton_failovers_total', { reason: 'dns', result: 'resumed' }), 3, 'counted as planned moves for dns');
 
       dns.set(name, ADDRESSES, 1);
       await waitFor(() => sidecar.pool.backends.has(gone), '127.0.0.2 back after the next resolution', 5000);
@@ -152,15 +152,15 @@ describe('dns: one backend per address of a name', () => {
       const retries = dns.queryTimes(name).length - asked;
       // 0.2 + 0.4 + 0.8 + 1.6 s, then every 2 s (±20%), the silent half each plus the 300 ms timeout: about 7.
       assert.ok(retries >= 4 && retries <= 10, `retried with backoff up to maxTtl (2s): ${retries} retries in 10 s`);
-      const failures = await metric(sidecar, 'dnsResolutions', { name, result: 'failure' });
+      const failures = await metric(sidecar, 'baton_dns_resolutions_total', { name, result: 'failure' });
       assert.ok(failures >= retries - 1 && failures <= retries, `${failures} failures counted (one may be under way)`);
-      assert.equal(await metric(sidecar, 'dnsAddresses', { name }), 3, 'the last good answer');
+      assert.equal(await metric(sidecar, 'baton_dns_addresses', { name }), 3, 'the last good answer');
       clients[0]!.ws.send('still here');
       await clients[0]!.waitForCount(1);
 
       dns.failure = null;
       await eventually(
-        async () => ((await metric(sidecar, 'dnsResolutions', { name, result: 'success' })) > 1 ? true : undefined),
+        async () => ((await metric(sidecar, 'baton_dns_resolutions_total', { name, result: 'success' })) > 1 ? true : undefined),
         'a good answer after the outage',
         3000,
       );
