@@ -1088,6 +1088,7 @@ function report(options: Options, env: Environment, results: Results): string {
     const proxies = { ...hs };
     delete proxies.direct;
     rows.push(figureRow('proxy CPU per handshake, µs', pick(proxies, cpuPerHandshakeUs)));
+    rows.push(figureRow('  of it in user mode, µs', pick(proxies, (r) => ((r.cpuUser.proxy ?? 0) * 1e4) / r.perSec)));
     for (const t of TARGET_NAMES) {
       const r = hs[t];
       if (r) cpuRows.push(cpuRow(`handshakes ${t}`, r.cpu));

@@ -4,7 +4,7 @@
 import { createHistogram, performance } from 'node:perf_hooks';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import { WebSocket, type ClientOptions } from 'ws';
-import { readCpuMs, readMachineBusyMs } from './procs.js';
+import { readCpuMs, readCpuSplitMs, readMachineBusyMs } from './procs.js';
 import { distributionOf, type Distribution } from './stats.js';
 
 const SEND_BINARY = { binary: true } as const;
@@ -126,6 +126,8 @@ export interface CpuSnapshot {
   own: number;
   machine: number;
   children: number[];
+  /** Of `children`, the time in user mode (the rest is the kernel's: system calls, the loopback's packets). */
+  childrenUser: number[];
 }
 
 export function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
@@ -134,8 +136,19 @@ export function cpuSnapshot(watched: readonly WatchedProcess[]): CpuSnapshot {
     at: performance.now(),
     own: (own.user + own.system) / 1000,
     machine: readMachineBusyMs(),
-    children: watched.map((w) => readCpuMs(w.pid)),
+    ...childrenCpu(watched),
   };
+}
+
+function childrenCpu(watched: readonly WatchedProcess[]): Pick<CpuSnapshot, 'children' | 'childrenUser'> {
+  const split = watched.map((w) => readCpuSplitMs(w.pid));
+  return { children: split.map((c) => c.user + c.system), childrenUser: split.map((c) => c.user) };
+}
+
+/** Each watched role's CPU in user mode between two points, as % of one core. */
+export function cpuUserShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
+  const wall = to.at - from.at;
+  return Object.fromEntries(watched.map((w, i) => [w.role, (100 * (to.childrenUser[i]! - from.childrenUser[i]!)) / wall]));
 }
 
 export function cpuShare(watched: readonly WatchedProcess[], from: CpuSnapshot, to: CpuSnapshot): CpuShare {
@@ -327,6 +340,8 @@ export interface HandshakeResult {
   completed: number;
   failed: number;
   cpu: CpuShare;
+  /** Of `cpu`, the user-mode part per watched role. */
+  cpuUser: CpuShare;
 }
 
 /** Opens a client and closes it as soon as it is open; resolves with whether it opened. */
@@ -372,7 +387,7 @@ export async function runHandshakes(url: string, plan: HandshakePlan, watched: r
   for (const t of cpuTimers) clearTimeout(t);
   const from = cpuMarks.from ?? cpuSnapshot(watched);
   const to = cpuMarks.to ?? cpuSnapshot(watched);
-  return { perSec: completed / (plan.measureMs / 1000), completed, failed, cpu: cpuShare(watched, from, to) };
+  return { perSec: completed / (plan.measureMs / 1000), completed, failed, cpu: cpuShare(watched, from, to), cpuUser: cpuUserShare(watched, from, to) };
 }
 
 // ---- 4. memory per idle session ---------------------------------------------------------------

@@ -448,12 +448,16 @@ export function readRssKiB(pid: number): number {
 
 /** CPU time (user + system) a process has used, in ms (clock ticks are 100 Hz on Linux). */
 export function readCpuMs(pid: number): number {
+  const { user, system } = readCpuSplitMs(pid);
+  return user + system;
+}
+
+/** CPU time a process has used in user mode and in the kernel, in ms. */
+export function readCpuSplitMs(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name (which may contain spaces) start after the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const utime = Number(fields[11]);
-  const stime = Number(fields[12]);
-  return (utime + stime) * 10;
+  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
 }
 
 /** CPU time the whole machine has spent busy (all cores, everything but idle and iowait), in ms. */
