@@ -50,7 +50,13 @@ const HOLD_BYTES = 64 * 1024;
 const COPY_LIMIT = 1024;
 /** Below this, masking in JavaScript beats calling the native addon. */
 const NATIVE_MASK_MIN = 128;
-/** A backend leg's read buffer: libuv's suggested read size, as Node's own reads get. */
+/**
+ * A backend leg's first read buffer: room for a 101, pongs and small messages. A slice of Node's
+ * shared pool, so an idle leg holds no memory page of its own (a buffer of its own would cost every
+ * idle session about 3 KiB of RSS: the page its first read touches).
+ */
+const FIRST_READ_BYTES = 512;
+/** Once a read fills the buffer: libuv's suggested read size, as Node's own reads get. */
 const READ_BUFFER_BYTES = 64 * 1024;
 
 interface BufferUtil {
@@ -97,30 +103,35 @@ export interface ChunkReader {
 const NO_READER: ChunkReader = { receive: () => undefined };
 
 /**
- * A backend socket's reads (net's `onread`, for net.connect and tls.connect alike): each into one
- * buffer, reused while nothing holds a piece of it. Whoever keeps a piece past its read — a frame
- * split over reads, a fragmented message's frames, a message handed to the session, the
- * handshake's leftover bytes, a relayed slice still queued for writing — calls lend(), and the
- * next read gets a new buffer (Node asks `buffer()` for it after every read). So nothing is copied
- * to make reuse safe, and a buffer is never written over while something refers to it. Saves, per
- * read, Node's new buffer (and the scavenges after it) and its 'data' event and stream bookkeeping.
- * 'end', 'close' and 'error' still come as events; pause() and resume() stop and start the reads.
+ * A backend socket's reads (net's `onread`, for net.connect and tls.connect alike): into one
+ * buffer, read over only while nothing holds a piece of it. Whoever keeps a piece past its read —
+ * a frame split over reads, a fragmented message's frames, a message handed to the session, the
+ * handshake's leftover bytes, a relayed slice still queued for writing — calls lend(), and the next
+ * read goes after that read's bytes (Node asks `buffer()` where to read after every read), or into
+ * a new buffer once less than a quarter of it is left. So nothing is copied to make reuse safe, and
+ * no byte is read over while something may refer to it. Saves, per read, Node's new buffer (and
+ * the scavenges after it) and its 'data' event and stream bookkeeping. 'end', 'close' and 'error'
+ * still come as events; pause() and resume() stop and start the reads.
  */
 export class BackendReads {
   reader: ChunkReader = NO_READER;
   private buffer = EMPTY;
-  private lent = true;
+  /** Where in `buffer` the next read goes: after every byte lent. */
+  private offset = 0;
+  /** buffer[offset..], as handed to Node. */
+  private free = EMPTY;
+  /** Bytes of the last read. */
+  private bytes = 0;
+  private lent = false;
   readonly onread = {
     buffer: (): Buffer => {
-      if (this.lent) {
-        this.lent = false;
-        this.buffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
-      }
-      return this.buffer;
+      if (this.lent || this.bytes === this.free.length) this.moveOn();
+      return this.free;
     },
     // Pausing is the reader's socket.pause(), which stops reads at once under `onread`.
-    callback: (bytes: number, buffer: Buffer): boolean => {
-      this.reader.receive(buffer.subarray(0, bytes));
+    callback: (bytes: number, free: Buffer): boolean => {
+      this.bytes = bytes;
+      this.reader.receive(free.subarray(0, bytes));
       return true;
     },
   };
@@ -133,6 +144,19 @@ export class BackendReads {
   /** `reader` stops reading (it gave the socket to another, or is done with it). */
   release(reader: ChunkReader): void {
     if (this.reader === reader) this.reader = NO_READER;
+  }
+
+  /** After a read that lent, or filled the buffer (a busy leg: the next one gets 64 KiB), or the first. */
+  private moveOn(): void {
+    const size = this.buffer === EMPTY ? FIRST_READ_BYTES : this.bytes === this.free.length ? READ_BUFFER_BYTES : this.buffer.length;
+    if (this.lent) this.offset += this.bytes;
+    this.lent = false;
+    this.bytes = 0;
+    if (size !== this.buffer.length || this.buffer.length - this.offset < size / 4) {
+      this.buffer = size === READ_BUFFER_BYTES ? Buffer.allocUnsafeSlow(size) : Buffer.allocUnsafe(size);
+      this.offset = 0;
+    }
+    this.free = this.offset === 0 ? this.buffer : this.buffer.subarray(this.offset);
   }
 }
 
