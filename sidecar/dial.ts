@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import { WebSocket } from 'ws';
 import type { SidecarConfig } from '../common/config/schema.js';
 import type { DialFailureReason } from '../common/vocabulary.js';
+import { BackendReads } from './wire/frame-peer.js';
 import { MAX_REFUSAL_BODY, upgrade } from './wire/handshake.js';
 import type { Peer } from './wire/peer.js';
 import { WsPeer } from './wire/ws-peer.js';
@@ -58,7 +59,8 @@ export interface DialTarget {
  * Host header, TLS SNI and the certificate check keep the URL's name. Resolves, never rejects. The connect timeout covers TCP and
  * TLS; the handshake timeout covers everything up to the 101. An open leg is handed over
  * paused: the caller resumes it once it listens. Without permessage-deflate the leg is a
- * FramePeer on our own handshake (wire/handshake.ts); with it, ws does the handshake and framing.
+ * FramePeer on our own handshake (wire/handshake.ts), its socket read through `onread` into a
+ * reused buffer (BackendReads); with it, ws does the handshake and framing.
  */
 export function dialBackend(
   target: DialTarget,
@@ -84,9 +86,10 @@ function dialFrames({ url, address }: DialTarget, protocols: readonly string[], 
     const port = Number(target.port) || (secure ? 443 : 80);
     let settled = false;
     const connectTo = address ?? host;
+    const reads = new BackendReads();
     const socket = secure
-      ? tls.connect({ host: connectTo, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host) } as tls.ConnectionOptions)
-      : net.connect({ host: connectTo, port, localAddress: ctx.localAddress });
+      ? tls.connect({ host: connectTo, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host), onread: reads.onread } as tls.ConnectionOptions)
+      : net.connect({ host: connectTo, port, localAddress: ctx.localAddress, onread: reads.onread });
     const finish = (result: DialResult) => {
       if (settled) return;
       settled = true;
@@ -103,7 +106,7 @@ function dialFrames({ url, address }: DialTarget, protocols: readonly string[], 
     const onConnect = () => {
       clearTimeout(connectTimer);
       if (ctx.keepAlive.enabled) socket.setKeepAlive(true, ctx.keepAlive.initialDelay);
-      void upgrade(socket, { url: target, protocols, headers, maxPayload: ctx.maxPayload }).then((outcome) => {
+      void upgrade(socket, reads, { url: target, protocols, headers, maxPayload: ctx.maxPayload }).then((outcome) => {
         if (outcome.ok) {
           if (settled) outcome.peer.terminate();
           else finish({ ok: true, peer: outcome.peer, headers: outcome.headers });

@@ -244,6 +244,15 @@ class RawClient {
     this.socket.destroy();
   }
 
+  /** Stops reading: the sidecar's writes to this client pile up, in the kernel and then in the sidecar. */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
   private read(chunk: Buffer): void {
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     for (;;) {
@@ -690,4 +699,94 @@ describe('a message is never split between two backends', () => {
       await sidecar.stop(0);
     }
   });
+});
+
+// ---- a backend leg's reads into a reused buffer ---------------------------------------------
+
+// The sidecar reads a backend leg into one buffer and reads into it again unless something keeps a
+// piece of it (frame-peer.ts, BackendReads). Every way of keeping one is here, each followed by
+// more reads: bytes that came with the 101, a frame split over reads, a fragmented message's
+// frames, frames relayed to a client that is not reading (their writes pending), and, with a
+// codec, messages read whole. A piece read over would reach the client changed.
+describe("a backend leg's read buffer is never read over while a piece of it is kept", () => {
+  /** Text messages of JSON-RPC notifications, random and numbered, about `size` bytes each. */
+  const notification = (n: number, size: number): Buffer =>
+    Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'tick', params: { n, data: randomBytes(Math.ceil((size * 3) / 4)).toString('base64') } }));
+  const backendFrame = (opcode: number, payload: Buffer, fin = true): Buffer => frame({ opcode, payload, fin, masked: false });
+  const yieldToSidecar = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+  for (const codec of ['none', 'json-rpc']) {
+    test(`codec ${codec}: what the backend sent reaches the client byte for byte`, async () => {
+      let backendSocket: Socket | undefined;
+      const sent: Message[] = [];
+      const message = (n: number, size: number): Buffer => {
+        const data = notification(n, size);
+        sent.push({ data, isBinary: false });
+        return data;
+      };
+      // The 101 arrives with a whole message and the first 3 bytes (half a header) of the next.
+      const whole = backendFrame(TEXT, message(0, 100));
+      const split1 = backendFrame(TEXT, message(1, 3000));
+      const backend = await rawBackend((socket, req) => {
+        backendSocket = socket;
+        socket.write(Buffer.concat([Buffer.from(switching(req)), whole, split1.subarray(0, 3)]));
+      });
+      // A high-water mark the test stays under: the backend leg is never paused (backpressure.test.ts).
+      const { sidecar, url } = await startSidecar(
+        `${backendsYaml([{ id: 'raw', url: backend.url }])}session:\n  highWaterMarkBytes: 64MiB\n  pingInterval: 1m\n  pongTimeout: 1m\ncodec:\n  default: ${codec}\n`,
+      );
+      try {
+        const client = await RawClient.connect(Number(new URL(url).port), '/reads');
+        /** The client has the first `n` messages sent, well-formed and byte-equal. */
+        const assertDelivered = async (n: number, what: string): Promise<void> => {
+          await waitFor(() => client.messages.length >= n || client.ended || client.violations.length > 0, what, n > 3 ? 20000 : 5000);
+          assert.deepEqual(client.violations, [], 'every frame well-formed');
+          assert.deepEqual(summary(client.messages), summary(sent.slice(0, n)), what);
+          for (let i = 0; i < n; i++) assert.ok(client.messages[i]!.data.equals(sent[i]!.data), `message ${i} byte-equal`);
+        };
+        await assertDelivered(1, 'the message that came with the 101');
+        const session = [...sidecar.sessions.values()][0]!;
+        // Each piece its own read: the rest of that frame in two, then a fragmented message whose
+        // fragments (and a header split between them) come one read at a time.
+        const fragmented = message(2, 9000);
+        const fragments = [
+          backendFrame(TEXT, fragmented.subarray(0, 4000), false),
+          backendFrame(CONT, fragmented.subarray(4000, 4000), false),
+          backendFrame(CONT, fragmented.subarray(4000), true),
+        ];
+        const pieces = [split1.subarray(3, 1500), split1.subarray(1500), fragments[0]!, Buffer.concat([fragments[1]!, fragments[2]!.subarray(0, 1)]), fragments[2]!.subarray(1, 2000), fragments[2]!.subarray(2000)];
+        for (const piece of pieces) {
+          backendSocket!.write(piece);
+          await yieldToSidecar();
+        }
+        await assertDelivered(3, 'the split and the fragmented message');
+        // Then more than the kernel's buffers hold, to a client that does not read: what is relayed
+        // now waits in the sidecar (its writes pending) while more reads come. Frames straddle the
+        // reads (64 KiB each).
+        client.pause();
+        const bulk: Buffer[] = [];
+        for (let i = 0; i < 512; i++) bulk.push(backendFrame(TEXT, message(sent.length, 16 * KiB)));
+        backendSocket!.write(Buffer.concat(bulk));
+        await waitFor(() => session.client.bufferedAmount > 0, 'writes queued towards the client');
+        // Whole messages, one read each: each read's slice waits in the queue as the next comes.
+        for (let i = 0; i < 64; i++) {
+          backendSocket!.write(backendFrame(TEXT, message(sent.length, 1000 + 100 * i)));
+          await yieldToSidecar();
+        }
+        // And a fragmented message whose frames came in reads while the queue was full.
+        const late = message(sent.length, 20 * KiB);
+        backendSocket!.write(backendFrame(TEXT, late.subarray(0, 7000), false));
+        await yieldToSidecar();
+        backendSocket!.write(backendFrame(CONT, late.subarray(7000), true));
+        await yieldToSidecar();
+        client.resume();
+        await assertDelivered(sent.length, 'all messages, the queued ones too');
+        assert.equal(client.closeReceived, null);
+        client.destroy();
+      } finally {
+        await sidecar.stop(0);
+        backend.close();
+      }
+    });
+  }
 });

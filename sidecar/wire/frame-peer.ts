@@ -15,6 +15,10 @@
 // A frame split across reads is joined once. Messages the session must read (a codec's, those held
 // while failing over) are unmasked and delivered whole through the sink instead.
 //
+// A backend leg reads into one reused buffer (BackendReads, net's `onread`) instead of a new buffer
+// and a 'data' event per read. A client leg comes from node:http, which has no such option: it
+// reads through 'data'. Both go to receive(), so the frames are parsed in one place.
+//
 // The RFC's rules for each leg hold: client frames must be masked and backend frames must not be;
 // RSV bits need a negotiated extension (none here: permessage-deflate sessions use WsPeer); control
 // frames are at most 125 bytes, never fragmented, and answered on their own leg (ping → pong; close
@@ -46,6 +50,14 @@ const HOLD_BYTES = 64 * 1024;
 const COPY_LIMIT = 1024;
 /** Below this, masking in JavaScript beats calling the native addon. */
 const NATIVE_MASK_MIN = 128;
+/**
+ * A backend leg's first read buffer: room for a 101, pongs and small messages. A slice of Node's
+ * shared pool, so an idle leg holds no memory page of its own (a buffer of its own would cost every
+ * idle session about 3 KiB of RSS: the page its first read touches).
+ */
+const FIRST_READ_BYTES = 512;
+/** Once a read fills the buffer: libuv's suggested read size, as Node's own reads get. */
+const READ_BUFFER_BYTES = 64 * 1024;
 
 interface BufferUtil {
   mask(source: Buffer, mask: Buffer, output: Buffer, offset: number, length: number): void;
@@ -84,6 +96,70 @@ function parseHeld(peer: FramePeer): void {
   peer.parseHeld();
 }
 
+/** Whoever reads a backend socket's bytes: the handshake, then the FramePeer. */
+export interface ChunkReader {
+  receive(chunk: Buffer): void;
+}
+const NO_READER: ChunkReader = { receive: () => undefined };
+
+/**
+ * A backend socket's reads (net's `onread`, for net.connect and tls.connect alike): into one
+ * buffer, read over only while nothing holds a piece of it. Whoever keeps a piece past its read —
+ * a frame split over reads, a fragmented message's frames, a message handed to the session, the
+ * handshake's leftover bytes, a relayed slice still queued for writing — calls lend(), and the next
+ * read goes after that read's bytes (Node asks `buffer()` where to read after every read), or into
+ * a new buffer once less than a quarter of it is left. So nothing is copied to make reuse safe, and
+ * no byte is read over while something may refer to it. Saves, per read, Node's new buffer (and
+ * the scavenges after it) and its 'data' event and stream bookkeeping. 'end', 'close' and 'error'
+ * still come as events; pause() and resume() stop and start the reads.
+ */
+export class BackendReads {
+  reader: ChunkReader = NO_READER;
+  private buffer = EMPTY;
+  /** Where in `buffer` the next read goes: after every byte lent. */
+  private offset = 0;
+  /** buffer[offset..], as handed to Node. */
+  private free = EMPTY;
+  /** Bytes of the last read. */
+  private bytes = 0;
+  private lent = false;
+  readonly onread = {
+    buffer: (): Buffer => {
+      if (this.lent || this.bytes === this.free.length) this.moveOn();
+      return this.free;
+    },
+    // Pausing is the reader's socket.pause(), which stops reads at once under `onread`.
+    callback: (bytes: number, free: Buffer): boolean => {
+      this.bytes = bytes;
+      this.reader.receive(free.subarray(0, bytes));
+      return true;
+    },
+  };
+
+  /** Something keeps a piece of the current read: it is not read over. */
+  lend(): void {
+    this.lent = true;
+  }
+
+  /** `reader` stops reading (it gave the socket to another, or is done with it). */
+  release(reader: ChunkReader): void {
+    if (this.reader === reader) this.reader = NO_READER;
+  }
+
+  /** After a read that lent, or filled the buffer (a busy leg: the next one gets 64 KiB), or the first. */
+  private moveOn(): void {
+    const size = this.buffer === EMPTY ? FIRST_READ_BYTES : this.bytes === this.free.length ? READ_BUFFER_BYTES : this.buffer.length;
+    if (this.lent) this.offset += this.bytes;
+    this.lent = false;
+    this.bytes = 0;
+    if (size !== this.buffer.length || this.buffer.length - this.offset < size / 4) {
+      this.buffer = size === READ_BUFFER_BYTES ? Buffer.allocUnsafeSlow(size) : Buffer.allocUnsafe(size);
+      this.offset = 0;
+    }
+    this.free = this.offset === 0 ? this.buffer : this.buffer.subarray(this.offset);
+  }
+}
+
 export class FramePeer implements Peer {
   readyState = OPEN;
   readonly verbatim = true;
@@ -109,8 +185,9 @@ export class FramePeer implements Peer {
 
   /**
    * `masks`: this side is the WebSocket client (the backend leg): it masks what it writes, and
-   * frames it reads must not be masked. `head`: bytes that came with the handshake. Starts
-   * paused: nothing is parsed until resume() (see HOLD_BYTES).
+   * frames it reads must not be masked. `head`: bytes that came with the handshake. `reads`: the
+   * socket reads through `onread` (a backend leg), not 'data' events. Starts paused: nothing is
+   * parsed until resume() (see HOLD_BYTES).
    */
   constructor(
     private readonly socket: Socket,
@@ -118,18 +195,17 @@ export class FramePeer implements Peer {
     readonly protocol: string,
     private readonly masks: boolean,
     private readonly maxPayload: number,
+    private readonly reads: BackendReads | null = null,
   ) {
     (socket as TaggedSocket)[kPeer] = this;
     socket.setTimeout(0);
     socket.setNoDelay(true);
-    socket.on('data', onData);
+    if (reads === null) socket.on('data', onData);
+    else reads.reader = this;
     socket.on('end', onEnd);
     socket.on('close', onClose);
     socket.on('error', onError);
-    if (head.length > 0) {
-      this.parts.push(head);
-      this.partsLength = head.length;
-    }
+    if (head.length > 0) this.keep(head);
   }
 
   get bufferedAmount(): number {
@@ -146,16 +222,14 @@ export class FramePeer implements Peer {
   receive(chunk: Buffer): void {
     if (this.stopped) return;
     if (this.paused) {
-      this.parts.push(chunk);
-      this.partsLength += chunk.length;
+      this.keep(chunk);
       if (this.partsLength > HOLD_BYTES) this.socket.pause();
       return;
     }
     while (this.partsLength > 0) {
       const missing = this.need - this.partsLength;
       if (missing > chunk.length) {
-        this.parts.push(chunk);
-        this.partsLength += chunk.length;
+        this.keep(chunk);
         return;
       }
       // Only the frame begun in an earlier read is copied (joined with the head of this one); the
@@ -175,6 +249,13 @@ export class FramePeer implements Peer {
   parseHeld(): void {
     if (this.paused || this.stopped || this.partsLength === 0 || this.partsLength < this.need) return;
     this.parse(this.takeParts());
+  }
+
+  /** Bytes left for a later read to complete (or for resume()): their read buffer is lent. */
+  private keep(bytes: Buffer): void {
+    this.parts.push(bytes);
+    this.partsLength += bytes.length;
+    this.reads?.lend();
   }
 
   private takeParts(): Buffer {
@@ -275,6 +356,7 @@ export class FramePeer implements Peer {
       this.messageBytes = messageBytes;
       if (!fin) {
         (this.held ??= []).push(buf.subarray(pos, end));
+        this.reads?.lend();
         pos = end;
         continue;
       }
@@ -294,9 +376,11 @@ export class FramePeer implements Peer {
       } else {
         if (runTarget !== null) runTarget = this.relayRun(sink, runTarget, buf, runStart, runEnd);
         if (target !== null) {
-          for (const frame of held!) sink.relay(this, target, frame);
-          sink.relay(this, target, buf.subarray(pos, end));
+          for (const frame of held!) this.relay(sink, target, frame);
+          this.relay(sink, target, buf.subarray(pos, end));
         } else {
+          // The session may keep it (a codec's state, a message held while failing over).
+          this.reads?.lend();
           sink.message(this, payloadOf(held, buf, pos, end), isBinary);
         }
       }
@@ -308,15 +392,24 @@ export class FramePeer implements Peer {
       return;
     }
     if (pos < buf.length && !this.stopped) {
-      this.parts.push(pos === 0 ? buf : buf.subarray(pos));
-      this.partsLength = buf.length - pos;
+      this.keep(pos === 0 ? buf : buf.subarray(pos));
       this.need = this.paused ? 0 : need;
     }
   }
 
   private relayRun(sink: PeerSink, target: Peer, buf: Buffer, start: number, end: number): null {
-    sink.relay(this, target, buf.subarray(start, end));
+    this.relay(sink, target, buf.subarray(start, end));
     return null;
+  }
+
+  /**
+   * Relays frames that lie in the read buffer. A write Node could not finish at once (its request
+   * pending in libuv, or the chunk queued in the Writable: corked, or behind an earlier write)
+   * still refers to them: writableLength (bufferedAmount) counts a chunk until its write is done.
+   */
+  private relay(sink: PeerSink, target: Peer, frames: Buffer): void {
+    sink.relay(this, target, frames);
+    if (target.bufferedAmount > 0) this.reads?.lend();
   }
 
   private control(opcode: number, buf: Buffer, start: number, len: number, maskAt: number): void {

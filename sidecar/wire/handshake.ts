@@ -13,7 +13,7 @@ import { hash, randomFillSync } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import net from 'node:net';
 import tls from 'node:tls';
-import { FramePeer } from './frame-peer.js';
+import { type BackendReads, type ChunkReader, FramePeer } from './frame-peer.js';
 
 const GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 /** A backend's response head larger than this is refused (node:http's default limit). */
@@ -61,10 +61,11 @@ let keyOffset = keyPool.length;
 const EMPTY = Buffer.alloc(0);
 
 /**
- * Sends the upgrade request on a connected socket and reads the answer. Resolves once: with the
- * open leg, the backend's refusal, or an error (the socket is then destroyed by the caller).
+ * Sends the upgrade request on a connected socket and reads the answer (through `reads`, the
+ * socket's `onread`). Resolves once: with the open leg, the backend's refusal, or an error (the
+ * socket is then destroyed by the caller).
  */
-export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest): Promise<UpgradeOutcome> {
+export function upgrade(socket: net.Socket | tls.TLSSocket, reads: BackendReads, req: UpgradeRequest): Promise<UpgradeOutcome> {
   if (keyOffset === keyPool.length) {
     randomFillSync(keyPool);
     keyOffset = 0;
@@ -86,44 +87,53 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, req: UpgradeRequest)
     let received: Buffer = Buffer.alloc(0);
     let response: { status: number; headers: IncomingHttpHeaders; bodyFrom: number } | null = null;
     const finish = (outcome: UpgradeOutcome) => {
-      socket.off('data', onData);
+      reads.release(reader);
       socket.off('end', onEnd);
       socket.off('close', onEnd);
       resolve(outcome);
     };
-    const refusalIfDone = (ended: boolean) => {
+    const refusalIfDone = (ended: boolean): UpgradeOutcome | null => {
       const { status, headers, bodyFrom } = response!;
       const body = refusalBody(headers, received.subarray(bodyFrom), ended);
-      if (body !== null) finish({ ok: false, refusal: { status, headers, body } });
+      return body === null ? null : { ok: false, refusal: { status, headers, body } };
     };
-    const onData = (chunk: Buffer) => {
-      received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+    /** What the bytes so far answer, or null while more is to come. */
+    const answer = (): UpgradeOutcome | null => {
       if (response !== null) return refusalIfDone(false);
       const end = received.indexOf('\r\n\r\n');
       // A head that came whole in one read is measured too, not only one still arriving.
-      if ((end === -1 ? received.length : end + 4) > MAX_HEAD_BYTES) return finish({ ok: false, error: new Error('backend response head too large'), cause: 'other' });
-      if (end === -1) return;
+      if ((end === -1 ? received.length : end + 4) > MAX_HEAD_BYTES) return { ok: false, error: new Error('backend response head too large'), cause: 'other' };
+      if (end === -1) return null;
       const parsed = parseHead(received.toString('latin1', 0, end));
-      if (parsed === null) return finish({ ok: false, error: new Error('backend sent a malformed HTTP response'), cause: 'other' });
+      if (parsed === null) return { ok: false, error: new Error('backend sent a malformed HTTP response'), cause: 'other' };
       if (parsed.status !== 101) {
         // Only a 3xx or 4xx goes to the client: the body matters only then.
-        if (parsed.status < 300 || parsed.status >= 500) return finish({ ok: false, refusal: { ...parsed, body: EMPTY } });
+        if (parsed.status < 300 || parsed.status >= 500) return { ok: false, refusal: { ...parsed, body: EMPTY } };
         response = { ...parsed, bodyFrom: end + 4 };
         return refusalIfDone(false);
       }
       const problem = upgradeProblem(parsed.headers, key, req.protocols);
-      if (problem !== null) return finish({ ok: false, error: new Error(problem.message), cause: problem.cause });
-      socket.off('data', onData);
+      if (problem !== null) return { ok: false, error: new Error(problem.message), cause: problem.cause };
       const protocol = parsed.headers['sec-websocket-protocol'];
-      const peer = new FramePeer(socket, received.subarray(end + 4), typeof protocol === 'string' ? protocol : '', true, req.maxPayload);
-      finish({ ok: true, peer, headers: parsed.headers });
+      // The peer lends the read buffer if it keeps bytes that followed the 101.
+      const peer = new FramePeer(socket, received.subarray(end + 4), typeof protocol === 'string' ? protocol : '', true, req.maxPayload, reads);
+      return { ok: true, peer, headers: parsed.headers };
+    };
+    const reader: ChunkReader = {
+      receive(chunk: Buffer): void {
+        received = received.length === 0 ? chunk : Buffer.concat([received, chunk]);
+        const outcome = answer();
+        // An incomplete answer and a refusal's body keep pieces of this read.
+        if (outcome?.ok !== true) reads.lend();
+        if (outcome !== null) finish(outcome);
+      },
     };
     // 'close' as well as 'end': a socket destroyed under us (an aborted dial) resolves this too.
     const onEnd = () => {
-      if (response !== null) refusalIfDone(true);
-      else finish({ ok: false, error: new Error('backend closed the connection during the handshake'), cause: 'other' });
+      const outcome = response === null ? null : refusalIfDone(true);
+      finish(outcome ?? { ok: false, error: new Error('backend closed the connection during the handshake'), cause: 'other' });
     };
-    socket.on('data', onData);
+    reads.reader = reader;
     socket.on('end', onEnd);
     socket.on('close', onEnd);
   });
