@@ -11,8 +11,11 @@ import { mulberry32 } from './prng.js';
 function socket(reads: BackendReads, random: () => number) {
   let buffer = reads.onread.buffer();
   const buffers = new Set<ArrayBufferLike>([buffer.buffer]);
+  /** Each buffer handed out (a view: slices of Node's shared pool share an ArrayBuffer). */
+  const views = new Set<Buffer>([buffer]);
   return {
     buffers,
+    views,
     get room(): number {
       return buffer.length;
     },
@@ -22,6 +25,7 @@ function socket(reads: BackendReads, random: () => number) {
       reads.onread.callback(n, buffer);
       buffer = reads.onread.buffer();
       buffers.add(buffer.buffer);
+      views.add(buffer);
     },
   };
 }
@@ -52,7 +56,7 @@ test('bytes kept from a read are never read over, whatever the mix of reads and 
   assert.ok(kept.length > 1000);
 });
 
-test('while nothing is kept, every read goes into the same buffer: 512 bytes until a read fills it, then 64 KiB', () => {
+test('while nothing is kept, every read goes into the same buffer: 512 bytes until a read fills it, then 64 KiB until a read is small again', () => {
   const random = mulberry32(7);
   const reads = new BackendReads();
   reads.reader = { receive: () => undefined };
@@ -62,8 +66,14 @@ test('while nothing is kept, every read goes into the same buffer: 512 bytes unt
   assert.equal(s.buffers.size, 1, 'short reads reuse the first buffer');
   s.read(512);
   assert.equal(s.room, 64 * 1024, 'a read that filled it: a full-size buffer next');
-  for (let i = 0; i < 100; i++) s.read(1 + Math.floor(random() * s.room));
-  assert.equal(s.buffers.size, 2, 'then every read reuses that one');
+  for (let i = 0; i < 100; i++) s.read(513 + Math.floor(random() * (s.room - 513)));
+  assert.equal(s.buffers.size, 2, 'then every read over 512 bytes reuses that one');
+  s.read(2);
+  assert.equal(s.room, 512, 'a small read (a pong): back to 512 bytes, so a leg gone quiet keeps no 64 KiB');
+  const before = s.views.size;
+  for (let i = 0; i < 100; i++) s.read(1 + Math.floor(random() * 200));
+  assert.equal(s.views.size, before, 'and small reads reuse it');
+  assert.equal(s.room, 512);
 });
 
 test('reads after a lent one go after it in the same buffer, until less than a quarter is left', () => {

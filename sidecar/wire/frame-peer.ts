@@ -125,7 +125,7 @@ export class BackendReads {
   private lent = false;
   readonly onread = {
     buffer: (): Buffer => {
-      if (this.lent || this.bytes === this.free.length) this.moveOn();
+      if (this.lent || this.bytes === this.free.length || (this.bytes <= FIRST_READ_BYTES && this.buffer.length === READ_BUFFER_BYTES)) this.moveOn();
       return this.free;
     },
     // Pausing is the reader's socket.pause(), which stops reads at once under `onread`.
@@ -146,9 +146,15 @@ export class BackendReads {
     if (this.reader === reader) this.reader = NO_READER;
   }
 
-  /** After a read that lent, or filled the buffer (a busy leg: the next one gets 64 KiB), or the first. */
+  /**
+   * After a read that lent, or filled the buffer (a busy leg: the next one gets 64 KiB), or was
+   * small again (the leg goes back to 512 bytes, so a leg gone quiet after a burst does not keep
+   * 64 KiB: at worst a new 64 KiB per burst, which is what Node's own reads allocate per read), or
+   * the first.
+   */
   private moveOn(): void {
-    const size = this.buffer === EMPTY ? FIRST_READ_BYTES : this.bytes === this.free.length ? READ_BUFFER_BYTES : this.buffer.length;
+    const filled = this.bytes === this.free.length;
+    const size = this.buffer === EMPTY || (!filled && this.bytes <= FIRST_READ_BYTES) ? FIRST_READ_BYTES : filled ? READ_BUFFER_BYTES : this.buffer.length;
     if (this.lent) this.offset += this.bytes;
     this.lent = false;
     this.bytes = 0;
