@@ -56,9 +56,10 @@ test('bytes kept from a read are never read over, whatever the mix of reads and 
   assert.ok(kept.length > 1000);
 });
 
-test('while nothing is kept, every read goes into the same buffer: 512 bytes until a read fills it, then 64 KiB until a read is small again', () => {
+test('while nothing is kept, every read goes into the same buffer: 512 bytes until a read fills it, then 64 KiB until a small read a second after the last full one', () => {
   const random = mulberry32(7);
-  const reads = new BackendReads();
+  let now = 0;
+  const reads = new BackendReads(() => now);
   reads.reader = { receive: () => undefined };
   const s = socket(reads, random);
   assert.equal(s.room, 512, 'the first buffer: a 101 and small messages');
@@ -69,7 +70,14 @@ test('while nothing is kept, every read goes into the same buffer: 512 bytes unt
   for (let i = 0; i < 100; i++) s.read(513 + Math.floor(random() * (s.room - 513)));
   assert.equal(s.buffers.size, 2, 'then every read over 512 bytes reuses that one');
   s.read(2);
-  assert.equal(s.room, 512, 'a small read (a pong): back to 512 bytes, so a leg gone quiet keeps no 64 KiB');
+  assert.equal(s.room, 64 * 1024, 'a small read soon after a full one: the leg is busy, it keeps its buffer');
+  assert.equal(s.buffers.size, 2);
+  now += 999;
+  s.read(2);
+  assert.equal(s.room, 64 * 1024);
+  now += 1;
+  s.read(2);
+  assert.equal(s.room, 512, 'a small read (a pong) a second after the last full one: back to 512 bytes, so a leg gone quiet keeps no 64 KiB');
   const before = s.views.size;
   for (let i = 0; i < 100; i++) s.read(1 + Math.floor(random() * 200));
   assert.equal(s.views.size, before, 'and small reads reuse it');

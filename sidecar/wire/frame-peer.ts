@@ -58,6 +58,13 @@ const NATIVE_MASK_MIN = 128;
 const FIRST_READ_BYTES = 512;
 /** Once a read fills the buffer: libuv's suggested read size, as Node's own reads get. */
 const READ_BUFFER_BYTES = 64 * 1024;
+/**
+ * A full-size buffer goes back to FIRST_READ_BYTES at a small read this long after the last read
+ * that filled a buffer: a leg gone quiet keeps no 64 KiB (it gives it up at its next read, a pong
+ * at the latest), and a leg whose reads come in bursts is not switched back and forth at every
+ * burst (a 64 KiB buffer per switch, and reads split at 512 bytes, cost twice the CPU per message).
+ */
+const SHRINK_AFTER_MS = 1000;
 
 interface BufferUtil {
   mask(source: Buffer, mask: Buffer, output: Buffer, offset: number, length: number): void;
@@ -123,9 +130,21 @@ export class BackendReads {
   /** Bytes of the last read. */
   private bytes = 0;
   private lent = false;
+  /** When a read last filled the buffer. */
+  private filledAt = 0;
+
+  /** `now`: the clock (a test's own). */
+  constructor(private readonly now: () => number = Date.now) {}
+
   readonly onread = {
     buffer: (): Buffer => {
-      if (this.lent || this.bytes === this.free.length || (this.bytes <= FIRST_READ_BYTES && this.buffer.length === READ_BUFFER_BYTES)) this.moveOn();
+      if (this.buffer === EMPTY) this.moveOn(FIRST_READ_BYTES);
+      else if (this.bytes === this.free.length) {
+        this.filledAt = this.now();
+        this.moveOn(READ_BUFFER_BYTES);
+      } else if (this.buffer.length === READ_BUFFER_BYTES && this.bytes <= FIRST_READ_BYTES && this.now() - this.filledAt >= SHRINK_AFTER_MS) {
+        this.moveOn(FIRST_READ_BYTES);
+      } else if (this.lent) this.moveOn(this.buffer.length);
       return this.free;
     },
     // Pausing is the reader's socket.pause(), which stops reads at once under `onread`.
@@ -147,14 +166,11 @@ export class BackendReads {
   }
 
   /**
-   * After a read that lent, or filled the buffer (a busy leg: the next one gets 64 KiB), or was
-   * small again (the leg goes back to 512 bytes, so a leg gone quiet after a burst does not keep
-   * 64 KiB: at worst a new 64 KiB per burst, which is what Node's own reads allocate per read), or
-   * the first.
+   * The next read's room, in a buffer of `size`: the first read, one that filled the buffer (a busy
+   * leg: 64 KiB next), a small one long after the last full one (back to 512 bytes), or one that
+   * lent (after its bytes).
    */
-  private moveOn(): void {
-    const filled = this.bytes === this.free.length;
-    const size = this.buffer === EMPTY || (!filled && this.bytes <= FIRST_READ_BYTES) ? FIRST_READ_BYTES : filled ? READ_BUFFER_BYTES : this.buffer.length;
+  private moveOn(size: number): void {
     if (this.lent) this.offset += this.bytes;
     this.lent = false;
     this.bytes = 0;
