@@ -1,7 +1,7 @@
 // Prometheus metrics of the sidecar. Per-message and per-session figures (message counts, bytes,
-// sizes, sessions closed, dials) are kept in plain numbers on the hot path and turned into samples
-// when scraped; prom-client's own label lookups hash and allocate, so they are used only for rarer
-// events (failovers, migrations, admin).
+// sizes, sessions closed, dials, failovers) are kept in plain numbers on the hot path and turned
+// into samples when scraped; prom-client's own label lookups hash and allocate, so they are used
+// only for rarer events (migrations, admin, DNS).
 import { Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { CodecStats } from './codecs/tracker.js';
