@@ -3,7 +3,7 @@ import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
 import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/schema.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { dialBackend, type DialContext, type DialResult } from './dial.js';
+import { dialBackend, type Cancel, type DialContext, type DialResult } from './dial.js';
 import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
 import { healthStatuses, type HealthStatus } from './health/ejection.js';
@@ -81,7 +81,7 @@ export interface ConnectRequest {
   protocol: string | null;
   /** A 3xx/4xx answer ends the attempt and goes to the client (new sessions); otherwise the next backend is tried. */
   relayRefusal: boolean;
-  signal?: AbortSignal;
+  cancel?: Cancel;
 }
 
 export type ConnectResult =
@@ -163,11 +163,11 @@ export class BackendPool {
     if (req.exclude !== null) excluded.add(req.exclude);
     const fence = req.target === null ? this.fence(req.session, req.exclude) : null;
     for (;;) {
-      if (req.signal?.aborted) return { ok: false, kind: 'aborted' };
+      if (req.cancel?.cancelled) return { ok: false, kind: 'aborted' };
       let backend = fence ? this.pick(req, new Set([...excluded, ...fence.outside])) : undefined;
       if (!backend && !fence?.strict) backend = this.pick(req, excluded);
       if (!backend) return { ok: false, kind: 'none' };
-      const result = await this.dial(backend, req.path, req.protocols, req.headers, req.protocol, req.signal);
+      const result = await this.dial(backend, req.path, req.protocols, req.headers, req.protocol, req.cancel);
       if (result.ok) {
         return { ok: true, backend, peer: result.peer, headers: result.headers };
       } else if (result.kind === 'aborted') {
@@ -214,10 +214,10 @@ export class BackendPool {
     protocols: readonly string[],
     headers: OutgoingHttpHeaders,
     protocol: string | null,
-    signal?: AbortSignal,
+    cancel?: Cancel,
   ): Promise<DialResult> {
     const target = { url: joinBackendUrl(backend.spec.url, path), address: backend.spec.address };
-    let result = await dialBackend(target, protocols, headers, this.dialContext, signal);
+    let result = await dialBackend(target, protocols, headers, this.dialContext, cancel);
     const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
     this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
     if (result.ok && protocol !== null && result.peer.protocol !== protocol) {
@@ -267,18 +267,18 @@ export class BackendPool {
     }
   }
 
-  /** Resolves after `ms`, or earlier when a backend may have become usable, or on abort. */
-  waitForBackend(ms: number, signal: AbortSignal): Promise<void> {
+  /** Resolves after `ms`, or earlier when a backend may have become usable, or when cancelled. */
+  waitForBackend(ms: number, cancel: Cancel): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.waiters.delete(done);
-        signal.removeEventListener('abort', done);
+        cancel.off();
         resolve();
       };
       const timer = setTimeout(done, ms);
       this.waiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
+      cancel.on(done);
     });
   }
 

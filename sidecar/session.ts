@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { Backend, BackendPool } from './backends.js';
+import { Cancel } from './dial.js';
 import { isSendableCloseCode, MAX_CLOSE_REASON_BYTES } from '../common/close-codes.js';
 import type { Frame, ProtocolState } from './codecs/codec.js';
 import type { ActiveCodec } from './codecs/registry.js';
@@ -107,7 +108,7 @@ export class Session implements PeerSink {
   private buffer: Buffered[] = [];
   bufferedBytes = 0;
   /** Cancels the dial or wait under way (a client gone, a session closed). */
-  private pending: AbortController | null = null;
+  private pending: Cancel | null = null;
   private timer: NodeJS.Timeout | null = null;
   /** The migration under way, answered when it ends; and a request being decided right now. */
   private migrationWaiter: ((r: MigrationResult) => void) | null = null;
@@ -403,14 +404,14 @@ export class Session implements PeerSink {
         void this.dial(e.leg, e.target, e.exclude);
         return;
       case 'cancel':
-        this.pending?.abort();
+        this.pending?.cancel();
         this.pending = null;
         return;
       case 'wait-for-backend': {
-        const abort = new AbortController();
-        this.pending = abort;
-        void host.pool.waitForBackend(e.ms, abort.signal).then(() => {
-          if (this.pending === abort) this.pending = null;
+        const cancel = new Cancel();
+        this.pending = cancel;
+        void host.pool.waitForBackend(e.ms, cancel).then(() => {
+          if (this.pending === cancel) this.pending = null;
           this.dispatch({ type: 'wait-over' });
         });
         return;
@@ -492,8 +493,8 @@ export class Session implements PeerSink {
 
   /** One pass over the backends for the machine's dial `no`; its outcome becomes a 'dialled' event. */
   private async dial(no: number, target: string | null, exclude: string | null): Promise<void> {
-    const abort = new AbortController();
-    this.pending = abort;
+    const cancel = new Cancel();
+    this.pending = cancel;
     const h = this.host.config.failover.reconnectHeader;
     const result = await this.host.pool.connect({
       session: this.id,
@@ -505,9 +506,9 @@ export class Session implements PeerSink {
       exclude,
       protocol: this.protocol,
       relayRefusal: false,
-      signal: abort.signal,
+      cancel,
     });
-    if (this.pending === abort) this.pending = null;
+    if (this.pending === cancel) this.pending = null;
     if (result.ok) {
       // Kept paused (as dialled) until it serves: its messages must come after the old leg's.
       this.nextLeg = result.peer;
