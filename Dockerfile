@@ -38,10 +38,10 @@ LABEL org.opencontainers.image.title="baton" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 WORKDIR /app
-# --max-semi-space-size=4 halves the sidecar's memory per idle session (docs/performance.md); the
-# operator inherits it too (set NODE_OPTIONS in its Deployment to change that).
-ENV NODE_ENV=production \
-    NODE_OPTIONS=--max-semi-space-size=4
+# No NODE_OPTIONS: V8's default young generation. A smaller one (--max-semi-space-size) only lowers
+# the memory held for some seconds after a burst of handshakes, and costs CPU in every burst
+# (docs/performance.md, "Memory per idle session").
+ENV NODE_ENV=production
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./

@@ -89,8 +89,14 @@ interface Plan {
   latency: LatencyPlan;
   handshakes: HandshakePlan;
   idleSessions: number;
-  /** Wait after opening/closing idle sessions before reading RSS (the sidecar can't be told to GC). */
+  /** Wait after opening idle sessions before reading the RSS they arrived with. */
   rssSettleMs: number;
+  /**
+   * How long sessions (and the processes before them) stay idle before the bar's reading: V8 keeps
+   * the young generation a burst of handshakes grew until its memory reducer, some 10–30 s of
+   * quiet later, gives it back (docs/performance.md, "Memory per idle session").
+   */
+  rssIdleMs: number;
   failoverTrials: number;
   massFailover: MassFailoverPlan & {
     /** The echo backends' --answer-delay (MIN-MAX ms): answers are late, so some are in flight at the kill. */
@@ -130,6 +136,7 @@ const FULL_PLAN: Plan = {
   handshakes: { concurrency: 32, warmupMs: 500, measureMs: 3000 },
   idleSessions: 2000,
   rssSettleMs: 1000,
+  rssIdleMs: 40_000,
   failoverTrials: 40,
   massFailover: { sessions: 4000, sendEveryMs: 500, warmupMs: 2000, deadlineMs: 10_000, answerDelay: '2-5' },
   resume: { trials: 40, tickMs: 2, streams: 2 },
@@ -143,6 +150,7 @@ const QUICK_PLAN: Plan = {
   handshakes: { ...FULL_PLAN.handshakes, warmupMs: 200, measureMs: 700 },
   idleSessions: 500,
   rssSettleMs: 500,
+  rssIdleMs: 40_000,
   failoverTrials: 8,
   massFailover: { ...FULL_PLAN.massFailover, sessions: 1000, warmupMs: 1500 },
   resume: { ...FULL_PLAN.resume, trials: 8 },
@@ -200,8 +208,10 @@ interface RssResult {
   sessions: number;
   beforeKiB: number;
   afterKiB: number;
-  /** (after − before) / sessions, both read after a settle: the figure the bar is about. */
+  /** (after − before) / sessions, both read after rssIdleMs of quiet: the figure the bar is about. */
   perSessionKiB: number;
+  /** The same with `after` read rssSettleMs after the sessions opened: what a burst of arrivals holds for a while. */
+  arrivedPerSessionKiB: number;
   /** Sidecar only: the same after a forced full GC, and the live JS heap per session. */
   afterGc?: { perSessionKiB: number; heapPerSessionKiB: number };
 }
@@ -415,7 +425,7 @@ function describeEnvironment(options: Options): Environment {
 function sidecarFlagsLabel(env: Environment): string {
   const image = imageNodeOptions();
   const options = env.sidecarNodeOptions === '' ? 'NODE_OPTIONS empty (V8 defaults)' : `NODE_OPTIONS=${env.sidecarNodeOptions}`;
-  const source = env.sidecarNodeOptions === image ? " (the image's, from the Dockerfile)" : ` (not the image's ${image})`;
+  const source = env.sidecarNodeOptions === image ? " (as the image ships it: the Dockerfile's)" : ` (not the image's ${image === '' ? 'V8 defaults' : image})`;
   const extra = env.sidecarNodeFlags.length > 0 ? ` + node flags ${env.sidecarNodeFlags.join(' ')}` : '';
   return options + source + extra;
 }
@@ -607,62 +617,87 @@ function proxyTargets(backend: BackendProcess, sidecar: SidecarProcess, referenc
 
 // ---- section 4: RSS per idle session ------------------------------------------------------------
 
+/** A process whose RSS per idle session is measured, and the URL its sessions open on. */
+interface IdleTarget {
+  name: TargetName;
+  url: string;
+  pid: number;
+  /** The sidecar, started with the GC hook: also measured after forced full GCs. */
+  gcHooked?: SidecarProcess;
+}
+
 /**
- * A fresh backend, sidecar, nginx and haproxy, so earlier runs' heap slack doesn't absorb the sessions.
- * The backend's own growth per direct connection is measured too, as a reference for what one
- * plain `ws` server socket costs in Node (a sidecar session holds two sockets).
+ * A fresh sidecar, nginx and haproxy in front of one echo backend, so earlier runs' heap slack
+ * doesn't absorb the sessions, and another echo backend measured directly, as a reference for what
+ * one plain `ws` server socket costs in Node (a sidecar session holds two sockets). All are
+ * measured together, so that the quiet periods are waited once.
  */
 async function runRssSection(options: Options, env: Environment, results: Results): Promise<void> {
-  const { plan } = options;
+  const direct = await startEchoBackend('rss-direct', await freePort(), false);
   const backend = await startEchoBackend('rss', await freePort(), false);
+  const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }], nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, gcHook: true });
+  const references = await startReferences(env, backend.port);
   try {
-    results.rss.direct = await measureIdleRss(backend.url, backend.proc.pid, plan);
-    log(`idle sessions, reference (echo backend, direct): ${rssLabel(results.rss.direct)}`);
-
-    const sidecar = await startSidecar({ backends: [{ id: 'rss', url: backend.url }], nodeOptions: options.sidecarNodeOptions, nodeFlags: options.sidecarNodeFlags, gcHook: true });
-    try {
-      results.rss.sidecar = await measureIdleRss(sidecar.url, sidecar.proc.pid, plan, sidecar);
-      log(`idle sessions, sidecar: ${rssLabel(results.rss.sidecar)}`);
-    } finally {
-      await stopSidecar(sidecar);
-    }
-
-    for (const [name, proxy] of Object.entries(await startReferences(env, backend.port)) as [ReferenceName, ProxyProcess][]) {
-      try {
-        results.rss[name] = await measureIdleRss(proxy.url, proxy.proc.pid, plan);
-        log(`idle sessions, ${name}: ${rssLabel(results.rss[name])}`);
-      } finally {
-        await proxy.proc.stop('SIGKILL');
-      }
-    }
+    const targets: IdleTarget[] = [
+      { name: 'direct', url: direct.url, pid: direct.proc.pid },
+      { name: 'sidecar', url: sidecar.url, pid: sidecar.proc.pid, gcHooked: sidecar },
+      ...(Object.entries(references) as [ReferenceName, ProxyProcess][]).map(([name, proxy]) => ({ name, url: proxy.url, pid: proxy.proc.pid })),
+    ];
+    results.rss = await measureIdleRss(targets, options.plan);
+    log(`idle sessions, reference (echo backend, direct): ${rssLabel(results.rss.direct!)}`);
+    for (const t of targets.slice(1)) log(`idle sessions, ${t.name}: ${rssLabel(results.rss[t.name]!)}`);
   } finally {
+    await stopSidecar(sidecar);
+    for (const proxy of Object.values(references)) await proxy.proc.stop('SIGKILL');
     await backend.proc.stop('SIGKILL');
+    await direct.proc.stop('SIGKILL');
   }
 }
 
 /**
- * Warm the server up, read VmRSS, open N idle sessions, settle, read VmRSS again. A sidecar started
- * with the GC hook is also measured after a forced full GC on both sides of the sessions (each GC
- * comes after the settled reading, so the bar's figure is taken as without the hook).
+ * Warm each process up, leave it quiet for rssIdleMs, read VmRSS; open N idle sessions on each,
+ * read VmRSS rssSettleMs later (as they arrived), then again after rssIdleMs of quiet (the bar's
+ * reading). The sidecar is also measured after a forced full GC on both sides of the sessions (each
+ * GC comes after the reading without it, so the bar's figure is taken as without the hook).
  */
-async function measureIdleRss(url: string, pid: number, plan: Plan, gcHooked?: SidecarProcess): Promise<RssResult> {
+async function measureIdleRss(targets: readonly IdleTarget[], plan: Plan): Promise<PerTarget<RssResult>> {
   const n = plan.idleSessions;
   // A few sessions first so lazily loaded code and one-time buffers aren't counted per session.
-  await closeAll(await openIdleSessions(url, 50));
-  await sleep(plan.rssSettleMs);
-  const beforeKiB = readRssKiB(pid);
-  const heapBefore = gcHooked ? (await forceGc(gcHooked)).heapUsed : 0;
-  const rssBeforeGc = gcHooked ? readRssKiB(pid) : 0;
-  const sockets = await openIdleSessions(url, n);
-  await sleep(plan.rssSettleMs);
-  const afterKiB = readRssKiB(pid);
-  const result: RssResult = { sessions: n, beforeKiB, afterKiB, perSessionKiB: (afterKiB - beforeKiB) / n };
-  if (gcHooked) {
-    const heapAfter = (await forceGc(gcHooked)).heapUsed;
-    result.afterGc = { perSessionKiB: (readRssKiB(pid) - rssBeforeGc) / n, heapPerSessionKiB: (heapAfter - heapBefore) / 1024 / n };
+  for (const t of targets) await closeAll(await openIdleSessions(t.url, 50));
+  await sleep(plan.rssIdleMs);
+  const before = new Map<IdleTarget, { rssKiB: number; heapBytes: number; rssBeforeGcKiB: number }>();
+  for (const t of targets) {
+    const rssKiB = readRssKiB(t.pid);
+    const heapBytes = t.gcHooked ? (await forceGc(t.gcHooked)).heapUsed : 0;
+    before.set(t, { rssKiB, heapBytes, rssBeforeGcKiB: t.gcHooked ? readRssKiB(t.pid) : 0 });
   }
-  await closeAll(sockets);
-  return result;
+  const sockets: Awaited<ReturnType<typeof openIdleSessions>>[] = [];
+  const arrivedKiB = new Map<IdleTarget, number>();
+  for (const t of targets) {
+    sockets.push(await openIdleSessions(t.url, n));
+    await sleep(plan.rssSettleMs);
+    arrivedKiB.set(t, readRssKiB(t.pid));
+  }
+  await sleep(plan.rssIdleMs);
+  const results: PerTarget<RssResult> = {};
+  for (const t of targets) {
+    const b = before.get(t)!;
+    const afterKiB = readRssKiB(t.pid);
+    const result: RssResult = {
+      sessions: n,
+      beforeKiB: b.rssKiB,
+      afterKiB,
+      perSessionKiB: (afterKiB - b.rssKiB) / n,
+      arrivedPerSessionKiB: (arrivedKiB.get(t)! - b.rssKiB) / n,
+    };
+    if (t.gcHooked) {
+      const heapAfter = (await forceGc(t.gcHooked)).heapUsed;
+      result.afterGc = { perSessionKiB: (readRssKiB(t.pid) - b.rssBeforeGcKiB) / n, heapPerSessionKiB: (heapAfter - b.heapBytes) / 1024 / n };
+    }
+    results[t.name] = result;
+  }
+  for (const s of sockets) await closeAll(s);
+  return results;
 }
 
 // ---- section 5: failover gap -------------------------------------------------------------------
@@ -1009,7 +1044,10 @@ function rssLabel(r: RssResult): string {
   const gc = r.afterGc
     ? `; after a forced full GC ${formatNumber(r.afterGc.perSessionKiB)} KiB RSS, of which ${formatNumber(r.afterGc.heapPerSessionKiB)} KiB live JS heap`
     : '';
-  return `${r.sessions} sessions, VmRSS ${formatNumber(r.beforeKiB / 1024)} → ${formatNumber(r.afterKiB / 1024)} MiB, ${formatNumber(r.perSessionKiB)} KiB per session${gc}`;
+  return (
+    `${r.sessions} sessions, VmRSS ${formatNumber(r.beforeKiB / 1024)} → ${formatNumber(r.afterKiB / 1024)} MiB once idle, ${formatNumber(r.perSessionKiB)} KiB per ` +
+    `session (${formatNumber(r.arrivedPerSessionKiB)} as they arrived)${gc}`
+  );
 }
 
 /** A table row: a label and one value per target, with the sidecar's ratios (to direct, nginx, haproxy). */
@@ -1097,6 +1135,7 @@ function report(options: Options, env: Environment, results: Results): string {
   }
   if (Object.keys(results.rss).length > 0) {
     rows.push(figureRow('RSS per idle session, KiB', pick(results.rss, (r) => r.perSessionKiB), false));
+    rows.push(figureRow('  as the sessions arrived, KiB', pick(results.rss, (r) => r.arrivedPerSessionKiB), false));
     const gc = results.rss.sidecar?.afterGc;
     if (gc) {
       rows.push(figureRow('  same after a full GC, KiB', { sidecar: gc.perSessionKiB }, false));

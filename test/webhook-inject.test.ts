@@ -81,7 +81,7 @@ describe('sidecar injection (pure)', () => {
     assert.equal(env(c, 'BATON_LISTEN_ADDRESS')?.value, '0.0.0.0:8080');
     assert.equal(env(c, 'BATON_ADMIN_ADDRESS')?.value, '0.0.0.0:9901');
     assert.deepEqual(env(c, 'BATON_ADMIN_TOKEN')?.valueFrom, { secretKeyRef: { name: 'baton-admin', key: 'token' } });
-    assert.equal(env(c, 'NODE_OPTIONS')?.value, '--max-semi-space-size=4');
+    assert.equal(env(c, 'NODE_OPTIONS'), undefined, "V8's defaults, as the image ships them");
     assert.deepEqual(c.livenessProbe?.httpGet, { path: '/healthz', port: 9901 });
     assert.deepEqual(c.readinessProbe?.httpGet, { path: '/readyz', port: 9901 });
     const sc = c.securityContext!;

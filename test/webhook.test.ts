@@ -212,7 +212,6 @@ describe('sidecar injection webhook on a real API server', { timeout: 180_000 },
       BATON_LISTEN_ADDRESS: `0.0.0.0:${listenPort}`,
       BATON_ADMIN_ADDRESS: `0.0.0.0:${adminPort}`,
       BATON_ADMIN_TOKEN: { secretKeyRef: { name: 'baton-admin', key: 'token' } },
-      NODE_OPTIONS: '--max-semi-space-size=4',
       BATON_SHUTDOWN_GRACE: '23s',
     });
     assert.equal(c.startupProbe?.httpGet?.path, '/healthz');

@@ -174,8 +174,6 @@ function sidecarContainer(s: SidecarSettings, native: boolean, shutdown: Shutdow
       { name: 'BATON_LISTEN_ADDRESS', value: `0.0.0.0:${s.listenPort}` },
       { name: 'BATON_ADMIN_ADDRESS', value: `0.0.0.0:${s.adminPort}` },
       { name: 'BATON_ADMIN_TOKEN', valueFrom: { secretKeyRef: { name: s.adminTokenSecret, key: TOKEN_KEY } } },
-      // A smaller young generation halves the memory per idle session (docs/performance.md).
-      { name: 'NODE_OPTIONS', value: '--max-semi-space-size=4' },
       { name: 'BATON_SHUTDOWN_GRACE', value: `${shutdown.graceSeconds}s` },
     ],
     resources: {
