@@ -105,6 +105,11 @@ export class Session implements PeerSink {
   private servedLeg = 1;
   /** The replay's frames that wait for the new backend's answer (Frame.afterResume). */
   private afterResume: Frame[] | null = null;
+  /** The serving leg's frames that end inside a protocol packet, held from the client until it is whole (ProtocolState.midPacket). */
+  private partial: Frame[] | null = null;
+  private partialBytes = 0;
+  /** The packet under way was too large to hold: its frames go to the client as they come. */
+  private partialReleased = false;
   private buffer: Buffered[] = [];
   bufferedBytes = 0;
   /** Cancels the dial or wait under way (a client gone, a session closed). */
@@ -293,10 +298,45 @@ export class Session implements PeerSink {
       else if (kind === 'malformed') codec.stats.malformed++;
     }
     this.countOut(data.length);
-    if (this.client.readyState === OPEN) this.toClient.forward(this.client, data, isBinary, this.host.config.session.highWaterMarkBytes);
     this.protocolState?.received(data, isBinary);
+    this.deliver(data, isBinary);
     // Held while a leg serves: the old backend of a migration is being drained.
     if (!this.relaying && !this.resuming) this.dispatch({ type: 'old-message', leg: leg.no, settled: this.settled });
+  }
+
+  /**
+   * Sends a backend's frame on to the client, after the frames held before it; or holds it, while
+   * the protocol packet it belongs to is unfinished and small enough to hold (codec.maxStateBytes).
+   */
+  private deliver(data: Buffer, isBinary: boolean): void {
+    const mid = this.protocolState?.midPacket?.() === true;
+    if (mid && !this.partialReleased) {
+      if (this.partialBytes + data.length <= this.host.config.codec.maxStateBytes) {
+        (this.partial ??= []).push({ data, isBinary });
+        this.partialBytes += data.length;
+        return;
+      }
+      this.partialReleased = true;
+    } else if (!mid) {
+      this.partialReleased = false;
+    }
+    const held = this.partial;
+    this.partial = null;
+    this.partialBytes = 0;
+    if (this.client.readyState !== OPEN) return;
+    const hwm = this.host.config.session.highWaterMarkBytes;
+    if (held !== null) for (const f of held) this.toClient.forward(this.client, f.data, f.isBinary, hwm);
+    this.toClient.forward(this.client, data, isBinary, hwm);
+  }
+
+  /** The serving leg is gone or replaced: a packet it left unfinished never reaches the client. */
+  private dropPartial(): void {
+    if (this.partial !== null) {
+      this.partial = null;
+      this.partialBytes = 0;
+      this.protocolState!.packetDropped?.();
+    }
+    this.partialReleased = false;
   }
 
   /** A frame of the new backend while it answers the replay: true = deliver it to the client. */
@@ -350,6 +390,7 @@ export class Session implements PeerSink {
   // ---- leg events -----------------------------------------------------------------------------
 
   private legClosed(leg: Peer, code: number, reason: Buffer): void {
+    if (leg === this.leg) this.dropPartial();
     const protocolError = leg === this.leg ? this.legProtocolError : 0;
     this.dispatch({ type: 'leg-closed', leg: leg.no, code, reason: reason.toString(), protocolError, unresumable: this.unresumable() });
   }
@@ -581,6 +622,7 @@ export class Session implements PeerSink {
   /** The next leg becomes the serving one (heard, resumed) unless it already is. */
   private adopt(leg: Leg): void {
     if (this.leg !== null && this.leg.no === leg.no) return;
+    this.dropPartial();
     const next = this.nextLeg!;
     this.leg = next;
     this.backend = this.nextBackend;

@@ -301,6 +301,38 @@ describe('unresumable', () => {
     assert.equal(s.state.unresumable(), null);
   });
 
+  test('a broker packet unfinished: midPacket() until its last frame; dropped (its broker lost), the stream starts afresh and the session is resumable', () => {
+    const s = Session.connected().client(sub(1, ['t/a'])).server(suback(1, [0]));
+    const down = frames(pub('t/a', 0));
+    assert.ok(down.length > 3, 'aedes-style framing: a frame per field');
+    assert.equal(s.state.midPacket!(), false);
+    for (const f of down.slice(0, 3)) s.state.received(f, true);
+    assert.equal(s.state.midPacket!(), true, 'the session holds these frames from the client');
+    for (const f of down.slice(3)) s.state.received(f, true);
+    assert.equal(s.state.midPacket!(), false, 'whole: the held frames go');
+    for (const f of down.slice(0, 2)) s.state.received(f, true);
+    s.state.packetDropped!();
+    assert.equal(s.state.midPacket!(), false);
+    assert.equal(s.state.unresumable(), null, 'the client never got any of it');
+    s.server(pub('t/b', 0));
+    assert.equal(s.state.unresumable(), null, 'the next packet is read from its first byte');
+    assert.equal(decode(s.state.replay()).map((p) => p.cmd).join(), 'connect,subscribe');
+    assert.equal(s.state.midPacket!(), false, 'while the new broker answers the replay, resumeAnswer() judges its frames');
+  });
+
+  test('a frame that finishes one broker packet and starts another is not held: the client must get the first (a SUBACK, a PUBACK)', () => {
+    const s = Session.connected().client(sub(1, ['t/a']));
+    const ack = whole(suback(1, [0]));
+    const next = whole(pub('t/a', 0));
+    s.state.received(Buffer.concat([ack, next.subarray(0, 4)]), true);
+    assert.equal(s.state.midPacket!(), false, 'the SUBACK goes to the client, with the start of the PUBLISH');
+    s.state.received(next.subarray(4, 6), true);
+    assert.equal(s.state.midPacket!(), false, 'the client has part of this packet already: nothing to hold');
+    assert.match(s.state.unresumable() ?? '', /client was sent part of a packet/);
+    s.state.received(next.subarray(6), true);
+    assert.equal(s.state.unresumable(), null);
+  });
+
   test('MQTT 5: a Topic Alias used by the client, a client id assigned by the broker, enhanced authentication', () => {
     const alias = new Session(5).client(CONNECT5).server(CONNACK5).client(pub('t/a', 0, undefined, { properties: { topicAlias: 1 } } as Partial<Packet>));
     assert.match(alias.state.unresumable() ?? '', /Topic Aliases/);

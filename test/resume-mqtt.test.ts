@@ -6,6 +6,8 @@
 //   (messages from it within 1 s of a kill, on both subscriptions), mqtt.js sees no close, offline,
 //   error or second connect, a QoS 1 PUBLISH the dead broker never acknowledged is replayed (DUP)
 //   and acknowledged once, by the survivor, and a new one is acknowledged too;
+// - a broker crashing in the middle of a packet it sends (aedes writes each field as its own frame):
+//   the unfinished packet never reaches mqtt.js, and the connection goes on with the other broker;
 // - a subscription removed before the kill is not made again on the new broker;
 // - a new broker refusing the replayed CONNECT (other credentials): the connection closes, mqtt.js
 //   reconnects by itself and gets the broker's own refusal (CONNACK 5, not authorized), no zombie;
@@ -217,6 +219,29 @@ describe('MQTT sessions resumed on another backend', () => {
       assert.ok(m.resume_answers_swallowed >= 3, `the CONNACK and two SUBACKs swallowed (${m.resume_answers_swallowed} frames)`);
     });
   }
+
+  test('a broker crashing in the middle of a packet (aedes writes each field as its own frame): the unfinished packet never reaches mqtt.js, and the same connection goes on with the survivor', async () => {
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
+    let url: string;
+    ({ sidecar, url } = await startSidecar(config([a, b])));
+    const c = client(url);
+    await c.connected();
+    await c.mqtt.subscribeAsync('t/a');
+    await c.mqtt.subscribeAsync('t/b');
+    const session = onlySession(sidecar);
+    const { victim, survivor } = servingPair(sidecar, a, b);
+    await waitFor(() => c.from(victim.id, 0, 't/a').length >= 3 && c.from(victim.id, 0, 't/b').length >= 3, 'messages from the serving broker');
+    const crashedAt = Date.now();
+    // The victim sends the first half of a PUBLISH to t/a as one frame, then SIGKILLs itself.
+    c.mqtt.publish('die/mid-packet', 'now');
+    await waitForMessagesFrom(c, ['t/a', 't/b'], survivor, crashedAt);
+    assertSeamless(c);
+    assert.equal(session.failovers, 1);
+    assert.equal(onlySession(sidecar), session, 'the same session throughout');
+    const m = await metrics(sidecar);
+    assert.deepEqual([m.resumes, m.resumed, m.unresumable_sessions], [1, 1, 0]);
+  });
 
   test('a subscription removed before the kill is not made again: the survivor gets exactly one SUBSCRIBE', async () => {
     const a = await Fixture.begin('a');

@@ -236,7 +236,7 @@ export const ConfigSchema = z.object({
       maxTrackedBytes: key(size({ min: 1, max: 1 * GiB }), 1 * MiB, 'Bytes of unanswered requests kept per session for replay; beyond it the oldest is no longer tracked (counted).'),
       requestTimeout: key(duration({ min: 1 }), 60 * S, 'A request unanswered this long is no longer tracked (counted as an unanswered timeout).'),
       maxStateFrames: key(int(1, 100_000), 256, "Frames of a session's protocol state kept for replay (a login, subscriptions); past it the session cannot be resumed (1012 at its next backend change)."),
-      maxStateBytes: key(size({ min: 1, max: 1 * GiB }), 256 * KiB, "Bytes of a session's protocol state kept for replay; past it the session cannot be resumed."),
+      maxStateBytes: key(size({ min: 1, max: 1 * GiB }), 256 * KiB, "Bytes of a session's protocol state kept for replay; past it the session cannot be resumed. Also the most of a backend's unfinished packet held back from the client (MQTT: packets span frames), so that losing that backend mid-packet leaves the session resumable."),
       resumeTimeout: key(duration({ min: 1 }), 5 * S, "The longest a new backend may take to answer the replay of a session's protocol state; then it counts as failed."),
       orphanAnswers: key(oneOf(['forward', 'drop']), 'forward', "A client's answer to a call from a backend that has died since: forward it to the new backend, or drop it."),
     },

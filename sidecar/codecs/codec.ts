@@ -77,6 +77,15 @@ export interface ProtocolState {
   /** Why the session cannot be resumed now (state over its bound, a transaction open), or null. */
   unresumable(): string | null;
   /**
+   * Whether the backend's frames so far end inside one of the protocol's packets (MQTT packets may
+   * span frames: aedes writes each field as its own). The session holds such frames from the client
+   * until the packet is whole (up to codec.maxStateBytes), so that a backend lost mid-packet leaves
+   * the client between two packets, where the session can still be resumed. Absent = never.
+   */
+  midPacket?(): boolean;
+  /** The held frames of a packet the backend never finished were dropped: its stream starts afresh. */
+  packetDropped?(): void;
+  /**
    * Whether the backend owes this session nothing (MQTT: no QoS 1/2 exchange in flight). A planned
    * migration waits for it, as for a codec's tracked requests; absent = always.
    */

@@ -44,7 +44,10 @@
 // unresumable() (the session gets 1012 at its next backend change) when:
 // - the kept state is over its bounds (CONNECT + SUBSCRIBEs over maxBytes stop being kept at all;
 //   frames over maxFrames, or an in-flight PUBLISH that did not fit in maxBytes, until that passes);
-// - either direction was cut mid-packet (the new stream would start with the tail of a packet);
+// - either direction was cut mid-packet (the new stream would start with the tail of a packet).
+//   Towards the client that happens only past codec.maxStateBytes: until then the session holds a
+//   broker's frames that end inside a packet (midPacket()) until the packet is whole, and drops them
+//   if the broker is lost first (packetDropped()): a QoS 0 message lost, the session resumable;
 // - the CONNECT, a SUBSCRIBE or an UNSUBSCRIBE awaits its answer (its answer could not be told
 //   from the replay's by the frame's first bytes, which is when a verdict is due);
 // - MQTT 5: the client used a Topic Alias (aliases live only as long as one network connection
@@ -493,6 +496,13 @@ class MqttState implements ProtocolState {
   private resume: Resume | null = null;
   /** When the recent replays were made (a session taken over again and again must stop). */
   private readonly replayedAt: number[] = [];
+  /** Packets the broker's stream has completed (how received() tells that a frame finished one). */
+  private serverPackets = 0;
+  /**
+   * The broker's frames since its stream was last at a packet boundary started there and completed
+   * no packet: all of them belong to the packet under way, and none of it has to reach the client yet.
+   */
+  private unfinishedFromBoundary = false;
 
   private readonly clientSink: PacketSink = {
     valid: (type, flags) => (this.connect === null && this.version === 0 ? type === CONNECT && flags === 0 : type !== CONNECT && validFixedHeader(type, flags, 'client', this.version)),
@@ -505,7 +515,10 @@ class MqttState implements ProtocolState {
     valid: (type, flags) => this.version !== 0 && validFixedHeader(type, flags, 'backend', this.version),
     started: () => {},
     want: (type, _flags, remaining) => this.serverWant(type, remaining),
-    complete: (type, flags, remaining, packet, bodyStart, have) => this.serverPacket(type, flags, remaining, packet, bodyStart, have),
+    complete: (type, flags, remaining, packet, bodyStart, have) => {
+      this.serverPackets++;
+      this.serverPacket(type, flags, remaining, packet, bodyStart, have);
+    },
   };
 
   private readonly resumeSink: PacketSink = {
@@ -554,7 +567,10 @@ class MqttState implements ProtocolState {
       return;
     }
     try {
+      const fromBoundary = this.server.atBoundary || this.unfinishedFromBoundary;
+      const completed = this.serverPackets;
       this.server.push(data);
+      this.unfinishedFromBoundary = fromBoundary && this.serverPackets === completed && !this.server.atBoundary;
       if (this.server.broken) this.stop('mqtt: the backend stream could not be read');
     } catch (err) {
       this.failed(err);
@@ -586,6 +602,17 @@ class MqttState implements ProtocolState {
     return null;
   }
 
+  /** Only a packet whose every byte came in the frames held so far: a frame that finished another goes to the client. */
+  midPacket(): boolean {
+    return this.sticky === null && this.resume === null && this.unfinishedFromBoundary;
+  }
+
+  packetDropped(): void {
+    if (this.resume !== null) return;
+    this.server = new PacketStream(this.serverSink);
+    this.unfinishedFromBoundary = false;
+  }
+
   /** No QoS 1/2 exchange or PINGREQ of the client in flight: a drain need not replay anything. */
   settled(): boolean {
     return this.inflight.size === 0 && !this.pingOutstanding;
@@ -604,6 +631,7 @@ class MqttState implements ProtocolState {
       this.resume = null;
       this.previous = null;
       this.server = new PacketStream(this.serverSink);
+      this.unfinishedFromBoundary = false;
       return [];
     }
     this.replayedAt.push(Date.now());
@@ -667,6 +695,7 @@ class MqttState implements ProtocolState {
   private resumed(r: Resume): void {
     r.stream.sink = this.serverSink;
     this.server = r.stream;
+    this.unfinishedFromBoundary = false;
     this.resume = null;
     this.previous = null;
   }
