@@ -177,6 +177,19 @@ describe('MQTT sessions resumed on another backend', () => {
   });
   after(killAllFixtures);
 
+  /** Brokers a and b behind the sidecar, and an mqtt.js client subscribed to t/a and t/b (QoS 0). */
+  const subscribedOnTwo = async (): Promise<{ a: Fixture; b: Fixture; c: Client; s: Sidecar }> => {
+    const a = await Fixture.begin('a');
+    const b = await Fixture.begin('b');
+    const started = await startSidecar(config([a, b]));
+    sidecar = started.sidecar;
+    const c = client(started.url);
+    await c.connected();
+    await c.mqtt.subscribeAsync('t/a');
+    await c.mqtt.subscribeAsync('t/b');
+    return { a, b, c, s: started.sidecar };
+  };
+
   for (const protocolVersion of [4, 5] as const) {
     test(`MQTT ${protocolVersion === 4 ? '3.1.1' : '5'}: SIGKILL of the serving broker — the same connection goes on with the survivor on both subscriptions, no close or second connect; the QoS 1 PUBLISH in flight is replayed (DUP) and acknowledged once, by the survivor`, async (t) => {
       const a = await Fixture.begin('a');
@@ -221,16 +234,9 @@ describe('MQTT sessions resumed on another backend', () => {
   }
 
   test('a broker crashing in the middle of a packet (aedes writes each field as its own frame): the unfinished packet never reaches mqtt.js, and the same connection goes on with the survivor', async () => {
-    const a = await Fixture.begin('a');
-    const b = await Fixture.begin('b');
-    let url: string;
-    ({ sidecar, url } = await startSidecar(config([a, b])));
-    const c = client(url);
-    await c.connected();
-    await c.mqtt.subscribeAsync('t/a');
-    await c.mqtt.subscribeAsync('t/b');
-    const session = onlySession(sidecar);
-    const { victim, survivor } = servingPair(sidecar, a, b);
+    const { a, b, c, s } = await subscribedOnTwo();
+    const session = onlySession(s);
+    const { victim, survivor } = servingPair(s, a, b);
     await waitFor(() => c.from(victim.id, 0, 't/a').length >= 3 && c.from(victim.id, 0, 't/b').length >= 3, 'messages from the serving broker');
     const crashedAt = Date.now();
     // The victim sends the first half of a PUBLISH to t/a as one frame, then SIGKILLs itself.
@@ -238,21 +244,14 @@ describe('MQTT sessions resumed on another backend', () => {
     await waitForMessagesFrom(c, ['t/a', 't/b'], survivor, crashedAt);
     assertSeamless(c);
     assert.equal(session.failovers, 1);
-    assert.equal(onlySession(sidecar), session, 'the same session throughout');
-    const m = await metrics(sidecar);
+    assert.equal(onlySession(s), session, 'the same session throughout');
+    const m = await metrics(s);
     assert.deepEqual([m.resumes, m.resumed, m.unresumable_sessions], [1, 1, 0]);
   });
 
   test('a subscription removed before the kill is not made again: the survivor gets exactly one SUBSCRIBE', async () => {
-    const a = await Fixture.begin('a');
-    const b = await Fixture.begin('b');
-    let url: string;
-    ({ sidecar, url } = await startSidecar(config([a, b])));
-    const c = client(url);
-    await c.connected();
-    await c.mqtt.subscribeAsync('t/a');
-    await c.mqtt.subscribeAsync('t/b');
-    const { victim, survivor } = servingPair(sidecar, a, b);
+    const { a, b, c, s } = await subscribedOnTwo();
+    const { victim, survivor } = servingPair(s, a, b);
     await waitFor(() => c.from(victim.id, 0, 't/b').length >= 2, 'messages on t/b');
     await c.mqtt.unsubscribeAsync('t/b');
     const killedAt = Date.now();
