@@ -8,6 +8,8 @@
 //   and acknowledged once, by the survivor, and a new one is acknowledged too;
 // - a broker crashing in the middle of a packet it sends (aedes writes each field as its own frame):
 //   the unfinished packet never reaches mqtt.js, and the connection goes on with the other broker;
+//   unless the packet is larger than codec.maxStateBytes: then it is not held, and the client is
+//   closed with 1012 (it has part of the packet);
 // - a subscription removed before the kill is not made again on the new broker;
 // - a new broker refusing the replayed CONNECT (other credentials): the connection closes, mqtt.js
 //   reconnects by itself and gets the broker's own refusal (CONNACK 5, not authorized), no zombie;
@@ -178,10 +180,10 @@ describe('MQTT sessions resumed on another backend', () => {
   after(killAllFixtures);
 
   /** Brokers a and b behind the sidecar, and an mqtt.js client subscribed to t/a and t/b (QoS 0). */
-  const subscribedOnTwo = async (): Promise<{ a: Fixture; b: Fixture; c: Client; s: Sidecar }> => {
+  const subscribedOnTwo = async (extra = ''): Promise<{ a: Fixture; b: Fixture; c: Client; s: Sidecar }> => {
     const a = await Fixture.begin('a');
     const b = await Fixture.begin('b');
-    const started = await startSidecar(config([a, b]));
+    const started = await startSidecar(config([a, b], extra));
     sidecar = started.sidecar;
     const c = client(started.url);
     await c.connected();
@@ -247,6 +249,19 @@ describe('MQTT sessions resumed on another backend', () => {
     assert.equal(onlySession(s), session, 'the same session throughout');
     const m = await metrics(s);
     assert.deepEqual([m.resumes, m.resumed, m.unresumable_sessions], [1, 1, 0]);
+  });
+
+  test('a packet larger than codec.maxStateBytes is not held: a broker crashing inside it leaves mqtt.js with part of it, so the session is closed with 1012, not resumed', async () => {
+    const { a, b, c, s } = await subscribedOnTwo('codec: { maxStateBytes: 400 }\n');
+    const { victim } = servingPair(s, a, b);
+    await waitFor(() => c.from(victim.id, 0, 't/a').length >= 3, 'messages from the serving broker');
+    // 600 bytes of a PUBLISH as one frame (over the bound: it goes on), then 10 more (they must go
+    // on too: the client has the packet's start), then the crash.
+    c.mqtt.publish('die/mid-packet', JSON.stringify({ headBytes: 600 }));
+    await waitFor(() => c.wsCloses.length === 1, 'the client closed');
+    assert.deepEqual(c.wsCloses.map((x) => x.code), [1012]);
+    const m = await metrics(s);
+    assert.deepEqual([m.resumes, m.unresumable_sessions], [0, 1]);
   });
 
   test('a subscription removed before the kill is not made again: the survivor gets exactly one SUBSCRIBE', async () => {
