@@ -1,7 +1,9 @@
 # The one Baton image: `baton sidecar --config FILE` and `baton operator [flags]` (docs/image.md).
 # Build: docker build -t baton .
 
-ARG NODE_VERSION=20
+# Node 26, the Active LTS line (Node 20 reached its end of life on 2026-04-30), pinned to the
+# release the tests and the bench run: they fetch this same version (scripts/ensure-node.sh).
+ARG NODE_VERSION=26.12.1
 
 # Compile TypeScript to dist/ with the dev dependencies (tsc, types), but only what `baton` runs: the
 # CLI with everything it imports, and the echo backend that `baton demo` spawns. (`npm run build`

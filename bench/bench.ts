@@ -1,8 +1,9 @@
 // `npm run bench`: measures an echo backend directly, through the Baton sidecar and (when their
 // binaries are on PATH) through nginx and haproxy, each one process with one worker thread, and
 // prints the figures, the ratios and the product's bars. Every server runs in its own process;
-// the load generator runs in this one. All on 127.0.0.1. The sidecar runs with the image's
-// NODE_OPTIONS (the Dockerfile's ENV), so the bench measures what ships. See docs/performance.md
+// the load generator runs in this one. All on 127.0.0.1. The sidecar runs on the image's Node
+// (`npm run bench` starts the bench on it) with the image's NODE_OPTIONS (the Dockerfile's ENV),
+// so the bench measures what ships. See docs/performance.md
 // for what each figure means.
 //
 //   node dist/bench/bench.js [--quick] [--only throughput,latency,handshakes,rss,failover,resume,codec,migration,kube] [--rounds N]
@@ -58,6 +59,7 @@ import {
   forceGc,
   freePort,
   imageNodeOptions,
+  imageNodeVersion,
   killEverything,
   makeTempDir,
   readCpuMs,
@@ -412,7 +414,7 @@ function describeEnvironment(options: Options): Environment {
   return {
     cores: availableParallelism(),
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown CPU',
-    node: process.version,
+    node: process.version === imageNodeVersion() ? `${process.version} (the image's)` : `${process.version} (not the image's ${imageNodeVersion()}: run npm run bench)`,
     kernel: release(),
     binaries: { nginx: findOnPath('nginx'), haproxy: findOnPath('haproxy') },
     versions: {},

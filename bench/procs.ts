@@ -267,6 +267,15 @@ export function imageNodeOptions(): string {
   return m === null ? '' : m[1]!;
 }
 
+/**
+ * The Node release the image ships (its Dockerfile's ARG NODE_VERSION, as "v26.12.1"). `npm run
+ * bench` runs the bench on it (scripts/ensure-node.sh), and with it every sidecar the bench starts.
+ */
+export function imageNodeVersion(): string {
+  const dockerfile = readFileSync(new URL('../../Dockerfile', import.meta.url), 'utf8');
+  return `v${/^ARG NODE_VERSION=(\S+)$/m.exec(dockerfile)?.[1] ?? '?'}`;
+}
+
 /** Starts `node bin/baton.js sidecar --config <tmp yaml>` on a free loopback port, with the image's NODE_OPTIONS unless told otherwise. */
 export async function startSidecar(opts: SidecarOptions): Promise<SidecarProcess> {
   const port = await freePort();

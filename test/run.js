@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// Runs every compiled test file (dist/test/**/*.test.js) with Node's built-in runner.
-// Node 20's --test takes files, not globs, so they are listed here. Extra arguments are passed to
+// Runs every compiled test file (dist/test/**/*.test.js) with Node's built-in runner, on the Node
+// that runs this script: `npm test` starts it with the image's (scripts/ensure-node.sh), so every
+// sidecar and operator a test spawns (process.execPath) runs what ships. --test is given files,
+// not globs (Node 20's takes no globs), so they are listed here. Extra arguments are passed to
 // node (e.g. `npm test -- --test-name-pattern=failover`); TEST_FILTER=substr limits which files run.
 import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync, spawn } from 'node:child_process';
