@@ -4,6 +4,7 @@ import { createChooser, type BackendView, type Chooser } from './balancing/choos
 import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/schema.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { dialBackend, type Cancel, type DialContext, type DialResult } from './dial.js';
+import { DialSlots } from './dial-slots.js';
 import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
 import { healthStatuses, type HealthStatus } from './health/ejection.js';
@@ -29,6 +30,7 @@ export class Backend {
   probing = false;
   readonly breaker: CircuitBreaker;
   readonly phi: PhiAccrualDetector;
+  readonly dialSlots = new DialSlots();
 
   constructor(
     public spec: BackendSpec,
@@ -217,7 +219,14 @@ export class BackendPool {
     cancel?: Cancel,
   ): Promise<DialResult> {
     const target = { url: joinBackendUrl(backend.spec.url, path), address: backend.spec.address };
-    let result = await dialBackend(target, protocols, headers, this.dialContext, cancel);
+    const slot = backend.dialSlots.acquire(this.config.upstream.maxConcurrentDials, cancel);
+    if (slot !== true && !(await slot)) return { ok: false, kind: 'aborted' };
+    let result: DialResult;
+    try {
+      result = await dialBackend(target, protocols, headers, this.dialContext, cancel);
+    } finally {
+      backend.dialSlots.release(this.config.upstream.maxConcurrentDials);
+    }
     const outcome: DialOutcome = result.ok ? 'success' : result.kind === 'error' ? 'failure' : result.kind;
     this.report(backend, outcome, Date.now(), result.ok ? undefined : result.kind === 'error' ? result.reason : outcome);
     if (result.ok && protocol !== null && result.peer.protocol !== protocol) {

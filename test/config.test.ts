@@ -94,6 +94,7 @@ const DEFAULTS: SidecarConfig = {
   },
   upstream: {
     connectTimeout: 5_000,
+    maxConcurrentDials: 128,
     handshakeTimeout: 10_000,
     perMessageDeflate: false,
     tls: { caFile: '', certFile: '', keyFile: '', servername: '', rejectUnauthorized: true },

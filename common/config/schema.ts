@@ -211,6 +211,11 @@ export const ConfigSchema = z.object({
   upstream: section(
     {
       connectTimeout: key(duration({ min: 1 }), 5 * S, 'TCP (and TLS) connect timeout towards a backend.'),
+      maxConcurrentDials: key(
+        int(1, 100_000),
+        128,
+        "Dials (TCP connect and WebSocket upgrade) in flight to one backend at once; more wait their turn. When thousands of sessions fail over together, a connect each at once would overflow the backend's listen queue, and TCP retries a dropped connect only after 1 s.",
+      ),
       handshakeTimeout: key(duration({ min: 1 }), 10 * S, 'WebSocket upgrade timeout towards a backend.', { wsbalancer: [{ yaml: ['handshake-timeout'], env: 'BE_HANDSHAKE_TIMEOUT', perBackend: true }] }),
       perMessageDeflate: key(bool(), false, 'Offer permessage-deflate to backends.'),
       tls: section({
