@@ -24,7 +24,7 @@ type Charger = InstanceType<typeof RPCClient>;
  * session.maxLifetime: each session migrates 0.9–1.1 × this after it opened. Phases a and b must
  * be over before 0.9 × this (checked); a second lifetime migration comes no sooner than 1.8 × this.
  */
-const LIFETIME_S = 20;
+const LIFETIME_S = 14;
 /** Echo sessions (each sends a message every 20 ms: 10k messages a second in all). */
 const SESSIONS = 200;
 /**
