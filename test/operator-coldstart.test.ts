@@ -440,20 +440,23 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
     t.after(() => slow.close());
     await startOperator('operator-d', slow.kubeconfig);
     const from = await settledRevision(CATCH_UP_MS);
-    // Slow migration (20 sessions per sidecar at 0.4/s: about 50 s), so the kills land mid-rollout.
-    await patchBalancer({ spec: { rollout: { blueGreen: { migrationRate: 0.4 } } } });
+    // Slow migration (20 sessions per sidecar at 0.6/s: about 33 s), so the kills (the sixth comes
+    // some 30 s in) land mid-rollout.
+    await patchBalancer({ spec: { rollout: { blueGreen: { migrationRate: 0.6 } } } });
     const sessions = await openSessions('p');
     t.after(() => closeSessions(sessions));
     const monitor = new SafetyMonitor(sidecars, async () => (await getBalancer()).status, revisionsWithPods, 'purple');
     t.after(() => monitor.stop());
     const kills: string[] = [];
+    const since = Date.now();
+    const at = () => `${((Date.now() - since) / 1000).toFixed(1)} s`;
     await apps.createNamespacedDeployment({ namespace: NS, body: deployment(NS, 'echo-purple', backendLabels('purple'), 2, BACKEND_PORT) });
     for (let i = 0; i < RESTARTS; i++) {
       const leader = await eventually(async () => operators.find((o) => o.leading), 'a leader', 20_000, 20);
       await sleep(random() * 2500); // a random moment of its leadership
       const cold = random() < 0.5;
-      const at = (await getBalancer()).status;
-      kills.push(`${cold ? 'cold' : 'warm'} (${at?.activeRevision}${at?.previewRevision ? `→${at.previewRevision}` : ''}${at?.rollout?.promotingSince ? ' promoting' : ''})`);
+      const status = (await getBalancer()).status;
+      kills.push(`${cold ? 'cold' : 'warm'} at ${at()} (${status?.activeRevision}${status?.previewRevision ? `→${status.previewRevision}` : ''}${status?.rollout?.promotingSince ? ' promoting' : ''})`);
       await leader.kill();
       if (cold) {
         // No replica left and the lease expired: a fresh process takes over with empty caches.
@@ -467,6 +470,7 @@ describe('operator at a cold start: nothing acts on a cache that has not synced'
       await startOperator(`operator-r${i}`, slow.kubeconfig);
     }
     await waitForPromoted(custom, NS, 'edge', 'purple', 120_000);
+    t.diagnostic(`kills: ${kills.join(', ')}; purple promoted at ${at()}`);
     await revisionGone(sidecars, from);
     assert.equal(await monitor.stop(), '', `nothing drained by mistake, no retired revision back (kills: ${kills.join(', ')}; ${JSON.stringify(monitor.polls)} polls)`);
     assert.ok(kills.filter((k) => k.includes('→purple')).length >= RESTARTS / 2, `most kills landed mid-rollout: ${kills.join(', ')}`);
