@@ -48,6 +48,9 @@ export class Backend {
   get sessions(): number {
     return this.legs;
   }
+  get dialsWaiting(): number {
+    return this.dialSlots.queued;
+  }
   /** Only the pool changes the count (BackendPool.attach/detach). */
   countLeg(delta: 1 | -1): void {
     this.legs += delta;

@@ -12,6 +12,11 @@ export class DialSlots {
   /** Dials waiting for a slot, oldest first; each is called with true when it gets one, false when cancelled. */
   private readonly waiting = new Set<(granted: boolean) => void>();
 
+  /** Dials waiting for a slot now (the baton_backend_dials_waiting gauge). */
+  get queued(): number {
+    return this.waiting.size;
+  }
+
   /**
    * Takes a slot: true at once when one is free (no promise on the common path), else a promise of
    * true once one frees, or false if `cancel` fires first. Every true must be given back with release().

@@ -55,6 +55,8 @@ export interface BackendGauges {
   readonly state: BackendState;
   readonly health: HealthStatus;
   readonly phiValue: number;
+  /** Dials waiting for one of its upstream.maxConcurrentDials slots. */
+  readonly dialsWaiting: number;
 }
 
 /** What the collectors read at scrape time. */
@@ -313,6 +315,16 @@ export class SidecarMetrics {
       collect() {
         this.reset();
         for (const b of source.backends()) this.set({ backend: b.id }, b.phiValue);
+      },
+    });
+    new Gauge({
+      name: 'baton_backend_dials_waiting',
+      help: 'Dials to each backend waiting for a slot (upstream.maxConcurrentDials): above 0 while many sessions fail over or arrive at once.',
+      labelNames: ['backend'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of source.backends()) this.set({ backend: b.id }, b.dialsWaiting);
       },
     });
     new Counter({

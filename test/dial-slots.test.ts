@@ -1,5 +1,5 @@
 // upstream.maxConcurrentDials: the dials in flight to one backend are bounded, so that a storm of
-// failovers does not overflow its listen queue (sidecar/dial-slots.ts).
+// failovers does not overflow its listen queue (sidecar/dial-slots.ts); the ones waiting are a gauge.
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -102,9 +102,27 @@ describe('upstream.maxConcurrentDials', () => {
     assert.equal(onA, 24, 'round-robin: half of them on a');
     assert.ok(b.peak() <= 4, `${b.peak()} upgrades pending at once on b while the sessions opened`);
 
+    // What an operator sees meanwhile: dials waiting for b's slots, then none.
+    const waitingOnB = async () => {
+      const { values } = await sidecar!.metrics.registry.getSingleMetric('baton_backend_dials_waiting')!.get();
+      return values.find((v) => v.labels.backend === 'b')?.value;
+    };
+    assert.equal(await waitingOnB(), 0);
+    const seen: number[] = [];
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        seen.push((await waitingOnB()) ?? -1);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
     a.kill();
     await waitFor(() => sidecar!.pool.backends.get('b')!.sessions === clients.length, 'every session on b', 10_000);
+    watching = false;
+    await watcher;
     assert.equal(b.peak(), 4, 'the failover storm filled the 4 slots, and no more');
+    assert.ok(Math.max(...seen) >= 10, `baton_backend_dials_waiting{backend="b"} during the storm: ${seen.join(' ')}`);
+    assert.equal(await waitingOnB(), 0);
     for (const [i, c] of clients.entries()) c.ws.send(`after ${i}`);
     await waitFor(() => clients.every((c) => c.texts().includes(`after ${clients.indexOf(c)}`)), 'every session answered by b');
     assert.ok(clients.every((c) => c.closed === null), 'no client closed');

@@ -115,7 +115,7 @@ export const sidecarDashboard = dashboard({
     stateTimeline({
       title: 'Backend health',
       description: 'Worst health any selected sidecar sees for each backend.',
-      w: 8,
+      w: 6,
       h: 8,
       states: [
         { value: 0, text: 'healthy', color: 'green' },
@@ -133,14 +133,14 @@ export const sidecarDashboard = dashboard({
     timeseries({
       title: 'Backend φ (suspicion)',
       description: 'φ-accrual suspicion of each backend (highest over the selected sidecars); health.phi.threshold (default 16) marks it failed.',
-      w: 8,
+      w: 6,
       h: 8,
       queries: [{ expr: `max by (backend) (baton_backend_phi{${I}})`, legend: '{{backend}}' }],
     }),
     stateTimeline({
       title: 'Backend state',
       description: 'Administrative state of each backend: enabled, disabled (no new sessions) or draining (sessions migrating off).',
-      w: 8,
+      w: 6,
       h: 8,
       states: [
         { value: 0, text: 'enabled', color: 'green' },
@@ -148,6 +148,13 @@ export const sidecarDashboard = dashboard({
         { value: 2, text: 'draining', color: 'blue' },
       ],
       queries: [{ expr: `max by (backend) (baton_backend_state{${I}, state="disabled"} or 2 * baton_backend_state{${I}, state="draining"})`, legend: '{{backend}}' }],
+    }),
+    timeseries({
+      title: 'Dials waiting for a slot',
+      description: 'Dials to each backend waiting for one of its upstream.maxConcurrentDials slots (most over the selected sidecars): a burst when many sessions fail over or arrive at once. Often above 0 in quiet times: raise the limit, or the backend\'s capacity.',
+      w: 6,
+      h: 8,
+      queries: [{ expr: `max by (backend) (baton_backend_dials_waiting{${I}})`, legend: '{{backend}}' }],
     }),
 
     row('Traffic'),
