@@ -96,7 +96,8 @@ interface Plan {
   /**
    * How long sessions (and the processes before them) stay idle before the bar's reading: V8 keeps
    * the young generation a burst of handshakes grew until its memory reducer, some 10–30 s of
-   * quiet later, gives it back (docs/performance.md, "Memory per idle session").
+   * quiet later, gives it back, and Node 26's V8 pools the pages it frees for some 10 s more before
+   * it returns them (docs/performance.md, "Memory per idle session").
    */
   rssIdleMs: number;
   failoverTrials: number;
@@ -138,7 +139,7 @@ const FULL_PLAN: Plan = {
   handshakes: { concurrency: 32, warmupMs: 500, measureMs: 3000 },
   idleSessions: 2000,
   rssSettleMs: 1000,
-  rssIdleMs: 40_000,
+  rssIdleMs: 60_000,
   failoverTrials: 40,
   massFailover: { sessions: 4000, sendEveryMs: 500, warmupMs: 2000, deadlineMs: 10_000, answerDelay: '2-5' },
   resume: { trials: 40, tickMs: 2, streams: 2 },
@@ -152,7 +153,7 @@ const QUICK_PLAN: Plan = {
   handshakes: { ...FULL_PLAN.handshakes, warmupMs: 200, measureMs: 700 },
   idleSessions: 500,
   rssSettleMs: 500,
-  rssIdleMs: 40_000,
+  rssIdleMs: 60_000,
   failoverTrials: 8,
   massFailover: { ...FULL_PLAN.massFailover, sessions: 1000, warmupMs: 1500 },
   resume: { ...FULL_PLAN.resume, trials: 8 },
