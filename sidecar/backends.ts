@@ -223,7 +223,15 @@ export class BackendPool {
   ): Promise<DialResult> {
     const target = { url: joinBackendUrl(backend.spec.url, path), address: backend.spec.address };
     const slot = backend.dialSlots.acquire(this.config.upstream.maxConcurrentDials, cancel);
-    if (slot !== true && !(await slot)) return { ok: false, kind: 'aborted' };
+    if (slot !== true) {
+      if (!(await slot)) return { ok: false, kind: 'aborted' };
+      // Dials that failed while this one waited may have opened the breaker: then this session tries
+      // another backend now, instead of a dial of its own that would likely fail the same way.
+      if (backend.breaker.state !== 'closed') {
+        backend.dialSlots.release(this.config.upstream.maxConcurrentDials);
+        return { ok: false, kind: 'error', reason: 'its breaker opened while this dial waited for a slot', cause: 'other' };
+      }
+    }
     let result: DialResult;
     try {
       result = await dialBackend(target, protocols, headers, this.dialContext, cancel);

@@ -4,7 +4,9 @@
 // default backlog is 511). The kernel drops what does not fit, and the dialling side sends its SYN
 // again only after TCP's initial retransmission timeout, one second: the bench's mass failover
 // measured 1.2–1.35 s instead of 0.6–0.7 s whenever that happened. Waiting here costs nothing of
-// the kind: a slot frees as soon as a dial ends, successful or not.
+// the kind: a slot frees as soon as a dial ends, successful or not. (A backend that times out every
+// dial would hold its slots for a timeout each: the pool sends a waiter elsewhere once the
+// backend's breaker has opened, backends.ts.)
 import type { Cancel } from './dial.js';
 
 export class DialSlots {

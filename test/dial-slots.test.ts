@@ -91,6 +91,35 @@ describe('upstream.maxConcurrentDials', () => {
     };
   }
 
+  test('a backend that never answers: once its breaker opens, the dials queued behind its slots go to another backend at once', async () => {
+    const a = await backend(0);
+    // Takes the connection and never answers the upgrade.
+    const silent = createServer();
+    let upgrades = 0;
+    silent.on('upgrade', () => upgrades++);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    servers.push({ close: () => silent.close() });
+    const silentUrl = `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const { sidecar: s, url } = await startSidecar(
+      `${backendsYaml([{ id: 'a', url: a.url }, { id: 'silent', url: silentUrl }])}upstream:\n  maxConcurrentDials: 2\n  handshakeTimeout: 300ms\n` +
+        'health:\n  breaker:\n    threshold: 2\nbalancer:\n  algorithm: round-robin\nshutdown:\n  grace: 0\n',
+    );
+    try {
+      const started = Date.now();
+      const clients = await Promise.all(Array.from({ length: 12 }, () => TestClient.connect(`${url}/x`)));
+      const took = Date.now() - started;
+      assert.equal(s.pool.backends.get('a')!.sessions, 12, 'every session on a');
+      // Half of them pick the silent backend: two dial, the first timeout frees a slot while the
+      // breaker is still closed (one failure), so a third dials; the second timeout opens it, and
+      // the three still queued go to a without dialling. (Without that check: 6 upgrades.)
+      assert.equal(upgrades, 3, 'upgrades the silent backend was sent');
+      assert.ok(took < 1000, `all 12 open after ${took} ms (a handshake timeout is 300 ms)`);
+      for (const c of clients) c.close();
+    } finally {
+      await s.stop();
+    }
+  });
+
   test('24 sessions failing over at once: never more than 4 dials in flight to the survivor, and every session carries on', async () => {
     const a = await backend(0);
     const b = await backend(50);
