@@ -415,7 +415,7 @@ function describeEnvironment(options: Options): Environment {
   return {
     cores: availableParallelism(),
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown CPU',
-    node: process.version === imageNodeVersion() ? `${process.version} (the image's)` : `${process.version} (not the image's ${imageNodeVersion()}: run npm run bench)`,
+    node: nodeLabel(),
     kernel: release(),
     binaries: { nginx: findOnPath('nginx'), haproxy: findOnPath('haproxy') },
     versions: {},
@@ -423,6 +423,12 @@ function describeEnvironment(options: Options): Environment {
     sidecarNodeFlags: options.sidecarNodeFlags,
     commit: sidecarCommit(),
   };
+}
+
+/** This process's Node (every sidecar the bench starts runs on it), and whether it is the image's. */
+function nodeLabel(): string {
+  const image = imageNodeVersion();
+  return process.version === image ? `${process.version} (the image's)` : `${process.version} (not the image's ${image}: run npm run bench)`;
 }
 
 function sidecarFlagsLabel(env: Environment): string {

@@ -153,7 +153,7 @@ describe('upstream.maxConcurrentDials', () => {
     assert.ok(Math.max(...seen) >= 10, `baton_backend_dials_waiting{backend="b"} during the storm: ${seen.join(' ')}`);
     assert.equal(await waitingOnB(), 0);
     for (const [i, c] of clients.entries()) c.ws.send(`after ${i}`);
-    await waitFor(() => clients.every((c) => c.texts().includes(`after ${clients.indexOf(c)}`)), 'every session answered by b');
+    await waitFor(() => clients.every((c, i) => c.texts().includes(`after ${i}`)), 'every session answered by b');
     assert.ok(clients.every((c) => c.closed === null), 'no client closed');
     for (const c of clients) c.close();
   });

@@ -133,6 +133,8 @@ const dockerfileText = readFileSync(join(repo, 'Dockerfile'), 'utf8');
 const dockerfile = parseDockerfile(dockerfileText);
 const runtimeStage = dockerfile.at(-1)!;
 const ignored = dockerignore(readFileSync(join(repo, '.dockerignore'), 'utf8'));
+/** The image's `node` (its NODE_VERSION, fetched once per machine): what ships is run on what ships, whatever runs this test. */
+const imageNode = (): string => execFileSync('bash', [join(repo, 'scripts/ensure-node.sh')], { encoding: 'utf8' }).trim();
 
 describe('Dockerfile and .dockerignore', () => {
   test('multi-stage; the runtime stage runs `node /app/bin/baton.js` as a numeric non-root user, in production', () => {
@@ -155,9 +157,7 @@ describe('Dockerfile and .dockerignore', () => {
     const froms = [...dockerfileText.matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]);
     assert.equal(froms.length, dockerfile.length);
     for (const from of froms) assert.match(from!, /^node:\$\{NODE_VERSION\}-bookworm(-slim)?$/);
-    const ensured = spawnSync('bash', [join(repo, 'scripts/ensure-node.sh')], { encoding: 'utf8' });
-    assert.equal(ensured.status, 0, ensured.stderr);
-    assert.equal(spawnSync(ensured.stdout.trim(), ['--version'], { encoding: 'utf8' }).stdout.trim(), `v${pinned[1]}`);
+    assert.equal(spawnSync(imageNode(), ['--version'], { encoding: 'utf8' }).stdout.trim(), `v${pinned[1]}`);
   });
 
   test('.dockerignore keeps installed, built and non-runtime files out of the context', () => {
@@ -247,13 +247,12 @@ describe('the image, rebuilt from the Dockerfile without Docker', () => {
   let dir = '';
   let app = '';
   let entrypoint = '';
-  /** The image's `node` (its NODE_VERSION): the runtime tree is run on what ships, whatever runs this test. */
-  let imageNode = '';
+  let node = '';
   const env = { PATH: process.env.PATH, ...stageEnv(runtimeStage) };
   const started: ChildProcess[] = [];
 
   before(async () => {
-    imageNode = execFileSync('bash', [join(repo, 'scripts/ensure-node.sh')], { encoding: 'utf8' }).trim();
+    node = imageNode();
     dir = mkdtempSync(join(tmpdir(), 'baton-image-'));
     const context = join(dir, 'context');
     const files = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repo }).toString().split('\0');
@@ -268,11 +267,11 @@ describe('the image, rebuilt from the Dockerfile without Docker', () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  const batonSync = (args: string[]) => spawnSync(imageNode, [entrypoint, ...args], { cwd: app, env, encoding: 'utf8' });
+  const batonSync = (args: string[]) => spawnSync(node, [entrypoint, ...args], { cwd: app, env, encoding: 'utf8' });
 
   /** `docker run IMAGE ARGS…`: the ENTRYPOINT with ARGS, in the runtime stage's WORKDIR and ENV. */
   function baton(args: string[], extraEnv: NodeJS.ProcessEnv = {}) {
-    const child = spawn(imageNode, [entrypoint, ...args], { cwd: app, env: { ...env, ...extraEnv } });
+    const child = spawn(node, [entrypoint, ...args], { cwd: app, env: { ...env, ...extraEnv } });
     const p = { child, output: '', exit: undefined as number | null | undefined };
     child.stdout.on('data', (d: Buffer) => (p.output += d.toString()));
     child.stderr.on('data', (d: Buffer) => (p.output += d.toString()));
@@ -287,7 +286,7 @@ describe('the image, rebuilt from the Dockerfile without Docker', () => {
     assert.ok(devOnly.includes('node_modules/typescript'));
     assert.deepEqual(devOnly.filter((p) => existsSync(join(app, p))), [], 'dev-only packages in the image');
     assert.ok(existsSync(join(app, 'node_modules/ws')));
-    const bufferutil = spawnSync(imageNode, ['-e', "console.log(require('bufferutil') === require('bufferutil/fallback') ? 'js' : 'native')"], { cwd: app, env, encoding: 'utf8' });
+    const bufferutil = spawnSync(node, ['-e', "console.log(require('bufferutil') === require('bufferutil/fallback') ? 'js' : 'native')"], { cwd: app, env, encoding: 'utf8' });
     assert.equal(bufferutil.stdout.trim(), 'native', bufferutil.stderr);
     assert.ok(!existsSync(join(app, 'dist/test')) && !existsSync(join(app, 'dist/bench')));
   });
