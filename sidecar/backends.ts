@@ -3,9 +3,8 @@ import { request as httpsRequest } from 'node:https';
 import { createChooser, type BackendView, type Chooser } from './balancing/choose.js';
 import type { BackendSpec, BackendState, SidecarConfig } from '../common/config/schema.js';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import { dialBackend, type Cancel, type DialContext, type DialResult } from './dial.js';
+import { dialBackend, dialEndpoint, requestTarget, type Cancel, type DialContext, type DialEndpoint, type DialResult } from './dial.js';
 import { DialSlots } from './dial-slots.js';
-import { joinBackendUrl } from './headers.js';
 import { CircuitBreaker } from './health/breaker.js';
 import { healthStatuses, type HealthStatus } from './health/ejection.js';
 import { PhiAccrualDetector } from './health/phi.js';
@@ -31,6 +30,9 @@ export class Backend {
   readonly breaker: CircuitBreaker;
   readonly phi: PhiAccrualDetector;
   readonly dialSlots = new DialSlots();
+  /** The spec whose URL `endpointOf` holds taken apart (a spec is replaced, never changed). */
+  private endpointSpec: BackendSpec | null = null;
+  private endpointOf: DialEndpoint | null = null;
 
   constructor(
     public spec: BackendSpec,
@@ -57,6 +59,14 @@ export class Backend {
   }
   get state(): BackendState {
     return this.spec.state;
+  }
+  /** Where dials go: the spec's URL, parsed once per spec rather than per dial. */
+  get endpoint(): DialEndpoint {
+    if (this.endpointSpec !== this.spec) {
+      this.endpointOf = dialEndpoint(this.spec.url, this.spec.address);
+      this.endpointSpec = this.spec;
+    }
+    return this.endpointOf!;
   }
 }
 
@@ -221,7 +231,7 @@ export class BackendPool {
     protocol: string | null,
     cancel?: Cancel,
   ): Promise<DialResult> {
-    const target = { url: joinBackendUrl(backend.spec.url, path), address: backend.spec.address };
+    const target = { endpoint: backend.endpoint, path: requestTarget(backend.endpoint, path) };
     const slot = backend.dialSlots.acquire(this.config.upstream.maxConcurrentDials, cancel);
     if (slot !== true) {
       if (!(await slot)) return { ok: false, kind: 'aborted' };
@@ -370,7 +380,7 @@ export class BackendPool {
     const url = new URL(probe.path, b.spec.url);
     if (probe.type === 'websocket') {
       const ctx = { ...this.dialContext, handshakeTimeout: probe.timeout };
-      void dialBackend({ url: url.href, address: b.spec.address }, [], {}, ctx).then((r) => {
+      void dialBackend({ endpoint: b.endpoint, path: url.pathname + url.search }, [], {}, ctx).then((r) => {
         if (r.ok) {
           // Dialled legs come paused; the close handshake needs reading.
           r.peer.attach(DISCARD);

@@ -75,19 +75,68 @@ export class Cancel {
   }
 }
 
-/** Where a dial goes: the URL, and the address to connect to when not the URL's host (a backend expanded by DNS). */
-export interface DialTarget {
-  url: string;
-  address?: string;
+/**
+ * A backend's URL taken apart once per backend, so that a dial only appends the session's path.
+ * `address` (a backend expanded by DNS) is where the TCP connection goes; Host, TLS SNI and the
+ * certificate check keep the URL's name.
+ */
+export interface DialEndpoint {
+  secure: boolean;
+  /** The URL's host[:port] as written in the Host header. */
+  host: string;
+  /** The address to connect to: `address`, or the URL's host name (an IPv6 address without brackets). */
+  connectTo: string;
+  port: number;
+  /** For TLS SNI: the host name, or '' for an IP address (SNI takes no addresses). */
+  servername: string;
+  /** The URL's path without its trailing "/", and its query without the "?". */
+  basePath: string;
+  baseQuery: string;
+  /** "ws://host:port", for ws's client (permessage-deflate legs). */
+  origin: string;
+}
+
+/** `url` is a valid ws:// or wss:// URL (the config and the admin API check it). */
+export function dialEndpoint(url: string, address?: string): DialEndpoint {
+  const u = new URL(url);
+  const secure = u.protocol === 'wss:';
+  const hostname = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  return {
+    secure,
+    host: u.host,
+    connectTo: address ?? hostname,
+    port: Number(u.port) || (secure ? 443 : 80),
+    servername: net.isIP(hostname) ? '' : hostname,
+    basePath: u.pathname.endsWith('/') ? u.pathname.slice(0, -1) : u.pathname,
+    baseQuery: u.search.slice(1),
+    origin: `${u.protocol}//${u.host}`,
+  };
 }
 
 /**
- * Opens one WebSocket to a backend. With `target.address` the TCP connection goes there while the
- * Host header, TLS SNI and the certificate check keep the URL's name. Resolves, never rejects. The connect timeout covers TCP and
- * TLS; the handshake timeout covers everything up to the 101. An open leg is handed over
- * paused: the caller resumes it once it listens. Without permessage-deflate the leg is a
- * FramePeer on our own handshake (wire/handshake.ts), its socket read through `onread` into a
- * reused buffer (BackendReads); with it, ws does the handshake and framing.
+ * The request-target a backend gets: its URL's path, then the session's path (`clientTarget`),
+ * and its URL's query before the client's (ws://b:9000/base?v=2 + /chat?x=1 → /base/chat?v=2&x=1).
+ */
+export function requestTarget(endpoint: DialEndpoint, path: string): string {
+  if (endpoint.baseQuery === '') return endpoint.basePath + path;
+  const q = path.indexOf('?');
+  if (q === -1) return `${endpoint.basePath}${path}?${endpoint.baseQuery}`;
+  return `${endpoint.basePath}${path.slice(0, q)}?${endpoint.baseQuery}&${path.slice(q + 1)}`;
+}
+
+/** Where a dial goes: a backend's endpoint, and the request-target asked of it (requestTarget). */
+export interface DialTarget {
+  endpoint: DialEndpoint;
+  path: string;
+}
+
+/**
+ * Opens one WebSocket to a backend (DialEndpoint says where the TCP connection goes). Resolves,
+ * never rejects. The connect timeout covers TCP and TLS; the handshake timeout covers everything
+ * up to the 101. An open leg is handed over paused: the caller resumes it once it listens.
+ * Without permessage-deflate the leg is a FramePeer on our own handshake (wire/handshake.ts), its
+ * socket read through `onread` into a reused buffer (BackendReads); with it, ws does the handshake
+ * and framing.
  */
 export function dialBackend(
   target: DialTarget,
@@ -99,24 +148,14 @@ export function dialBackend(
   return ctx.perMessageDeflate ? dialWs(target, protocols, headers, ctx, cancel) : dialFrames(target, protocols, headers, ctx, cancel);
 }
 
-function dialFrames({ url, address }: DialTarget, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, cancel?: Cancel): Promise<DialResult> {
+function dialFrames({ endpoint, path }: DialTarget, protocols: readonly string[], headers: OutgoingHttpHeaders, ctx: DialContext, cancel?: Cancel): Promise<DialResult> {
   return new Promise((resolve) => {
-    let target: URL;
-    try {
-      target = new URL(url);
-    } catch (err) {
-      resolve({ ok: false, kind: 'error', reason: (err as Error).message, cause: 'other' });
-      return;
-    }
-    const secure = target.protocol === 'wss:';
-    const host = target.hostname.startsWith('[') ? target.hostname.slice(1, -1) : target.hostname;
-    const port = Number(target.port) || (secure ? 443 : 80);
+    const { secure, connectTo: host, port } = endpoint;
     let settled = false;
-    const connectTo = address ?? host;
     const reads = new BackendReads();
     const socket = secure
-      ? tls.connect({ host: connectTo, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? (net.isIP(host) ? '' : host), onread: reads.onread } as tls.ConnectionOptions)
-      : net.connect({ host: connectTo, port, localAddress: ctx.localAddress, onread: reads.onread });
+      ? tls.connect({ host, port, localAddress: ctx.localAddress, ...ctx.tls, servername: ctx.tls.servername ?? endpoint.servername, onread: reads.onread } as tls.ConnectionOptions)
+      : net.connect({ host, port, localAddress: ctx.localAddress, onread: reads.onread });
     const finish = (result: DialResult) => {
       if (settled) return;
       settled = true;
@@ -133,7 +172,7 @@ function dialFrames({ url, address }: DialTarget, protocols: readonly string[], 
     const onConnect = () => {
       clearTimeout(connectTimer);
       if (ctx.keepAlive.enabled) socket.setKeepAlive(true, ctx.keepAlive.initialDelay);
-      void upgrade(socket, reads, { url: target, protocols, headers, maxPayload: ctx.maxPayload }).then((outcome) => {
+      void upgrade(socket, reads, { host: endpoint.host, path, protocols, headers, maxPayload: ctx.maxPayload }).then((outcome) => {
         if (outcome.ok) {
           if (settled) outcome.peer.terminate();
           else finish({ ok: true, peer: outcome.peer, headers: outcome.headers });
@@ -159,7 +198,7 @@ function dialFrames({ url, address }: DialTarget, protocols: readonly string[], 
 }
 
 function dialWs(
-  { url, address }: DialTarget,
+  { endpoint, path }: DialTarget,
   protocols: readonly string[],
   headers: OutgoingHttpHeaders,
   ctx: DialContext,
@@ -168,7 +207,7 @@ function dialWs(
   return new Promise((resolve) => {
     let settled = false;
     let upgradeHeaders: IncomingHttpHeaders = {};
-    const secure = url.startsWith('wss:');
+    const { secure, connectTo } = endpoint;
     let socket: WebSocket;
 
     const finish = (result: DialResult) => {
@@ -182,7 +221,7 @@ function dialWs(
     const onAbort = () => finish({ ok: false, kind: 'aborted' });
 
     try {
-      socket = new WebSocket(url, protocols as string[], {
+      socket = new WebSocket(endpoint.origin + path, protocols as string[], {
         headers: headers as Record<string, string>,
         perMessageDeflate: ctx.perMessageDeflate,
         maxPayload: ctx.maxPayload,
@@ -190,11 +229,8 @@ function dialWs(
         localAddress: ctx.localAddress,
         ...(secure ? ctx.tls : {}),
         createConnection: (options: net.NetConnectOpts & tls.ConnectionOptions) => {
-          if (secure) {
-            const host = (options as { host?: string }).host ?? '';
-            if (options.servername === undefined) options.servername = net.isIP(host) ? '' : host;
-          }
-          if (address !== undefined) options.host = address;
+          if (secure && options.servername === undefined) options.servername = endpoint.servername;
+          options.host = connectTo;
           const s: net.Socket = secure ? tls.connect(options) : net.connect(options);
           const connectTimer = setTimeout(() => s.destroy(new Error(`connect timeout after ${ctx.connectTimeout}ms`)), ctx.connectTimeout);
           const stopTimer = () => clearTimeout(connectTimer);

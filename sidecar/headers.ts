@@ -101,16 +101,13 @@ export function passedResponseHeaderLines(names: readonly string[], backendHeade
 }
 
 /**
- * Client path and query appended to the backend URL's own path
- * (ws://b:9000/base + /chat?x=1 → ws://b:9000/base/chat?x=1).
+ * The client's request-target (a path: the upgrade checks it starts with "/") as every backend of
+ * the session gets it, after the backend URL's own path (dial.ts requestTarget). Parsed once per
+ * session: dot segments are resolved within it, so "/../x" stays under the backend's path, and what
+ * a request line cannot carry is percent-encoded or dropped.
  */
-export function joinBackendUrl(backendUrl: string, clientPathAndQuery: string): string {
-  const base = new URL(backendUrl);
-  const q = clientPathAndQuery.indexOf('?');
-  const clientPath = q === -1 ? clientPathAndQuery : clientPathAndQuery.slice(0, q);
-  const clientQuery = q === -1 ? '' : clientPathAndQuery.slice(q + 1);
-  const basePath = base.pathname.endsWith('/') ? base.pathname.slice(0, -1) : base.pathname;
-  const path = basePath + (clientPath.startsWith('/') ? clientPath : `/${clientPath}`);
-  const query = [base.search.slice(1), clientQuery].filter(Boolean).join('&');
-  return `${base.protocol}//${base.host}${path}${query ? `?${query}` : ''}`;
+export function clientTarget(requestPath: string): string {
+  // Behind a fixed origin, a path that starts with "//" stays a path and parsing cannot fail.
+  const u = new URL(`http://client${requestPath}`);
+  return u.pathname + u.search;
 }

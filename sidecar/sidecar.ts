@@ -17,7 +17,7 @@ import { RESTART_KEYS } from '../common/config/schema.js';
 import type { SidecarConfig } from '../common/config/schema.js';
 import { dialContext } from './dial.js';
 import { DnsExpander } from './dns/resolver.js';
-import { backendRequestHeaders, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
+import { backendRequestHeaders, clientTarget, headerPolicy, offeredProtocols, passedResponseHeaderLines, type HeaderPolicy } from './headers.js';
 import type { Logger } from '../common/logger.js';
 import { SidecarMetrics } from './metrics.js';
 import { runPaced } from './paced.js';
@@ -198,7 +198,7 @@ export class Sidecar implements SessionHost, AdminPort {
     if (problem) return respond(socket, problem.status, problem.message, problem.headers);
 
     const id = `${this.idPrefix}-${(++this.nextId).toString(36)}`;
-    const path = req.url ?? '/';
+    const path = clientTarget(req.url!);
     const headers = backendRequestHeaders(req, this.headers);
     const protocols = offeredProtocols(req.headers);
     const hashKey = this.hashKeyOf(req);
@@ -538,6 +538,8 @@ function tickInterval(config: SidecarConfig): number {
 
 function invalidUpgrade(req: IncomingMessage): { status: number; message: string; headers?: Record<string, string> } | null {
   if (req.method !== 'GET') return { status: 405, message: 'WebSocket upgrades must use GET' };
+  // RFC 6455 §4.1: the resource name, a path; never a proxy's absolute-form.
+  if (!req.url?.startsWith('/')) return { status: 400, message: 'the request-target must be a path starting with "/"' };
   if ((req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return { status: 400, message: 'Upgrade header must be "websocket"' };
   const key = req.headers['sec-websocket-key'];
   if (!key || !WS_KEY.test(key)) return { status: 400, message: 'missing or invalid Sec-WebSocket-Key' };

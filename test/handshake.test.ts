@@ -354,6 +354,50 @@ test('the upgrade request a backend receives: path and query, its own Host, a fr
   }
 });
 
+/** Sends an upgrade request with this request-target as written (no client library resolves it first); resolves with the status line. */
+function rawUpgrade(url: string, target: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    let head = '';
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      head += chunk;
+      const end = head.indexOf('\r\n');
+      if (end === -1) return;
+      socket.destroy();
+      resolve(head.slice(0, end));
+    });
+    socket.on('error', reject);
+    socket.on('close', () => reject(new Error(`closed without an answer to ${target}`)));
+    socket.write(
+      `GET ${target} HTTP/1.1\r\nHost: chat.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\n\r\n`,
+    );
+  });
+}
+
+test("a client's path stays under the backend URL's path: dot segments resolved within it, \"//\" kept, an absolute-form target refused", async () => {
+  const backend = await rawBackend((s, req) => s.write(switching(req)));
+  try {
+    await withSidecar(`${backendsYaml([{ id: 'raw', url: `${backend.url}/base?from=sidecar` }])}${UPSTREAM}`, async (_sidecar, url) => {
+      const sent: [string, string][] = [
+        ['/room/../../../admin?x=1', '/base/admin?from=sidecar&x=1'],
+        ['/room/./7/%2e%2E/8', '/base/room/8?from=sidecar'],
+        ['//room//7', '/base//room//7?from=sidecar'],
+        ['/a"b<c>{d}', '/base/a%22b%3Cc%3E%7Bd%7D?from=sidecar'],
+      ];
+      for (const [target] of sent) assert.equal(await rawUpgrade(url, target), 'HTTP/1.1 101 Switching Protocols', target);
+      assert.deepEqual(
+        backend.requests.map((r) => r.line),
+        sent.map(([, path]) => `GET ${path} HTTP/1.1`),
+      );
+      assert.match(await rawUpgrade(url, 'http://evil.example/admin'), /^HTTP\/1\.1 400 /);
+      assert.equal(backend.requests.length, sent.length, 'the backend never saw the absolute-form request');
+    });
+  } finally {
+    backend.close();
+  }
+});
+
 // ---- 5. permessage-deflate on the backend leg ----------------------------------------------------
 
 test('upstream.perMessageDeflate: the backend leg negotiates it, and messages flow both ways with either kind of client', async () => {

@@ -113,7 +113,7 @@ In YAML, a list of maps:
 
 | field | default | meaning |
 |---|---|---|
-| \`url\` | (required) | \`ws://\` or \`wss://\` URL, no \`#fragment\`; the client's path and query are appended to its path (\`http://\` / \`https://\` are rejected) |
+| \`url\` | (required) | \`ws://\` or \`wss://\` URL, no \`#fragment\`; the client's path and query are appended to its path and query, dot segments resolved within the client's path (docs/sessions.md, "One dial policy"; \`http://\` / \`https://\` are rejected) |
 | \`id\` | the URL's \`host:port\` (port 80/443 filled in) | unique; 1..128 characters from \`A-Z a-z 0-9 . _ : / [ ] -\` |
 | \`weight\` | \`1\` | relative share of new sessions, 1..1000 |
 | \`standby\` | \`false\` | only used when no non-standby backend is usable |

@@ -48,7 +48,10 @@ export type UpgradeOutcome =
   | { ok: false; error: Error; cause: 'subprotocol' | 'other' };
 
 export interface UpgradeRequest {
-  url: URL;
+  /** The Host header. */
+  host: string;
+  /** The request-target: path and query. */
+  path: string;
   protocols: readonly string[];
   headers: OutgoingHttpHeaders;
   maxPayload: number;
@@ -71,7 +74,7 @@ export function upgrade(socket: net.Socket | tls.TLSSocket, reads: BackendReads,
     keyOffset = 0;
   }
   const key = keyPool.toString('base64', keyOffset, (keyOffset += 16));
-  let head = `GET ${req.url.pathname}${req.url.search} HTTP/1.1\r\nHost: ${req.url.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n`;
+  let head = `GET ${req.path} HTTP/1.1\r\nHost: ${req.host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${key}\r\n`;
   if (req.protocols.length > 0) head += `Sec-WebSocket-Protocol: ${req.protocols.join(', ')}\r\n`;
   for (const name in req.headers) {
     const value = req.headers[name];
