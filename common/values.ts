@@ -316,7 +316,6 @@ export function listOf<T>(item: z.ZodType<T>, describe: string, key: (v: T) => s
   });
 }
 
-export const stringList = () => listOf(str(), 'list of strings');
 export const intList = (min: number, max: number) => listOf(int(min, max), `list of integers ${min}..${max}`);
 
 // --- codecs and headers ------------------------------------------------------------------------

@@ -173,7 +173,6 @@ export const WsBalancerSpecSchema = z.strictObject({
 });
 
 export type WsBalancerSpec = z.output<typeof WsBalancerSpecSchema>;
-export type BlueGreenSpec = WsBalancerSpec['rollout']['blueGreen'];
 export type CanarySpec = NonNullable<WsBalancerSpec['rollout']['canary']>;
 export type CanaryStep = CanarySpec['steps'][number];
 export type ChecksSpec = z.output<typeof checks>;
@@ -184,7 +183,6 @@ export function durationMs(d: number | string): number {
   const n = Number(d.slice(0, -1));
   return n * { s: 1000, m: 60_000, h: 3_600_000 }[d.slice(-1) as 's' | 'm' | 'h'];
 }
-export type LabelSelector = z.output<typeof labelSelector>;
 
 export type Phase = 'Healthy' | 'Progressing' | 'Paused' | 'Degraded';
 export type ConditionType = 'Available' | 'Progressing' | 'Promoted' | 'SidecarsSynced' | 'InvalidSpec';
