@@ -231,7 +231,8 @@ export class BackendPool {
     protocol: string | null,
     cancel?: Cancel,
   ): Promise<DialResult> {
-    const target = { endpoint: backend.endpoint, path: requestTarget(backend.endpoint, path) };
+    const endpoint = backend.endpoint;
+    const target = { endpoint, path: requestTarget(endpoint, path) };
     const slot = backend.dialSlots.acquire(this.config.upstream.maxConcurrentDials, cancel);
     if (slot !== true) {
       if (!(await slot)) return { ok: false, kind: 'aborted' };
