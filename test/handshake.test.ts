@@ -515,3 +515,36 @@ test("after a client's closing handshake the sidecar closes the TCP connection f
     await backend.close();
   }
 });
+
+test("after a closing handshake a backend's leg waits for the backend to close TCP first (its TIME_WAIT stays there), at most a second", async () => {
+  /** When the sidecar's close frame reached the backend, and when the sidecar's FIN did. */
+  const seen = new Map<string, { closeFrameAt: number; finAt: number }>();
+  const backend = await rawBackend((s, req) => {
+    const path = req.line.split(' ')[1]!;
+    s.write(switching(req));
+    s.on('data', (chunk: Buffer) => {
+      if (chunk[0] !== 0x88 || seen.has(path)) return;
+      const record = { closeFrameAt: Date.now(), finAt: 0 };
+      seen.set(path, record);
+      s.on('end', () => (record.finAt = Date.now()));
+      s.write(Buffer.from([0x88, 0x02, 4000 >> 8, 4000 & 0xff]));
+      // /late closes 300 ms after its close frame, as a busy server might; /never waits for the sidecar.
+      if (path === '/late') setTimeout(() => s.end(), 300);
+    });
+  });
+  try {
+    await withSidecar(`${backendsYaml([{ id: 'raw', url: backend.url }])}${UPSTREAM}`, async (sidecar, url) => {
+      for (const path of ['/late', '/never']) {
+        const c = await TestClient.connect(`${url}${path}`);
+        c.ws.close(4000);
+        await waitFor(() => (seen.get(path)?.finAt ?? 0) > 0, `the sidecar's FIN on ${path}`, 5000);
+        await waitFor(() => sidecar.sessions.size === 0, 'the session ended');
+      }
+      const waited = (path: string) => seen.get(path)!.finAt - seen.get(path)!.closeFrameAt;
+      assert.ok(waited('/late') >= 280, `the sidecar closed ${waited('/late')} ms after its close frame, before the backend did`);
+      assert.ok(waited('/never') >= 900 && waited('/never') < 3000, `a backend that never closes: the sidecar closed after ${waited('/never')} ms`);
+    });
+  } finally {
+    backend.close();
+  }
+});

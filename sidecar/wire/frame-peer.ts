@@ -40,6 +40,8 @@ const OP_PING = 0x9;
 const OP_PONG = 0xa;
 /** As ws: a closing handshake the other side does not finish is cut after this. */
 const CLOSE_TIMEOUT_MS = 30_000;
+/** After a closing handshake, how long a backend's leg waits for the backend to close TCP first. */
+const SERVER_CLOSE_WAIT_MS = 1000;
 const EMPTY = Buffer.alloc(0);
 /**
  * A leg not yet heard (dialled, not serving) keeps reading up to this much before its socket is
@@ -95,6 +97,9 @@ function onEnd(this: Socket): void {
 }
 function onClose(this: Socket): void {
   (this as TaggedSocket)[kPeer].socketClosed();
+}
+function destroySocket(socket: Socket): void {
+  socket.destroy();
 }
 function onError(this: Socket, err: Error): void {
   (this as TaggedSocket)[kPeer].socketError(err);
@@ -562,18 +567,24 @@ export class FramePeer implements Peer {
     }
     this.writeFrame(OP_CLOSE, payload);
     this.closeSent = true;
+    this.closeTimer = setTimeout(destroySocket, CLOSE_TIMEOUT_MS, this.socket);
     if (this.closeReceived) this.closeConnection();
-    this.closeTimer = setTimeout(() => this.socket.destroy(), CLOSE_TIMEOUT_MS);
   }
 
   /**
-   * Both close frames are through: the TCP connection goes. The server side (the client's leg)
-   * closes it first, as RFC 6455 §7.1.1 asks — at once when its close frame is out, which saves
-   * a shutdown() and a read of the client's FIN. The client side (a backend's leg) half-closes
-   * and lets the backend finish, so waiting connections (TIME_WAIT) pile up on backends, not here.
+   * Both close frames are through: the TCP connection goes, closed first by the server as RFC
+   * 6455 §7.1.1 asks, so that the server keeps the TIME_WAIT. On the client's leg (the sidecar is
+   * the server) that is at once when the close frame is out, which saves a shutdown() and a read
+   * of the client's FIN. A backend's leg (the sidecar is the client) waits for the backend's FIN
+   * and then closes without a shutdown() (ended()); a backend that does not close within
+   * SERVER_CLOSE_WAIT_MS has its leg closed from here. Half-closing at once instead, as ws does,
+   * raced the backend's FIN and left a TIME_WAIT on the sidecar for one connection in eight.
    */
   private closeConnection(): void {
-    if (!this.masks && this.socket.writableLength === 0) this.socket.destroy();
+    if (this.masks) {
+      clearTimeout(this.closeTimer!);
+      this.closeTimer = setTimeout(destroySocket, SERVER_CLOSE_WAIT_MS, this.socket);
+    } else if (this.socket.writableLength === 0) this.socket.destroy();
     else if (!this.socket.writableEnded) this.socket.end();
   }
 
@@ -585,13 +596,15 @@ export class FramePeer implements Peer {
   }
 
   /**
-   * @internal (socket listener) The other side closed its half. After a closing handshake ours
-   * is closed in turn; without one the peer is gone (a crashed backend, a client that vanished),
-   * and the socket is dropped at once: nothing written to it now would be read.
+   * @internal (socket listener) The other side closed its half. Without a closing handshake the
+   * peer is gone (a crashed backend, a client that vanished), and the socket is dropped at once:
+   * nothing written to it now would be read. So is a backend's leg whose closing handshake is
+   * done (closeConnection). Otherwise ours is closed in turn, once what is written is out.
    */
   ended(): void {
     if (this.readyState === OPEN) this.readyState = CLOSING;
     if (!this.closeReceived && !this.closeSent) this.socket.destroy();
+    else if (this.masks && this.closeReceived && this.closeSent) this.socket.destroy();
     else if (!this.socket.writableEnded) this.socket.end();
   }
 
