@@ -201,7 +201,7 @@ export class Sidecar implements SessionHost, AdminPort {
     const path = clientTarget(req.url!);
     const headers = backendRequestHeaders(req, this.headers);
     const protocols = offeredProtocols(req.headers);
-    const hashKey = this.hashKeyOf(req);
+    const hashKey = this.hashKeyOf(req, path);
     const remoteAddress = req.socket.remoteAddress ?? '';
     this.split.arrive(id, hashKey);
 
@@ -278,21 +278,21 @@ export class Sidecar implements SessionHost, AdminPort {
     return new FramePeer(socket as Socket, head, protocol, false, this.config.session.maxMessageBytes);
   }
 
-  private hashKeyOf(req: IncomingMessage): string | undefined {
+  /** `target`: the client's request-target as the backends get it (clientTarget), so equal paths hash alike. */
+  private hashKeyOf(req: IncomingMessage, target: string): string | undefined {
     const { algorithm, hashKey } = this.config.balancer;
     if (algorithm !== 'consistent-hash') return undefined;
-    const url = req.url ?? '/';
     switch (hashKey.source) {
       case 'path': {
-        const q = url.indexOf('?');
-        return q === -1 ? url : url.slice(0, q);
+        const q = target.indexOf('?');
+        return q === -1 ? target : target.slice(0, q);
       }
       case 'header': {
         const v = req.headers[hashKey.name.toLowerCase()];
         return Array.isArray(v) ? v[0] : v;
       }
       case 'query':
-        return new URL(url, 'http://x').searchParams.get(hashKey.name) ?? undefined;
+        return new URL(target, 'http://x').searchParams.get(hashKey.name) ?? undefined;
     }
   }
 
