@@ -387,6 +387,15 @@ describe('operator on a real API server: socket.io sessions through a blue/green
     const atHalf = await canaryPausedAt(custom, NS, 'edge', 1, 45_000);
     const halfAt = Date.now();
     assert.equal(atHalf.status?.rollout?.canary?.weight, 50);
+    // A session moved just before the status was read may have had one namespace's first tick
+    // from red (they come every 50 ms per namespace) and not yet the other's: read the clients
+    // once every namespace has ticked since. A namespace not resumed on red ticks no more.
+    await eventually(
+      async () => (sessions.every((s) => NAMESPACES.every((n) => (s.get(n).ticks.at(-1)?.at ?? 0) >= halfAt + 200)) ? true : undefined),
+      'every namespace ticking after the pause',
+      5_000,
+      50,
+    );
 
     // At 50 %: each session moved at most once (green, or green then one red server, on both
     // namespaces alike), and per sidecar half its sessions on red, as the clients and status see it.
