@@ -33,6 +33,7 @@ import {
   runFailoverTrial,
   runHandshakes,
   runLatency,
+  runQuietSessions,
   runThroughput,
   socketIoTraffic,
   stompTraffic,
@@ -49,6 +50,7 @@ import {
   type MassFailoverPlan,
   type MassFailoverResult,
   type MigrationTally,
+  type QuietSessionsPlan,
   type ThroughputResult,
   type WatchedProcess,
 } from './loadgen.js';
@@ -80,14 +82,17 @@ import { distributionOf, formatNumber, formatRatio, renderTable, type Distributi
 
 // ---- what to run ---------------------------------------------------------------------------
 
-const SECTIONS = ['throughput', 'latency', 'handshakes', 'rss', 'failover-gap', 'mass-failover', 'resume', 'codec', 'migration', ...KUBE_PARTS] as const;
+const SECTIONS = ['throughput', 'quiet-sessions', 'latency', 'handshakes', 'rss', 'failover-gap', 'mass-failover', 'resume', 'codec', 'migration', ...KUBE_PARTS] as const;
 type Section = (typeof SECTIONS)[number];
+/** The sections run on the same targets (direct, the sidecar, nginx, haproxy, node-pipe) in front of one echo backend. */
+const PROXY_SECTIONS: readonly Section[] = ['throughput', 'quiet-sessions', 'latency', 'handshakes'];
 /** Names --only accepts for several sections at once. */
 const SECTION_GROUPS: Record<string, readonly Section[]> = { failover: ['failover-gap', 'mass-failover'], kube: KUBE_PARTS };
 
 interface Plan {
   /** Every size at every window (messages in flight per connection). */
   throughput: { connections: number; windows: number[]; sizes: number[]; warmupMs: number; measureMs: number };
+  quietSessions: QuietSessionsPlan;
   latency: LatencyPlan;
   handshakes: HandshakePlan;
   idleSessions: number;
@@ -135,6 +140,8 @@ interface MigrationPlan {
 
 const FULL_PLAN: Plan = {
   throughput: { connections: 50, windows: [1, 8, 32], sizes: [64, 4096], warmupMs: 1000, measureMs: 3000 },
+  // 8,000 messages a second in all, each alone: a fleet's traffic rather than a few busy sockets.
+  quietSessions: { sessions: 3000, sendEveryMs: 375, payloadBytes: 64, warmupMs: 1000, measureMs: 3000 },
   latency: { connections: 50, ratePerSec: 2000, payloadBytes: 64, warmupMs: 1000, measureMs: 5000 },
   handshakes: { concurrency: 32, warmupMs: 500, measureMs: 3000 },
   idleSessions: 2000,
@@ -149,6 +156,7 @@ const FULL_PLAN: Plan = {
 
 const QUICK_PLAN: Plan = {
   throughput: { ...FULL_PLAN.throughput, warmupMs: 200, measureMs: 500 },
+  quietSessions: { ...FULL_PLAN.quietSessions, sessions: 500, sendEveryMs: 250, warmupMs: 200, measureMs: 700 },
   latency: { ...FULL_PLAN.latency, warmupMs: 200, measureMs: 1000 },
   handshakes: { ...FULL_PLAN.handshakes, warmupMs: 200, measureMs: 700 },
   idleSessions: 500,
@@ -227,6 +235,7 @@ interface ThroughputCase {
 
 interface Results {
   throughput: ThroughputCase[];
+  quietSessions: PerTarget<ThroughputResult>;
   latency: PerTarget<LatencyResult>;
   handshakes: PerTarget<HandshakeResult>;
   rss: PerTarget<RssResult>;
@@ -374,7 +383,7 @@ async function main(): Promise<void> {
   const options = parseOptions();
   const { quick, sections } = options;
   const env = describeEnvironment(options);
-  const results: Results = { throughput: [], latency: {}, handshakes: {}, rss: {}, resume: [], codec: [], kube: {} };
+  const results: Results = { throughput: [], quietSessions: {}, latency: {}, handshakes: {}, rss: {}, resume: [], codec: [], kube: {} };
 
   log(`Baton bench${quick ? ' (--quick)' : ''} at ${env.commit}: ${env.cores} cores (${env.cpuModel}), node ${env.node}, Linux ${env.kernel}`);
   log('The load generator, the proxy and the backend share these cores; every server is its own process on 127.0.0.1.');
@@ -385,8 +394,8 @@ async function main(): Promise<void> {
     log(`WARNING: the machine is already busy (${background.toFixed(0)}% of a core used by other processes): figures will be noisy.`);
   }
 
-  if (sections.has('throughput') || sections.has('latency') || sections.has('handshakes')) {
-    await timed('throughput, latency, handshakes', () => runProxySections(options, env, results));
+  if (PROXY_SECTIONS.some((section) => sections.has(section))) {
+    await timed(PROXY_SECTIONS.filter((section) => sections.has(section)).join(', '), () => runProxySections(options, env, results));
   }
   if (sections.has('rss')) await timed('rss', () => runRssSection(options, env, results));
   if (sections.has('failover-gap')) await timed('failover-gap', () => runFailoverSection(options, results));
@@ -498,6 +507,15 @@ async function runProxySections(options: Options, env: Environment, results: Res
         results.throughput.push({ size, window, perTarget });
       }
     }
+  }
+  if (sections.has('quiet-sessions')) {
+    const qp = plan.quietSessions;
+    log(`quiet sessions: open files allowed (soft RLIMIT_NOFILE): bench ${checkOpenFiles(process.pid, qp.sessions + SPARE_FILES, 'the bench')}`);
+    results.quietSessions = await runInterleaved(targets, rounds, async (target) => {
+      const r = await runQuietSessions(target.url, qp, target.watched);
+      const cpu = target.name === 'direct' ? '' : `, ${formatNumber(cpuPerEchoUs(r))} µs proxy CPU per echo`;
+      return [r, `quiet sessions ${target.name}: ${formatNumber(r.messagesPerSec)} msg/s${cpu} (CPU ${cpuLabel(r.cpu)})`];
+    });
   }
   if (sections.has('latency')) {
     results.latency = await runInterleaved(targets, rounds, async (target) => {
@@ -1116,17 +1134,24 @@ function report(options: Options, env: Environment, results: Results): string {
   const tp = plan.throughput;
   const rateRows: string[][] = [];
   const echoCpuRows: string[][] = [];
-  for (const { size, window, perTarget } of results.throughput) {
-    const label = `${sizeLabel(size)}, ${window} in flight`;
+  const echoRows = (label: string, run: string, perTarget: PerTarget<ThroughputResult>) => {
     rateRows.push(proxyRow(label, pick(perTarget, (r) => r.messagesPerSec), true));
     const proxies = { ...perTarget };
     delete proxies.direct;
     echoCpuRows.push(proxyRow(label, pick(proxies, cpuPerEchoUs), false));
     for (const t of TARGET_NAMES) {
       const r = perTarget[t];
-      if (r) cpuRows.push(cpuRow(`echo ${label} ${t}`, r.cpu));
+      if (r) cpuRows.push(cpuRow(`${run} ${t}`, r.cpu));
       if (r) noteOther(r.cpu);
     }
+  };
+  for (const { size, window, perTarget } of results.throughput) {
+    const label = `${sizeLabel(size)}, ${window} in flight`;
+    echoRows(label, `echo ${label}`, perTarget);
+  }
+  if (Object.keys(results.quietSessions).length > 0) {
+    const qp = plan.quietSessions;
+    echoRows(`${sizeLabel(qp.payloadBytes)}, ${formatNumber(qp.sessions)} sessions × 1 per ${qp.sendEveryMs} ms`, 'quiet sessions', results.quietSessions);
   }
   const lat = results.latency;
   if (Object.keys(lat).length > 0) {
@@ -1179,6 +1204,7 @@ function report(options: Options, env: Environment, results: Results): string {
   const mf = plan.massFailover;
   out.push(
     `throughput: ${tp.connections} connections × ${tp.windows.join(', ')} messages in flight each, binary, ${tp.warmupMs} ms warm-up + ${tp.measureMs} ms; ` +
+      `quiet sessions: ${plan.quietSessions.sessions} sessions, one binary message every ${plan.quietSessions.sendEveryMs} ms each; ` +
       `latency: ${plan.latency.connections} connections, ${plan.latency.payloadBytes} B; handshakes: concurrency ${plan.handshakes.concurrency}, ${plan.handshakes.measureMs} ms; ` +
       `RSS: ${plan.idleSessions} idle sessions; failover: ${plan.failoverTrials} trials; mass failover: ${mf.sessions} sessions, one message every ${mf.sendEveryMs} ms each; ` +
       `resume: ${plan.resume.trials} trials per protocol; codec: ${BAR_WINDOW} in flight; migration: ${plan.migration.sessions} sessions` +
@@ -1186,14 +1212,16 @@ function report(options: Options, env: Environment, results: Results): string {
   );
   if (rateRows.length > 0) {
     out.push('');
-    out.push(`Echo throughput, msg/s (${tp.connections} connections, each keeping N messages in flight):`);
+    out.push(`Echo throughput, msg/s (${tp.connections} connections, each keeping N messages in flight; quiet sessions: each message alone):`);
     out.push(renderTable(proxyHeader('echo', true), rateRows));
     out.push('');
     out.push('Proxy CPU per echo, µs (its CPU over the measured interval / echoes; less is better):');
     out.push(renderTable(proxyHeader('echo', false), echoCpuRows));
   }
-  out.push('');
-  out.push(renderTable(['figure', ...TARGET_NAMES, ...(['direct', ...REFERENCES] as const).map((t) => `sidecar/${t}`)], rows));
+  if (rows.length > 0) {
+    out.push('');
+    out.push(renderTable(['figure', ...TARGET_NAMES, ...(['direct', ...REFERENCES] as const).map((t) => `sidecar/${t}`)], rows));
+  }
   if (results.rss.direct) out.push('(RSS "direct" = the echo backend\'s own growth per connection: one plain ws socket in Node, for reference only.)');
   if (fo && fo.timeouts + fo.closed > 0) {
     out.push(`(failover: ${fo.timeouts + fo.closed} of ${fo.trials} trials saw no reply from the other backend within 5 s; not in the percentiles.)`);

@@ -26,6 +26,8 @@ const CLIENT_OPTIONS: ClientOptions = { perMessageDeflate: false, generateMask: 
 /** How long a single connect (or close) may take before it counts as failed. */
 const CONNECT_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 3_000;
+/** How often the pacer of many sessions sends what is due. */
+const PACE_MS = 2;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -219,17 +221,77 @@ export async function runThroughput(url: string, plan: ThroughputPlan, watched: 
     for (const f of frames?.open ?? []) ws.send(f, frameOptions);
     for (let i = 0; i < plan.window; i++) send();
   }
-  await sleep(plan.warmupMs);
-  const startCount = received;
-  const startCpu = cpuSnapshot(watched);
-  await sleep(plan.measureMs);
-  const endCount = received;
-  const endCpu = cpuSnapshot(watched);
+  const result = await measureEchoes(() => received, plan, watched);
   sending = false;
   await closeAll(sockets);
-  const seconds = (endCpu.at - startCpu.at) / 1000;
-  const messagesPerSec = (endCount - startCount) / seconds;
+  return result;
+}
+
+/** Waits out the warm-up, then counts the echoes (`received()` so far) of the measurement window and the CPU it took. */
+async function measureEchoes(
+  received: () => number,
+  plan: { warmupMs: number; measureMs: number; payloadBytes: number },
+  watched: readonly WatchedProcess[],
+): Promise<ThroughputResult> {
+  await sleep(plan.warmupMs);
+  const startCount = received();
+  const startCpu = cpuSnapshot(watched);
+  await sleep(plan.measureMs);
+  const endCount = received();
+  const endCpu = cpuSnapshot(watched);
+  const messagesPerSec = (endCount - startCount) / ((endCpu.at - startCpu.at) / 1000);
   return { messagesPerSec, mibPerSec: (messagesPerSec * plan.payloadBytes) / (1024 * 1024), cpu: cpuShare(watched, startCpu, endCpu) };
+}
+
+export interface QuietSessionsPlan {
+  sessions: number;
+  /** Each session sends one binary message this often (one pacer staggers the sends). */
+  sendEveryMs: number;
+  payloadBytes: number;
+  warmupMs: number;
+  measureMs: number;
+}
+
+/**
+ * Many sessions, each sending a message now and then, as a fleet of devices does: every message
+ * arrives alone, so each read, write and wake-up of a proxy serves one message, over thousands of
+ * sockets rather than the throughput run's 50 busy ones. Counts echoes in the measurement window
+ * that follows the warm-up.
+ */
+export async function runQuietSessions(url: string, plan: QuietSessionsPlan, watched: readonly WatchedProcess[]): Promise<ThroughputResult> {
+  const sockets = await connectMany(url, plan.sessions, 32);
+  const payload = Buffer.alloc(plan.payloadBytes, 0x61);
+  let received = 0;
+  for (const ws of sockets) ws.on('message', () => received++);
+  const stopPacing = paceSessions(sockets, plan.sendEveryMs, (ws) => ws.send(payload, SEND_BINARY));
+  const result = await measureEchoes(() => received, plan, watched);
+  stopPacing();
+  await closeAll(sockets);
+  return result;
+}
+
+/**
+ * One pacer for many sessions: every PACE_MS it makes the sends that are due, session after
+ * session, so that each open session sends every `everyMs` and the sends spread over the period.
+ * Returns the function that stops it.
+ */
+function paceSessions(sockets: readonly WebSocket[], everyMs: number, send: (ws: WebSocket) => void): () => void {
+  const start = performance.now();
+  let sent = 0;
+  let pacing = true;
+  const pace = () => {
+    if (!pacing) return;
+    const due = Math.floor(((performance.now() - start) * sockets.length) / everyMs);
+    for (; sent < due; sent++) {
+      const ws = sockets[sent % sockets.length]!;
+      if (ws.readyState === WebSocket.OPEN) send(ws);
+    }
+    setTimeout(pace, PACE_MS);
+  };
+  pace();
+  return () => {
+    pacing = false;
+  };
 }
 
 // ---- 2. latency at a fixed rate ---------------------------------------------------------------
@@ -730,21 +792,8 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
     });
   });
 
-  // One pacer sends whatever is due, session after session, so each sends every sendEveryMs.
   const message = Buffer.from('m');
-  const start = performance.now();
-  let sent = 0;
-  let pacing = true;
-  const pace = () => {
-    if (!pacing) return;
-    const due = Math.floor(((performance.now() - start) * n) / plan.sendEveryMs);
-    for (; sent < due; sent++) {
-      const ws = sockets[sent % n]!;
-      if (ws.readyState === WebSocket.OPEN) ws.send(message, SEND_TEXT);
-    }
-    setTimeout(pace, 2);
-  };
-  pace();
+  const stopPacing = paceSessions(sockets, plan.sendEveryMs, (ws) => ws.send(message, SEND_TEXT));
   try {
     // The steady cost: the sidecar's CPU over the second half of the warm-up.
     await sleep(plan.warmupMs / 2);
@@ -787,7 +836,7 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
       steadySidecarCpuPct,
     };
   } finally {
-    pacing = false;
+    stopPacing();
     // Cut rather than close: 4,000 close handshakes would only slow the bench down.
     for (const ws of sockets) ws.terminate();
   }
