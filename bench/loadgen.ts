@@ -26,6 +26,8 @@ const CLIENT_OPTIONS: ClientOptions = { perMessageDeflate: false, generateMask: 
 /** How long a single connect (or close) may take before it counts as failed. */
 const CONNECT_TIMEOUT_MS = 10_000;
 const CLOSE_TIMEOUT_MS = 3_000;
+/** How often waitUntilServing() tries a new session. */
+const WAIT_STEP_MS = 200;
 /** How often the pacer of many sessions sends what is due. */
 const PACE_MS = 2;
 
@@ -839,6 +841,33 @@ export async function runMassFailover(url: string, plan: MassFailoverPlan, sidec
     stopPacing();
     // Cut rather than close: 4,000 close handshakes would only slow the bench down.
     for (const ws of sockets) ws.terminate();
+  }
+}
+
+/**
+ * Opens a session every WAIT_STEP_MS, each sending one text message to tagged echo backends, until
+ * one is answered by backend `id` (one restarted after a kill: the sidecar's breaker lets a trial
+ * session through once its open period is over). Throws after `deadlineMs`.
+ */
+export async function waitUntilServing(url: string, id: string, deadlineMs: number): Promise<void> {
+  const until = performance.now() + deadlineMs;
+  while (performance.now() < until) {
+    if ((await answeredBy(url)) === id) return;
+    await sleep(WAIT_STEP_MS);
+  }
+  throw new Error(`backend ${id} answered no session through ${url} within ${deadlineMs} ms`);
+}
+
+/** The id of the tagged echo backend that answers a new session's first message. */
+async function answeredBy(url: string): Promise<string> {
+  let answered: (id: string) => void = () => {};
+  const answer = new Promise<string>((resolve) => (answered = resolve));
+  const ws = await connectClient(url, [], (_ws, data) => answered(String.fromCharCode(data[0]!)));
+  try {
+    ws.send('m', SEND_TEXT);
+    return await Promise.race([answer, sleep(CONNECT_TIMEOUT_MS).then(() => '')]);
+  } finally {
+    ws.terminate();
   }
 }
 
