@@ -861,11 +861,18 @@ export async function waitUntilServing(url: string, id: string, deadlineMs: numb
 /** The id of the tagged echo backend that answers a new session's first message. */
 async function answeredBy(url: string): Promise<string> {
   let answered: (id: string) => void = () => {};
-  const answer = new Promise<string>((resolve) => (answered = resolve));
+  // '' when no answer comes in time; the timer goes with the answer.
+  const answer = new Promise<string>((resolve) => {
+    const timer = setTimeout(resolve, CONNECT_TIMEOUT_MS, '');
+    answered = (id) => {
+      clearTimeout(timer);
+      resolve(id);
+    };
+  });
   const ws = await connectClient(url, [], (_ws, data) => answered(String.fromCharCode(data[0]!)));
   try {
     ws.send('m', SEND_TEXT);
-    return await Promise.race([answer, sleep(CONNECT_TIMEOUT_MS).then(() => '')]);
+    return await answer;
   } finally {
     ws.terminate();
   }
