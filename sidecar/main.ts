@@ -1,5 +1,6 @@
 import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { ConfigError, loadConfig } from './config/load.js';
 import { createLogger } from '../common/logger.js';
 import { Sidecar } from './sidecar.js';
@@ -9,6 +10,13 @@ import { Sidecar } from './sidecar.js';
  * started), serve, reload on SIGHUP or when the file changes, drain on SIGTERM and exit 0.
  */
 export async function runSidecar(configFile: string | undefined): Promise<void> {
+  // V8 moves an allocation site's objects straight to the old generation once most of them have
+  // outlived a scavenge. A sidecar's sessions do that when few are opening at once, and in a
+  // reconnect storm the site then puts thousands of short-lived sessions where only a full GC
+  // frees them, and each keeps its young parts alive through scavenges: 7–10 µs of GC pause per
+  // handshake instead of 2–3 (docs/performance.md). NODE_OPTIONS does not take V8's flag; set
+  // here, before the first session, it holds for the process.
+  setFlagsFromString('--no-allocation-site-pretenuring');
   let loaded;
   try {
     loaded = loadConfig({ file: configFile, env: process.env });

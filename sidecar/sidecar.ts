@@ -10,6 +10,7 @@ import type { z } from 'zod';
 import type { PutBackendsRequestSchema, PutBackendsResponse, SplitView } from '../common/admin/contract.js';
 import { AdminServer, type AdminPort, type DrainPaceRequest, type PutBackendsRefusal } from './admin/server.js';
 import { BackendPool } from './backends.js';
+import { ChurnMap } from './churn-map.js';
 import { CodecRouter, loadCodecs } from './codecs/registry.js';
 import { settingsOrderProblem, withManagedSettings } from '../common/config/managed.js';
 import { setValueAt, valueAt } from '../common/config/paths.js';
@@ -46,7 +47,7 @@ export class Sidecar implements SessionHost, AdminPort {
   readonly pool: BackendPool;
   /** Expands the file's backends marked resolve to one backend per address (docs/dns.md). */
   private readonly dns: DnsExpander;
-  readonly sessions = new Map<string, Session>();
+  readonly sessions = new ChurnMap<Session>();
   readonly metrics: SidecarMetrics;
   /** Loaded in start() (user codec modules are imported then). */
   codecs = new CodecRouter([], null, [], new Map());

@@ -7,6 +7,7 @@ import type { SplitSchema, SplitView } from '../common/admin/contract.js';
 import type { Logger } from '../common/logger.js';
 import type { Backend } from './backends.js';
 import { keyRank } from './balancing/choose.js';
+import type { ReadonlyChurnMap } from './churn-map.js';
 import { groupForNewSession, planMoves, splitTargets, type SplitMember } from './balancing/split.js';
 import { runPaced } from './paced.js';
 import type { Session } from './session.js';
@@ -16,7 +17,7 @@ const RECOUNT_MS = 100;
 
 /** What the keeper reads of the sidecar. */
 export interface SplitHost {
-  readonly sessions: ReadonlyMap<string, Session>;
+  readonly sessions: ReadonlyChurnMap<Session>;
   backends(): Iterable<Backend>;
   backend(id: string): Backend | undefined;
   stopping(): boolean;

@@ -307,7 +307,7 @@ describe('admin API', () => {
 
   test('every route that takes a body answers bad JSON and wrong types with 400 naming the field', async () => {
     const c = await TestClient.connect(`${url}/bodies`);
-    const sid = [...sidecar.sessions.keys()][0]!;
+    const sid = [...sidecar.sessions.values()][0]!.id;
     const bodyRoutes: [string, string][] = [
       ['POST', '/v1/backends'],
       ['PUT', '/v1/backends'],

@@ -147,7 +147,7 @@ describe('resuming a session on a new backend (a codec with protocol state)', ()
 
   test('a drain through the admin path: the same replay, nothing closed', async () => {
     const { a, b, c } = await setup();
-    assert.equal(await sidecar!.migrateSession([...sidecar!.sessions.keys()][0]!, 'admin', 'b'), 'migrated');
+    assert.equal(await sidecar!.migrateSession([...sidecar!.sessions.values()][0]!.id, 'admin', 'b'), 'migrated');
     await waitFor(() => c.texts().some((t) => t.startsWith('b|x|')), 'events from b');
     assert.deepEqual(b.logins, ['login secret']);
     assert.deepEqual(b.subs.sort(), ['x', 'y']);

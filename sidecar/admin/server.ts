@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import type { Backend, BackendPool, DrainPace } from '../backends.js';
+import type { ReadonlyChurnMap } from '../churn-map.js';
 import type { SidecarConfig } from '../../common/config/schema.js';
 import type { Logger } from '../../common/logger.js';
 import type { SidecarMetrics } from '../metrics.js';
@@ -40,7 +41,7 @@ const MAX_BODY_BYTES = 1024 * 1024;
 export interface AdminPort {
   readonly metrics: SidecarMetrics;
   readonly pool: BackendPool;
-  readonly sessions: ReadonlyMap<string, Session>;
+  readonly sessions: ReadonlyChurnMap<Session>;
   readonly startedAt: number;
   readonly configGeneration: number;
   readonly backendsGeneration: number;
