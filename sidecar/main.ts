@@ -10,12 +10,12 @@ import { Sidecar } from './sidecar.js';
  * started), serve, reload on SIGHUP or when the file changes, drain on SIGTERM and exit 0.
  */
 export async function runSidecar(configFile: string | undefined): Promise<void> {
-  // V8 moves an allocation site's objects straight to the old generation once most of them have
-  // outlived a scavenge. A sidecar's sessions do that when few are opening at once, and in a
-  // reconnect storm the site then puts thousands of short-lived sessions where only a full GC
-  // frees them, and each keeps its young parts alive through scavenges: 7–10 µs of GC pause per
-  // handshake instead of 2–3 (docs/performance.md). NODE_OPTIONS does not take V8's flag; set
-  // here, before the first session, it holds for the process.
+  // V8 may send an allocation site's objects straight to the old generation once it has seen most
+  // of them outlive a scavenge. Under a stream of handshakes that put short-lived session objects
+  // where only a full GC frees them, and each kept its young parts alive through scavenges: with
+  // the sessions in a ChurnMap, 12.4–12.5 µs of GC pause per handshake with pretenuring, 3.1–4.2
+  // without (docs/performance.md). NODE_OPTIONS does not take V8's flag; set here, before the
+  // first session, it holds for the process.
   setFlagsFromString('--no-allocation-site-pretenuring');
   let loaded;
   try {
